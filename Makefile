@@ -40,7 +40,7 @@ format: setup
 	$(BIN)/ruff format src tests benchmarks
 
 docs: setup
-	$(BIN)/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 docs-serve: setup
 	$(BIN)/mkdocs serve
