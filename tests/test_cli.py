@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from groundwork import cli
-from groundwork.errors import DataError
+from groundwork.errors import GroundworkError
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -68,7 +68,7 @@ def test_unknown_source_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -
 
 
 def test_debug_shows_the_traceback(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(DataError):
+    with pytest.raises(GroundworkError):
         cli.main(["data", "fetch", "no-such-source", "--debug"])
 
 

@@ -57,6 +57,10 @@ class CheckpointError(GroundworkError):
     """A checkpoint or run directory is missing, corrupt or does not match its config."""
 
 
+class TrainingError(GroundworkError):
+    """Training cannot go on (e.g. the loss became NaN or infinite)."""
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Return a hint naming the closest valid choice, or listing them all.
 

@@ -1,0 +1,89 @@
+"""Crash-safe file writing, shared by every stage that writes files a later stage reads.
+
+A file is written to a temporary file in the same directory, flushed and fsync'ed, then moved over
+the target with ``os.replace`` (atomic on POSIX) and the directory is fsync'ed: a process killed at
+any instant leaves either the old file or the new one, never a torn one. Chapter 8 (Training) and
+chapter 7 (Data) rely on it.
+"""
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import yaml
+
+from groundwork.errors import CheckpointError
+
+
+# --8<-- [start:atomic]
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success move it over ``path`` atomically.
+
+    If the body raises, the temporary file is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())  # the bytes are on disk before the rename makes them visible
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # and the rename itself is on disk
+        finally:
+            os.close(dir_fd)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# --8<-- [end:atomic]
+
+
+def atomic_write(path: Path, data: bytes | Callable[[IO[bytes]], object]) -> None:
+    """Write a file atomically: ``data`` is the bytes, or a callback given the open binary file."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        if isinstance(data, bytes):
+            f.write(data)
+        else:
+            data(f)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write JSON atomically (indented, UTF-8)."""
+    data = (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode("utf-8")
+    atomic_write(path, data)
+
+
+def write_yaml(path: Path, obj: Any) -> None:
+    """Write YAML atomically."""
+    data = yaml.safe_dump(obj, sort_keys=False).encode("utf-8")
+    atomic_write(path, data)
+
+
+def read_json(path: Path) -> Any:
+    """Read a JSON file, with a clear error if it is missing or corrupt."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise CheckpointError(f"{path} does not exist") from err
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path} is corrupt (not valid JSON: {err})") from err
+
+
+def read_yaml(path: Path) -> Any:
+    """Read a YAML file, with a clear error if it is missing or corrupt."""
+    try:
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise CheckpointError(f"{path} does not exist") from err
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path} is corrupt (not valid YAML: {err})") from err

@@ -1,0 +1,109 @@
+"""Metrics of a run: one JSON object per logged step in ``metrics.jsonl``, TensorBoard event files
+in ``tb/``, and ``plots/loss.png`` (train and validation loss, learning rate) redrawn at each
+evaluation. Chapter 8 (Training).
+"""
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from groundwork.train.checkpoint import atomic_path
+
+METRICS_FILE = "metrics.jsonl"
+
+
+class MetricsLogger:
+    """Append metrics to ``run_dir/metrics.jsonl`` and, if available, TensorBoard.
+
+    Args:
+        run_dir: The run directory.
+        tensorboard: Write TensorBoard event files under ``run_dir/tb`` (needs ``tensorboard``).
+        resume_step: When resuming, drop logged lines after this step so that the file reads as
+            one uninterrupted run.
+    """
+
+    def __init__(self, run_dir: Path, *, tensorboard: bool = True, resume_step: int | None = None):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / METRICS_FILE
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if resume_step is not None and self.path.exists():
+            kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
+            with atomic_path(self.path) as tmp:
+                tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+        elif resume_step is None and self.path.exists():
+            self.path.unlink()
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        self._tb: Any = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(log_dir=str(self.run_dir / "tb"), purge_step=resume_step)
+            except ImportError:  # tensorboard not installed: the JSONL log is enough
+                self._tb = None
+
+    def log(self, step: int, **metrics: float | int | str | None) -> None:
+        """Record ``metrics`` for ``step`` (non-finite floats are written as null)."""
+        row: dict[str, Any] = {"step": step}
+        for k, v in metrics.items():
+            row[k] = None if isinstance(v, float) and not math.isfinite(v) else v
+        self._file.write(json.dumps(row) + "\n")
+        self._file.flush()
+        if self._tb is not None:
+            for k, v in row.items():
+                if k != "step" and isinstance(v, int | float) and not isinstance(v, bool):
+                    self._tb.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        """Flush and close the files."""
+        self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """Read a ``metrics.jsonl`` file (a torn last line, from a crash, is ignored)."""
+    rows = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def plot_losses(metrics_path: Path, out: Path) -> None:
+    """Draw train/validation loss against step, with the learning rate on a second axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(metrics_path)
+    train = [(r["step"], r["loss"]) for r in rows if r.get("loss") is not None]
+    val = [(r["step"], r["val_loss"]) for r in rows if r.get("val_loss") is not None]
+    lr = [(r["step"], r["lr"]) for r in rows if r.get("lr") is not None]
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    if train:
+        ax.plot(*zip(*train, strict=True), label="train loss", color="tab:blue", alpha=0.8)
+    if val:
+        ax.plot(*zip(*val, strict=True), "o-", label="validation loss", color="tab:orange")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats/token)")
+    ax.grid(alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    if lr:
+        ax2 = ax.twinx()
+        ax2.plot(*zip(*lr, strict=True), label="learning rate", color="tab:gray", ls="--", lw=1)
+        ax2.set_ylabel("learning rate")
+        h2, l2 = ax2.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+    if handles:
+        ax.legend(handles, labels, loc="upper right")
+    ax.set_title(Path(metrics_path).parent.name)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
