@@ -10,6 +10,7 @@ Errors the user can cause (:class:`groundwork.errors.GroundworkError`) are print
 exit with status 2; ``--debug`` anywhere on the command line shows the full traceback instead.
 """
 
+import dataclasses
 import inspect
 import json
 import re
@@ -19,9 +20,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from jsonargparse import ArgumentParser
+from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 
 from groundwork.errors import ConfigError, GroundworkError, did_you_mean
+from groundwork.train.loop import TrainConfig
+from groundwork.train.pretrain import DataConfig, ModelArgs
+
+set_parsing_settings(docstring_parse_attribute_docstrings=True)
 
 # -------------------------------------------------------------------------------------------------
 # data
@@ -88,11 +93,7 @@ def data_prepare(
     from groundwork import corpus, tokenize
 
     tok = tokenize.load_tokenizer(tokenizer)
-    splits: dict[str, list[corpus.Document]] = {}
-    for split in ("train", "val", "test"):
-        docs = corpus.load_documents(source, split=split)  # type: ignore[arg-type]
-        if docs:
-            splits[split] = docs
+    splits = {s: docs for s, docs in corpus.load_corpus(source).splits.items() if docs}
     meta = corpus.prepare_shards(
         splits,
         tok.encode,
@@ -175,9 +176,151 @@ def tokenizer_encode(path: Path, text: str, color: bool | None = None) -> None:
 
 
 # -------------------------------------------------------------------------------------------------
+# models and training
+
+
+def model_info(name: str = "tiny", arch: Literal["gpt", "llama"] = "gpt") -> None:
+    """Parameters by component, FLOPs per token and memory of a preset or a run's model.
+
+    Args:
+        name: A preset name (e.g. tiny, gpt2-124m, smollm2-135m) or a run directory.
+        arch: Architecture of the preset (gpt or llama; ignored for a run directory).
+    """
+    from groundwork import models
+    from groundwork.train.pretrain import ARCHS, model_config_from_dict
+
+    if Path(name, "config.yaml").exists():
+        from groundwork.fileio import read_yaml
+
+        config = model_config_from_dict(read_yaml(Path(name, "config.yaml"))["model"])
+    else:
+        other = "llama" if arch == "gpt" else "gpt"
+        try:
+            config = ARCHS[arch].from_name(name)
+        except GroundworkError:
+            try:  # the name may belong to the other architecture (e.g. smollm2-135m)
+                config = ARCHS[other].from_name(name)
+            except GroundworkError:
+                raise ConfigError(
+                    f"{name!r} is neither a run directory nor a {arch} or {other} preset"
+                ) from None
+    print(models.format_info(models.info(config)))
+
+
+def pretrain(
+    *,
+    model: ModelArgs,
+    data: DataConfig,
+    train: TrainConfig,
+    out: Path = Path("runs/pretrain"),
+    resume: Path | None = None,
+    samples: int = 0,
+) -> None:
+    """Train a language model from scratch on a data source; writes a run directory.
+
+    Use --config RECIPE.yaml (see configs/) and override any field, e.g. --train.lr 3e-4.
+    Ctrl-C or SIGTERM finishes the current step, saves a checkpoint and exits;
+    continue with --resume RUN_DIR.
+
+    Args:
+        model: Architecture, preset and overridden fields.
+        data: Data source and tokenizer.
+        train: Steps, batch, optimizer, schedule, precision, evaluation.
+        out: Run directory to write.
+        resume: Continue the run in this directory from its last checkpoint instead.
+        samples: Print this many samples from the model at the end.
+    """
+    from groundwork.train import pretrain as recipe
+
+    if resume is not None:
+        result = recipe.resume(resume)
+    else:
+        result = recipe.pretrain(model=model, data=data, train_config=train, out=out)
+    state = result.state
+    run = result.run_dir
+    if result.stopped == "signal":
+        print(
+            f"stopped at step {state.step}; checkpoint saved in {run}. "
+            f"Resume with: groundwork pretrain --resume {run}"
+        )
+        return
+    summary = recipe.evaluate_run(run, device="auto")
+    print(
+        f"step {state.step} ({state.tokens_seen:,} tokens, {state.elapsed_seconds:.0f} s): "
+        f"validation loss {summary['loss_nats_per_token']:.4f} nats/token, "
+        f"perplexity {summary['perplexity']:.2f}, "
+        f"{summary['bits_per_byte']:.3f} bits per byte"
+    )
+    print(f"run directory: {run} (loss plot: {run / 'plots' / 'loss.png'})")
+    for i in range(samples):
+        print(f"--- sample {i + 1} ---")
+        sample(run, prompt="\n", max_new_tokens=200, seed=i)
+
+
+def sample(
+    run: Path,
+    prompt: str = "\n",
+    max_new_tokens: int = 200,
+    temperature: float = 0.8,
+    top_k: int | None = 50,
+    seed: int = 0,
+) -> None:
+    """Sample text from a trained run's model.
+
+    Args:
+        run: A run directory (from `groundwork pretrain`).
+        prompt: Text to continue.
+        max_new_tokens: Number of tokens to generate.
+        temperature: Sampling temperature (0: greedy).
+        top_k: Sample among the k most likely tokens (none: all).
+        seed: Random seed.
+    """
+    import torch
+
+    from groundwork.generate import sample as sample_ids
+    from groundwork.train.pretrain import load_run
+
+    net, tokenizer, _ = load_run(run)
+    ids = sample_ids(
+        net,
+        tokenizer.encode(prompt),
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        max_seq_len=getattr(getattr(net, "config", None), "max_seq_len", None),
+        stop_id=tokenizer.eot_id,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    print(prompt + tokenizer.decode([i for i in ids if i != tokenizer.eot_id]))
+
+
+def evaluate(run: Path, split: str = "val", json_output: bool = False) -> None:
+    """Loss, perplexity and bits per byte of a run's model on a whole split of its data.
+
+    Args:
+        run: A run directory.
+        split: Which split of the run's data (val or test).
+        json_output: Print JSON instead of a table.
+    """
+    from groundwork.train.pretrain import evaluate_run
+
+    result = evaluate_run(run, split=split)
+    if json_output:
+        print(json.dumps(result, indent=2))
+        return
+    for key, value in result.items():
+        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+        print(f"{key:<22}{shown}")
+
+
+# -------------------------------------------------------------------------------------------------
 # the command tree and its runner
 
-COMMANDS: dict[str, dict[str, Callable[..., None]]] = {
+COMMANDS: dict[str, Callable[..., None] | dict[str, Callable[..., None]]] = {
+    "pretrain": pretrain,
+    "sample": sample,
+    "evaluate": evaluate,
+    "model": {"info": model_info},
     "data": {
         "list": data_list,
         "fetch": data_fetch,
@@ -191,6 +334,7 @@ COMMANDS: dict[str, dict[str, Callable[..., None]]] = {
 }
 
 GROUP_HELP = {
+    "model": "Look inside model configs: parameters, FLOPs, memory.",
     "data": "Real data sources: fetch, inspect, and prepare token shards.",
     "tokenizer": "Train tokenizers and look at how they split text.",
 }
@@ -203,7 +347,9 @@ def _is_str_list(annotation: Any) -> bool:
 def _command_parser(fn: Callable[..., None]) -> ArgumentParser:
     """A parser for one command: required list-of-str parameters become ``nargs='+'``
     positionals, the rest come from the signature and docstring through jsonargparse."""
-    parser = ArgumentParser(description=_summary(fn), exit_on_error=False)
+    parser = ArgumentParser(description=_summary(fn), exit_on_error=False, allow_abbrev=False)
+    if any(dataclasses.is_dataclass(t) for t in _dataclass_params(fn).values()):
+        parser.add_argument("--config", action=ActionConfigFile, help="A YAML recipe (configs/).")
     hints = typing.get_type_hints(fn)
     many = [
         name
@@ -214,6 +360,16 @@ def _command_parser(fn: Callable[..., None]) -> ArgumentParser:
         parser.add_argument(name, nargs="+", help=_param_doc(fn, name))
     parser.add_function_arguments(fn, as_positional=True, skip=set(many))
     return parser
+
+
+def _dataclass_params(fn: Callable[..., None]) -> dict[str, Any]:
+    """Parameters whose type is (optionally) a config dataclass."""
+    out = {}
+    for name, hint in typing.get_type_hints(fn).items():
+        args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+        if len(args) == 1 and dataclasses.is_dataclass(args[0]):
+            out[name] = args[0]
+    return out
 
 
 def _summary(fn: Callable[..., None]) -> str:
@@ -240,17 +396,22 @@ def build_parser() -> ArgumentParser:
     )
     groups = parser.add_subcommands(dest="command")
     for group, commands in COMMANDS.items():
+        if callable(commands):
+            groups.add_subcommand(group, _command_parser(commands), help=_first_line(commands))
+            continue
         group_parser = ArgumentParser(description=GROUP_HELP[group], exit_on_error=False)
         groups.add_subcommand(group, group_parser, help=GROUP_HELP[group])
         sub = group_parser.add_subcommands(dest="subcommand")
         for name, fn in commands.items():
-            sub.add_subcommand(
-                name, _command_parser(fn), help=(inspect.getdoc(fn) or "").splitlines()[0]
-            )
+            sub.add_subcommand(name, _command_parser(fn), help=_first_line(fn))
     return parser
 
 
-_OPTION = re.compile(r"^--([A-Za-z][A-Za-z0-9]*(?:-[A-Za-z0-9]+)+)(=.*)?$")
+def _first_line(fn: Callable[..., None]) -> str:
+    return (inspect.getdoc(fn) or "").splitlines()[0]
+
+
+_OPTION = re.compile(r"^--([A-Za-z][\w.]*-[\w.-]*)(=.*)?$")
 
 
 def _normalise_argv(argv: Sequence[str]) -> list[str]:
@@ -267,22 +428,43 @@ def _normalise_argv(argv: Sequence[str]) -> list[str]:
     return out
 
 
+def _find_command(argv: Sequence[str]) -> tuple[list[str], Callable[..., None] | None]:
+    """The command words at the start of ``argv`` and the function they name, if any."""
+    words = [a for a in argv if not a.startswith("-")][:2]
+    entry = COMMANDS.get(words[0]) if words else None
+    if callable(entry):
+        return words[:1], entry
+    if isinstance(entry, dict) and len(words) == 2 and words[1] in entry:
+        return words, entry[words[1]]
+    return words, None
+
+
+def _known_options(fn: Callable[..., None]) -> list[str]:
+    """Every long option of a command, spelt with dashes (``--train.max-steps``)."""
+    parser = _command_parser(fn)
+    return sorted(
+        "--" + opt[2:].replace("_", "-")
+        for action in parser._actions
+        for opt in action.option_strings
+        if opt.startswith("--") and not opt.endswith(".help")
+    )
+
+
 def _explain_parse_error(message: str, argv: Sequence[str]) -> str:
-    """Add 'did you mean ...' to an unknown-option error, using the chosen command's options."""
-    unknown = re.search(r"[Uu]nrecognized arguments: (--?[\w-]+)", message)
-    command = [a for a in argv if not a.startswith("-")][:2]
-    fn = COMMANDS.get(command[0], {}).get(command[1]) if len(command) == 2 else None
+    """Turn a parse error into one line; an unknown option or config key gets the closest valid
+    one ('did you mean ...')."""
+    words, fn = _find_command(argv)
+    unknown = re.search(r"[Uu]nrecognized arguments: (--?[\w.-]+)", message) or re.search(
+        r"does not accept (?:option|key) '([\w.-]+)'", message
+    )
     if unknown and fn is not None:
-        options = [
-            "--" + name.replace("_", "-")
-            for name, p in inspect.signature(fn).parameters.items()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY or p.default is not inspect.Parameter.empty
-        ]
-        bad = unknown.group(1).replace("_", "-")
-        return f"unknown option {bad} for `groundwork {' '.join(command)}`: " + did_you_mean(
-            bad, options
+        bad = "--" + unknown.group(1).lstrip("-").replace("_", "-")
+        hint = did_you_mean(bad, _known_options(fn))
+        return (
+            f"unknown option {bad} for `groundwork {' '.join(words)}` (or in its --config): {hint}"
         )
-    return message.strip().splitlines()[-1] if message.strip() else "invalid arguments"
+    lines = [line for line in message.strip().splitlines() if line.strip()]
+    return " ".join(line.strip() for line in lines[-2:]) if lines else "invalid arguments"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -302,15 +484,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         except Exception as err:  # jsonargparse raises ArgumentError with exit_on_error=False
             raise ConfigError(_explain_parse_error(str(err), args)) from err
         group = cfg.command
-        if group is None:
-            parser.print_help()
-            return 0
-        sub = cfg[group].subcommand
-        if sub is None:
-            parser.parse_args([group, "--help"])
-            return 0
-        fn = COMMANDS[group][sub]
-        kwargs = {k: v for k, v in cfg[group][sub].items() if k != "config"}
+        entry = COMMANDS[group]
+        if callable(entry):
+            fn, values = entry, cfg[group]
+        else:
+            sub = cfg[group].subcommand
+            fn, values = entry[sub], cfg[group][sub]
+        init = parser.instantiate_classes(cfg)  # config sections become dataclass instances
+        values = init[group] if callable(entry) else init[group][sub]
+        kwargs = {k: v for k, v in values.items() if k not in ("config", "__path__")}
         fn(**kwargs)
     except GroundworkError as err:
         if debug:

@@ -9,13 +9,10 @@ in only what a batch touches) and cuts training windows from it: ``x = ids[i : i
 bits per byte, which does not depend on the tokenizer. Chapter 7, "Data for large models".
 """
 
-import contextlib
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,26 +21,9 @@ from tqdm import tqdm
 from groundwork.corpus.document import Document
 from groundwork.corpus.fetch import sha256_file
 from groundwork.errors import ConfigError, DataError, EmptyCorpusError
+from groundwork.fileio import atomic_path
 
 META = "meta.json"
-
-
-@contextlib.contextmanager
-def _atomic_file(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
-    """Write ``path`` atomically: a temporary file in the same directory, fsync, ``os.replace``.
-
-    If the block raises, the temporary file is removed and ``path`` is left as it was.
-    """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def dtype_for(vocab_size: int) -> np.dtype[Any]:
@@ -104,7 +84,8 @@ def prepare_shards(
         if not docs:
             continue
         n_tokens, n_bytes = 0, 0
-        with _atomic_file(out / f"{split}.bin") as f:  # streamed: one document in memory at a time
+        # Streamed: one document in memory at a time.
+        with atomic_path(out / f"{split}.bin") as tmp, open(tmp, "wb") as f:
             for doc in docs:
                 ids = np.asarray(encode(doc.text), dtype=np.int64)
                 if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
@@ -135,7 +116,7 @@ def prepare_shards(
             "path": str(tokenizer_path),
             "sha256": sha256_file(Path(tokenizer_path)),
         }
-    with _atomic_file(out / META, mode="w") as f:
+    with atomic_path(out / META) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(json.dumps(meta, indent=2) + "\n")
     return meta
 

@@ -59,7 +59,7 @@ class TrainConfig:
     """Stop after this many seconds of wall time, with a checkpoint (``None``: no limit)."""
     batch_size: int = 32
     """Sequences per micro-batch."""
-    seq_len: int = 256
+    seq_len: int = 128
     """Tokens per sequence (the model's context used in training)."""
     grad_accum: int = 1
     """Micro-batches whose gradients are summed before each optimizer step."""

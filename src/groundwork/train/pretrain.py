@@ -1,0 +1,306 @@
+"""Pretraining from a recipe: data (fetch, tokenizer, shards) → model → loop → run directory.
+
+This is what ``groundwork pretrain`` runs, as a Python function. The tokenizer and token shards
+a recipe needs are built once and cached under ``$GROUNDWORK_HOME`` (keyed by source, tokenizer
+kind and vocabulary size), so a second run starts training at once. The run directory receives
+the resolved ``config.yaml`` (enough to rebuild the model), a copy of ``tokenizer.json``, and
+everything the loop writes (see :mod:`groundwork.train.loop`). Chapter 8 (Training).
+"""
+
+import dataclasses
+import math
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from groundwork.errors import CheckpointError, ConfigError, did_you_mean
+from groundwork.fileio import read_yaml, write_yaml
+from groundwork.models import GPTConfig, LlamaConfig, ModelConfig, build_model
+from groundwork.train import checkpoint as ckpt
+from groundwork.train.loop import TrainConfig, TrainResult, evaluate_loss, resolve_device, train
+
+ARCHS: dict[str, type[GPTConfig] | type[LlamaConfig]] = {"gpt": GPTConfig, "llama": LlamaConfig}
+
+
+@dataclass(kw_only=True)
+class ModelArgs:
+    """Which model to train: an architecture, a named preset, and fields of the preset to change.
+    ``vocab_size`` always comes from the tokenizer."""
+
+    arch: Literal["gpt", "llama"] = "gpt"
+    """Architecture: GPT-2 style or Llama style."""
+    preset: str = "tiny"
+    """Named config of that architecture (e.g. tiny, gpt2-124m, smollm2-135m)."""
+    d_model: int | None = None
+    """Width of the residual stream (None: the preset's)."""
+    n_layers: int | None = None
+    """Number of blocks (None: the preset's)."""
+    n_heads: int | None = None
+    """Attention heads (None: the preset's)."""
+    n_kv_heads: int | None = None
+    """Key/value heads, Llama only (None: the preset's)."""
+    d_ff: int | None = None
+    """MLP hidden size (None: the preset's)."""
+    max_seq_len: int | None = None
+    """Longest sequence the model accepts (None: the preset's)."""
+    dropout: float | None = None
+    """Dropout, GPT only (None: the preset's)."""
+
+    def build_config(self, vocab_size: int) -> ModelConfig:
+        """The full model config: the preset, these overrides, and ``vocab_size``."""
+        if self.arch not in ARCHS:
+            raise ConfigError(f"model.arch {self.arch!r}: {did_you_mean(self.arch, ARCHS)}")
+        cls = ARCHS[self.arch]
+        names = {f.name for f in dataclasses.fields(cls)}
+        overrides = {
+            k: v for k, v in asdict(self).items() if k not in ("arch", "preset") and v is not None
+        }
+        for key in overrides:
+            if key not in names:
+                raise ConfigError(f"model.{key} is not an option of {self.arch} models")
+        return cls.from_name(self.preset, **overrides, vocab_size=vocab_size)
+
+
+@dataclass(kw_only=True)
+class DataConfig:
+    """Where the tokens come from."""
+
+    source: str = "shakespeare"
+    """Data source (see `groundwork data list`); its train/val splits are used."""
+    tokenizer: str | None = None
+    """A tokenizer.json path, or "gpt2" for GPT-2's own BPE; None trains one on the source."""
+    tokenizer_kind: Literal["bpe", "char"] = "bpe"
+    """Kind of tokenizer to train when none is given."""
+    vocab_size: int = 4096
+    """Vocabulary size of the tokenizer to train."""
+
+    def __post_init__(self) -> None:
+        if self.vocab_size < 1:
+            raise ConfigError(f"data.vocab_size must be a positive integer, got {self.vocab_size}")
+
+
+def prepare_data(data: DataConfig, *, progress: bool = True) -> tuple[Path, Path]:
+    """Fetch the source, train (or take) the tokenizer, and prepare shards; all cached.
+
+    Returns:
+        ``(tokenizer_path, shards_dir)``.
+    """
+    from groundwork import __version__, corpus, tokenize
+    from groundwork.corpus.fetch import sha256_file
+
+    home = corpus.home()
+    tokenizer: tokenize.Tokenizer
+    if data.tokenizer == "gpt2":
+        tok_path = home / "tokenizers" / "gpt2.json"
+        if not tok_path.exists():
+            files = corpus.fetch("gpt2-bpe")
+            gpt2 = tokenize.ByteLevelBPE.from_gpt2_files(
+                files / "encoder.json", files / "vocab.bpe"
+            )
+            tok_path.parent.mkdir(parents=True, exist_ok=True)
+            gpt2.save(tok_path)
+        tokenizer = tokenize.load_tokenizer(tok_path)
+    elif data.tokenizer is not None:
+        tok_path = Path(data.tokenizer)
+        tokenizer = tokenize.load_tokenizer(tok_path)
+    else:
+        name = f"{data.source}-{data.tokenizer_kind}-{data.vocab_size}-v{__version__}"
+        tok_path = home / "tokenizers" / f"{name}.json"
+        if tok_path.exists():
+            tokenizer = tokenize.load_tokenizer(tok_path)
+        else:
+            texts = [d.text for d in corpus.load_documents(data.source, split="train")]
+            tokenizer = tokenize.train_tokenizer(
+                data.tokenizer_kind, texts, data.vocab_size, show_progress=progress
+            )
+            tok_path.parent.mkdir(parents=True, exist_ok=True)
+            tokenizer.save(tok_path)
+    digest = sha256_file(tok_path)[:12]
+    shards = home / "shards" / f"{data.source}-{digest}"
+    if not (shards / "meta.json").exists():
+        splits = corpus.load_corpus(data.source).splits
+        corpus.prepare_shards(
+            {s: docs for s, docs in splits.items() if docs},
+            tokenizer.encode,
+            tokenizer.vocab_size,
+            shards,
+            eot_id=tokenizer.eot_id,
+            source=data.source,
+            tokenizer_path=tok_path,
+            progress=progress,
+        )
+    return tok_path, shards
+
+
+def _bytes_per_token(meta: dict[str, Any], split: str) -> float | None:
+    info = meta.get("splits", {}).get(split)
+    if not info or not info.get("tokens"):
+        return None
+    return float(info["bytes"]) / float(info["tokens"])
+
+
+def pretrain(
+    *,
+    model: ModelArgs | None = None,
+    data: DataConfig | None = None,
+    train_config: TrainConfig | None = None,
+    out: Path = Path("runs/pretrain"),
+) -> TrainResult:
+    """Train a language model from scratch and write a run directory.
+
+    Args:
+        model: Architecture, preset and overrides (default: the tiny GPT).
+        data: Source and tokenizer (default: Shakespeare with a 4096-token BPE).
+        train_config: The loop's settings.
+        out: The run directory; an existing run there is replaced (use :func:`resume` to continue).
+    """
+    from groundwork import corpus
+
+    model = model or ModelArgs()
+    data = data or DataConfig()
+    cfg = train_config or TrainConfig()
+    tok_path, shards = prepare_data(data, progress=cfg.progress)
+    meta = corpus.read_meta(shards)
+    model_config = model.build_config(meta["vocab_size"])
+    if cfg.seq_len > model_config.max_seq_len:
+        raise ConfigError(
+            f"train.seq_len ({cfg.seq_len}) is longer than the model's max_seq_len "
+            f"({model_config.max_seq_len}); lower train.seq_len or raise model.max_seq_len"
+        )
+    out = Path(out)
+    if out.exists():
+        for name in (ckpt.STATE_FILE, ckpt.MODEL_FILE, ckpt.OPTIMIZER_FILE, "metrics.jsonl"):
+            (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / "tb", ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(tok_path, out / "tokenizer.json")
+    write_yaml(
+        out / ckpt.CONFIG_FILE,
+        {
+            "model": {"arch": model.arch, **_plain(asdict(model_config))},
+            "data": {**_plain(asdict(data)), "shards": str(shards)},
+            "train": _plain(asdict(cfg)),
+        },
+    )
+    torch.manual_seed(cfg.seed)
+    net = build_model(model_config)
+    return _run(net, shards, cfg, out, resume=False)
+
+
+def resume(run_dir: Path, *, overrides: dict[str, Any] | None = None) -> TrainResult:
+    """Continue the run in ``run_dir`` from its last checkpoint (optionally with some ``train``
+    settings changed, e.g. ``{"max_steps": 2000}``)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / ckpt.STATE_FILE).exists():
+        raise CheckpointError(
+            f"cannot resume {run_dir}: no {ckpt.STATE_FILE} there (is it a run directory?)"
+        )
+    config = read_yaml(run_dir / ckpt.CONFIG_FILE)
+    train_fields = {**config["train"], **(overrides or {})}
+    cfg = TrainConfig(**train_fields)
+    net = build_model(model_config_from_dict(config["model"]))
+    shards = Path(config["data"]["shards"])
+    if not (shards / "meta.json").exists():
+        data = DataConfig(**{k: v for k, v in config["data"].items() if k != "shards"})
+        _, shards = prepare_data(data, progress=cfg.progress)
+    return _run(net, shards, cfg, run_dir, resume=True)
+
+
+def _run(net: nn.Module, shards: Path, cfg: TrainConfig, out: Path, *, resume: bool) -> TrainResult:
+    from groundwork import corpus
+
+    meta = corpus.read_meta(shards)
+    train_data = corpus.TokenShards(shards, "train")
+    val_data = corpus.TokenShards(shards, "val") if "val" in meta["splits"] else None
+    return train(
+        net,
+        train_data,
+        val_data,
+        cfg,
+        out,
+        resume=resume,
+        bytes_per_token=_bytes_per_token(meta, "val"),
+    )
+
+
+def model_config_from_dict(fields: dict[str, Any]) -> ModelConfig:
+    """Rebuild a model config from the ``model`` section of a run's ``config.yaml``."""
+    fields = dict(fields)
+    arch = fields.pop("arch", "gpt")
+    if arch not in ARCHS:
+        raise CheckpointError(f"config.yaml names an unknown architecture {arch!r}")
+    try:
+        return ARCHS[arch](**fields)
+    except TypeError as err:
+        raise CheckpointError(f"config.yaml's model section does not fit {arch}: {err}") from err
+
+
+def load_run(
+    run_dir: Path, *, device: str = "auto", weights: bool = True
+) -> tuple[nn.Module, Any, dict[str, Any]]:
+    """Load a run directory: ``(model in eval mode, tokenizer, config dict)``.
+
+    Raises:
+        CheckpointError: not a run directory, or weights that do not fit its config.
+    """
+    from groundwork import tokenize
+
+    run_dir = Path(run_dir)
+    if not (run_dir / ckpt.CONFIG_FILE).exists():
+        raise CheckpointError(
+            f"{run_dir} is not a run directory (no {ckpt.CONFIG_FILE}); "
+            "train one with `groundwork pretrain`"
+        )
+    config = read_yaml(run_dir / ckpt.CONFIG_FILE)
+    net = build_model(model_config_from_dict(config["model"]))
+    if weights:
+        ckpt.load_model_weights(net, run_dir / ckpt.MODEL_FILE)
+    net.to(resolve_device(device)).eval()
+    tokenizer = tokenize.load_tokenizer(run_dir / "tokenizer.json")
+    return net, tokenizer, config
+
+
+def evaluate_run(
+    run_dir: Path, *, split: str = "val", batch_size: int = 16, device: str = "auto"
+) -> dict[str, float | int | str]:
+    """Loss, perplexity and bits per byte of a run's model over a whole split of its data."""
+    from groundwork import corpus
+
+    net, _, config = load_run(run_dir, device=device)
+    shards = Path(config["data"]["shards"])
+    meta = corpus.read_meta(shards)
+    if split not in meta["splits"]:
+        raise ConfigError(f"split {split!r} not in {shards}: it has {sorted(meta['splits'])}")
+    data = corpus.TokenShards(shards, split)
+    seq_len = int(config["train"]["seq_len"])
+    total, count = evaluate_loss(
+        net,
+        data,
+        batch_size=batch_size,
+        seq_len=seq_len,
+        device=next(net.parameters()).device,
+    )
+    loss = total / count
+    bpt = _bytes_per_token(meta, split)
+    return {
+        "split": split,
+        "tokens": count,
+        "loss_nats_per_token": loss,
+        "perplexity": math.exp(loss),
+        "bits_per_byte": loss / math.log(2) / bpt if bpt else float("nan"),
+    }
+
+
+def _plain(obj: Any) -> Any:
+    """Make a config dict YAML-safe (paths to strings, tuples to lists)."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
