@@ -1,0 +1,269 @@
+"""Llama: a pre-norm decoder with RMSNorm, rotary positions, SwiGLU and grouped-query attention.
+
+Read top to bottom: the config and its presets, the decoder block, then the model.
+
+References:
+    * Touvron et al. 2023, "LLaMA: Open and Efficient Foundation Language Models" and
+      "Llama 2: Open Foundation and Fine-Tuned Chat Models".
+    * Su et al. 2021, "RoFormer" (rotary position embedding, RoPE).
+    * Zhang & Sennrich 2019, "Root Mean Square Layer Normalization" (RMSNorm).
+    * Shazeer 2020, "GLU Variants Improve Transformer" (SwiGLU).
+    * Ainslie et al. 2023, "GQA" (grouped-query attention).
+    * Allal et al. 2025, "SmolLM2" (the ``smollm2-135m`` preset).
+
+Parameter names are Hugging Face's ``LlamaForCausalLM`` names (``model.layers.0.self_attn.q_proj.
+weight``), so checkpoints convert without a key map. Chapter 5 of the docs.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from groundwork.errors import ConfigError
+from groundwork.models.config import check_choice, check_divides, check_positive, preset
+from groundwork.nn import (
+    Attention,
+    AttentionImpl,
+    KVCache,
+    RMSNorm,
+    RopeScaling,
+    RotaryEmbedding,
+    SwiGLU,
+    build_attention_mask,
+)
+
+
+@dataclass(kw_only=True)
+class LlamaConfig:
+    """Shape and options of a Llama-style model."""
+
+    vocab_size: int = 32000
+    """Number of token ids."""
+    max_seq_len: int = 2048
+    """Longest sequence the model is meant for (RoPE itself has no table to run out of)."""
+    d_model: int = 4096
+    """Width of the residual stream."""
+    n_layers: int = 32
+    """Number of decoder blocks."""
+    n_heads: int = 32
+    """Query heads per block."""
+    n_kv_heads: int | None = None
+    """Key/value heads (GQA); must divide ``n_heads``. ``None``: ``n_heads`` (plain MHA)."""
+    d_head: int | None = None
+    """Size of one head; ``None`` means ``d_model // n_heads``."""
+    d_ff: int = 11008
+    """Hidden size of the SwiGLU MLP."""
+    rope_theta: float = 10000.0
+    """RoPE base."""
+    rope_scaling: RopeScaling | None = None
+    """Optional RoPE frequency scaling (``linear`` or ``llama3``); a dict is converted."""
+    rms_norm_eps: float = 1e-5
+    """RMSNorm epsilon."""
+    tie_embeddings: bool = False
+    """Share the token embedding matrix with the output head (SmolLM2: yes; Llama 2: no)."""
+    attn_impl: AttentionImpl = "sdpa"
+    """``"sdpa"`` (fused kernel) or ``"math"`` (written out)."""
+
+    def __post_init__(self) -> None:
+        if self.n_kv_heads is None:
+            self.n_kv_heads = self.n_heads
+        if self.d_head is None:
+            check_positive(self, "n_heads")
+            check_divides(self, "d_model", "n_heads")
+            self.d_head = self.d_model // self.n_heads
+        if isinstance(self.rope_scaling, dict):
+            self.rope_scaling = RopeScaling(**self.rope_scaling)
+        fields = ("vocab_size", "max_seq_len", "d_model", "n_layers", "n_heads", "n_kv_heads")
+        check_positive(self, *fields, "d_head", "d_ff")
+        check_divides(self, "n_heads", "n_kv_heads")
+        if self.d_head % 2:
+            raise ConfigError(f"d_head must be even for RoPE, got {self.d_head}")
+        check_choice(self, "attn_impl", ["math", "sdpa"])
+        if self.rope_theta <= 0:
+            raise ConfigError(f"rope_theta must be positive, got {self.rope_theta!r}")
+        if self.rms_norm_eps <= 0:
+            raise ConfigError(f"rms_norm_eps must be positive, got {self.rms_norm_eps!r}")
+        if self.rope_scaling is not None and self.rope_scaling.kind not in ("linear", "llama3"):
+            raise ConfigError(
+                f"rope_scaling.kind must be 'linear' or 'llama3', got {self.rope_scaling.kind!r}"
+            )
+
+    @classmethod
+    def from_name(cls, name: str, **overrides: Any) -> "LlamaConfig":
+        """A named preset (``"smollm2-135m"``, ``"tiny"``), optionally with fields overridden."""
+        return cls(**{**preset(LLAMA_PRESETS, name, "Llama"), **overrides})
+
+
+LLAMA_PRESETS: dict[str, dict[str, Any]] = {
+    # HuggingFaceTB/SmolLM2-135M config.json
+    "smollm2-135m": dict(
+        vocab_size=49152,
+        max_seq_len=8192,
+        d_model=576,
+        n_layers=30,
+        n_heads=9,
+        n_kv_heads=3,
+        d_ff=1536,
+        rope_theta=100000.0,
+        rms_norm_eps=1e-5,
+        tie_embeddings=True,
+    ),
+    "tiny": dict(
+        vocab_size=512,
+        max_seq_len=128,
+        d_model=64,
+        n_layers=2,
+        n_heads=4,
+        n_kv_heads=2,
+        d_ff=172,
+        tie_embeddings=True,
+    ),
+}
+"""Named configs: SmolLM2-135M (a small real Llama) and a CPU-sized one."""
+
+
+# --8<-- [start:llama_block]
+class LlamaBlock(nn.Module):
+    """One decoder layer: ``x + attn(norm(x))``, then ``x + mlp(norm(x))`` (pre-norm, RMSNorm)."""
+
+    def __init__(self, config: LlamaConfig, layer_idx: int) -> None:
+        super().__init__()
+        c = config
+        self.input_layernorm = RMSNorm(c.d_model, eps=c.rms_norm_eps)
+        self.self_attn = Attention(
+            c.d_model, c.n_heads, c.n_kv_heads, c.d_head, impl=c.attn_impl, layer_idx=layer_idx
+        )
+        self.post_attention_layernorm = RMSNorm(c.d_model, eps=c.rms_norm_eps)
+        self.mlp = SwiGLU(c.d_model, c.d_ff)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        mask: torch.Tensor | None,
+        kv_cache: KVCache | None,
+        start_pos: int,
+    ) -> torch.Tensor:
+        """Map ``(B, T, d_model)`` to ``(B, T, d_model)``."""
+        x = x + self.self_attn(
+            self.input_layernorm(x), mask=mask, rope=rope, kv_cache=kv_cache, start_pos=start_pos
+        )
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+# --8<-- [end:llama_block]
+
+
+# --8<-- [start:llama]
+class LlamaModel(nn.Module):
+    """The decoder stack: token embeddings, ``n_layers`` blocks with RoPE, final RMSNorm."""
+
+    def __init__(self, config: LlamaConfig) -> None:
+        super().__init__()
+        c = config
+        assert c.d_head is not None
+        self.embed_tokens = nn.Embedding(c.vocab_size, c.d_model)
+        self.layers = nn.ModuleList(LlamaBlock(c, i) for i in range(c.n_layers))
+        self.norm = RMSNorm(c.d_model, eps=c.rms_norm_eps)
+        self.rotary = RotaryEmbedding(c.d_head, theta=c.rope_theta, scaling=c.rope_scaling)
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        *,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.Tensor | None,
+        kv_cache: KVCache | None,
+    ) -> torch.Tensor:
+        """Final hidden states ``(B, T, d_model)``; arguments as in :meth:`Llama.forward`."""
+        T = idx.shape[1]
+        start = kv_cache.seq_len if kv_cache is not None else 0
+        if position_ids is None:
+            position_ids = torch.arange(start, start + T, device=idx.device).unsqueeze(0)  # (1, T)
+        x = self.embed_tokens(idx)  # (B, T, d_model)
+        rope = self.rotary(position_ids, dtype=x.dtype)  # cos, sin: (1 or B, T, d_head)
+        mask = build_attention_mask(attention_mask, T, start + T, dtype=x.dtype, device=x.device)
+        for layer in self.layers:
+            x = layer(x, rope=rope, mask=mask, kv_cache=kv_cache, start_pos=start)  # (B, T, d)
+        if kv_cache is not None:
+            kv_cache.seq_len = start + T
+        return self.norm(x)
+
+
+class Llama(nn.Module):
+    """Llama: the decoder stack (:class:`LlamaModel`) and an output head.
+
+    Args:
+        config: The model's shape and options.
+    """
+
+    def __init__(self, config: LlamaConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        self.model = LlamaModel(c)
+        self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
+        self.apply(self._init_weights)
+        if c.tie_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+        for name, p in self.named_parameters():  # GPT-2's scaled init of residual projections
+            if name.endswith(("o_proj.weight", "down_proj.weight")):
+                nn.init.normal_(p, mean=0.0, std=0.02 / (2 * c.n_layers) ** 0.5)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear | nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        *,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        kv_cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        """Next-token logits for every position.
+
+        Args:
+            idx: Token ids ``(B, T)``.
+            attention_mask: ``(B, T_k)`` with 1 for tokens and 0 for padding, ``T_k`` counting
+                cached positions too; ``None`` means no padding.
+            position_ids: ``(B, T)`` or ``(1, T)``; default ``start .. start + T - 1``.
+            kv_cache: Cache to read and extend; its ``seq_len`` is where ``idx`` starts.
+
+        Returns:
+            Logits ``(B, T, vocab_size)``.
+        """
+        x = self.model(
+            idx, attention_mask=attention_mask, position_ids=position_ids, kv_cache=kv_cache
+        )
+        return self.lm_head(x)  # (B, T, vocab_size)
+
+    # --8<-- [end:llama]
+
+    def new_kv_cache(self, batch: int, max_seq_len: int | None = None) -> KVCache:
+        """An empty :class:`~groundwork.nn.KVCache` for this model, on its device and dtype.
+
+        Args:
+            batch: Number of sequences decoded together.
+            max_seq_len: Longest sequence to hold (default: ``config.max_seq_len``).
+        """
+        c = self.config
+        assert c.n_kv_heads is not None and c.d_head is not None
+        p = next(self.parameters())
+        length = max_seq_len or c.max_seq_len
+        return KVCache(batch, c.n_layers, c.n_kv_heads, length, c.d_head, p.dtype, p.device)
+
+    def num_parameters(self, *, exclude_embeddings: bool = False) -> int:
+        """Number of distinct parameters (a tied matrix counts once).
+
+        Args:
+            exclude_embeddings: Leave out the token embeddings.
+        """
+        n = sum(p.numel() for p in self.parameters())
+        if exclude_embeddings:
+            n -= self.model.embed_tokens.weight.numel()
+        return n

@@ -1,0 +1,63 @@
+"""Building blocks of transformers: attention, positions, norms, MLPs, the block, the KV cache.
+
+Imports only torch. Chapter 5 of the docs walks through every module.
+"""
+
+from groundwork.nn.attention import (
+    Attention,
+    AttentionImpl,
+    build_attention_mask,
+    causal_mask,
+    math_attention,
+    padding_mask,
+    repeat_kv,
+    sdpa_attention,
+    to_additive,
+)
+from groundwork.nn.block import NormPosition, TransformerBlock
+from groundwork.nn.kv_cache import KVCache
+from groundwork.nn.mlp import GELUMLP, SwiGLU, gelu_tanh
+from groundwork.nn.norms import LayerNorm, RMSNorm, layer_norm
+from groundwork.nn.positions import (
+    LearnedPositionalEmbedding,
+    RopeScaling,
+    RotaryEmbedding,
+    SinusoidalPositionalEmbedding,
+    alibi_bias,
+    alibi_slopes,
+    apply_rope,
+    rope_inv_freq,
+    rotate_half,
+    sinusoidal_table,
+)
+
+__all__ = [
+    "GELUMLP",
+    "Attention",
+    "AttentionImpl",
+    "KVCache",
+    "LayerNorm",
+    "LearnedPositionalEmbedding",
+    "NormPosition",
+    "RMSNorm",
+    "RopeScaling",
+    "RotaryEmbedding",
+    "SinusoidalPositionalEmbedding",
+    "SwiGLU",
+    "TransformerBlock",
+    "alibi_bias",
+    "alibi_slopes",
+    "apply_rope",
+    "build_attention_mask",
+    "causal_mask",
+    "gelu_tanh",
+    "layer_norm",
+    "math_attention",
+    "padding_mask",
+    "repeat_kv",
+    "rope_inv_freq",
+    "rotate_half",
+    "sdpa_attention",
+    "sinusoidal_table",
+    "to_additive",
+]
