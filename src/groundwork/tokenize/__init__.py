@@ -1,0 +1,25 @@
+"""Tokenizers: character-level, byte-level BPE (GPT-2) and WordPiece (BERT).
+
+All share :class:`Tokenizer` and read/write the ``tokenizers`` library's ``tokenizer.json``.
+Chapter: ``docs/chapters/02-tokenization.md``.
+"""
+
+from groundwork.tokenize.api import load_tokenizer, train_tokenizer
+from groundwork.tokenize.base import Tokenizer
+from groundwork.tokenize.bpe import GPT2_PATTERN, ByteLevelBPE, bytes_to_unicode, learn_merges
+from groundwork.tokenize.char import CharTokenizer
+from groundwork.tokenize.wordpiece import WordPiece, bert_normalize, bert_pre_tokenize
+
+__all__ = [
+    "GPT2_PATTERN",
+    "ByteLevelBPE",
+    "CharTokenizer",
+    "Tokenizer",
+    "WordPiece",
+    "bert_normalize",
+    "bert_pre_tokenize",
+    "bytes_to_unicode",
+    "learn_merges",
+    "load_tokenizer",
+    "train_tokenizer",
+]
