@@ -11,14 +11,14 @@ from groundwork import cli
 from groundwork.errors import GroundworkError
 
 
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = cli.main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
 
 
 def test_no_arguments_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys)
+    code, out, _ = run_cli(capsys)
     assert code == 0
     assert "data" in out and "tokenizer" in out
 
@@ -26,27 +26,27 @@ def test_no_arguments_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     from groundwork import __version__
 
-    code, out, _ = run(capsys, "--version")
+    code, out, _ = run_cli(capsys, "--version")
     assert code == 0
     assert __version__ in out
 
 
 def test_help_comes_from_docstrings(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "tokenizer", "train", "--help")
+    code, out, _ = run_cli(capsys, "tokenizer", "train", "--help")
     assert code == 0
     assert "Size of the vocabulary, special tokens included." in out
     assert "default: 4096" in out
 
 
 def test_misspelt_option_names_the_closest(capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(capsys, "tokenizer", "train", "--vocab-sise", "10")
+    code, _, err = run_cli(capsys, "tokenizer", "train", "--vocab-sise", "10")
     assert code == 2
     assert err.count("\n") == 1, "the error is one line"
     assert "--vocab-sise" in err and "did you mean '--vocab-size'" in err
 
 
 def test_unknown_command_lists_choices(capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(capsys, "tokeniser", "train")
+    code, _, err = run_cli(capsys, "tokeniser", "train")
     assert code == 2
     assert "tokenizer" in err
 
@@ -62,7 +62,7 @@ def test_dashes_and_underscores_both_work() -> None:
 
 
 def test_unknown_source_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(capsys, "data", "fetch", "shakespear")
+    code, _, err = run_cli(capsys, "data", "fetch", "shakespear")
     assert code == 2
     assert "shakespeare" in err and err.startswith("groundwork: error:")
 
@@ -73,13 +73,15 @@ def test_debug_shows_the_traceback(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_bad_vocab_size(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    code, _, err = run(capsys, "tokenizer", "train", "--vocab-size", "0", "--out", str(tmp_path))
+    code, _, err = run_cli(
+        capsys, "tokenizer", "train", "--vocab-size", "0", "--out", str(tmp_path)
+    )
     assert code == 2
     assert "--vocab-size" in err
 
 
 def test_missing_tokenizer_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    code, _, err = run(capsys, "tokenizer", "encode", str(tmp_path / "nope.json"), "hi")
+    code, _, err = run_cli(capsys, "tokenizer", "encode", str(tmp_path / "nope.json"), "hi")
     assert code == 2
     assert "nope.json" in err
 
@@ -88,7 +90,7 @@ def test_train_on_own_text_and_encode(capsys: pytest.CaptureFixture[str], tmp_pa
     text = tmp_path / "mine.txt"
     text.write_text("the cat sat on the mat. the dog sat on the log.\n" * 50, encoding="utf-8")
     tok = tmp_path / "tok.json"
-    code, out, _ = run(
+    code, out, _ = run_cli(
         capsys,
         "tokenizer",
         "train",
@@ -101,7 +103,9 @@ def test_train_on_own_text_and_encode(capsys: pytest.CaptureFixture[str], tmp_pa
     )
     assert code == 0, out
     assert tok.exists()
-    code, out, _ = run(capsys, "tokenizer", "encode", str(tok), "the cat sat", "--color", "false")
+    code, out, _ = run_cli(
+        capsys, "tokenizer", "encode", str(tok), "the cat sat", "--color", "false"
+    )
     assert code == 0
     ids = json.loads(re.search(r"ids:\s+(\[.*\])", out).group(1))  # type: ignore[union-attr]
     assert len(ids) < len("the cat sat"), "merges learnt from the text compress it"
@@ -111,7 +115,7 @@ def test_train_on_own_text_and_encode(capsys: pytest.CaptureFixture[str], tmp_pa
 def test_invalid_utf8_text(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"fine text then \xff\xfe broken")
-    code, _, err = run(capsys, "tokenizer", "train", "--text", str(bad), "--out", str(tmp_path))
+    code, _, err = run_cli(capsys, "tokenizer", "train", "--text", str(bad), "--out", str(tmp_path))
     assert code == 2
     assert "bad.txt" in err and "UTF-8" in err
 
@@ -137,8 +141,101 @@ def test_readme_commands_run(
     commands = _readme_commands()
     assert len(commands) >= 5
     for argv in commands:
-        code, _, err = run(capsys, *argv)
+        code, _, err = run_cli(capsys, *argv)
         assert code == 0, f"groundwork {' '.join(argv)} failed: {err}"
     meta = json.loads((tmp_path / "runs/data/meta.json").read_text())
     assert meta["vocab_size"] == 4096
     assert (tmp_path / "lengths.png").stat().st_size > 1000
+
+
+TINY = [
+    "--model.n_layers",
+    "1",
+    "--model.d_model",
+    "32",
+    "--model.n_heads",
+    "2",
+    "--data.tokenizer_kind",
+    "char",
+    "--train.seq_len",
+    "32",
+    "--train.batch_size",
+    "4",
+    "--train.eval_every",
+    "5",
+    "--train.eval_batches",
+    "2",
+    "--train.progress",
+    "false",
+    "--train.tensorboard",
+    "false",
+]
+
+
+def test_pretrain_evaluate_sample_end_to_end(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    code, out, err = run_cli(
+        capsys, "pretrain", *TINY, "--train.max-steps", "10", "--out", str(run)
+    )
+    assert code == 0, err
+    assert "bits per byte" in out
+    config = (run / "config.yaml").read_text()
+    assert "n_layers: 1" in config and "source: shakespeare" in config
+    code, out, _ = run_cli(capsys, "evaluate", str(run), "--json-output", "true")
+    assert code == 0
+    result = json.loads(out)
+    assert result["tokens"] > 100_000 and 0 < result["bits_per_byte"] < 8
+    code, out, _ = run_cli(
+        capsys, "sample", str(run), "--prompt", "ROMEO:", "--max-new-tokens", "20"
+    )
+    assert code == 0 and out.startswith("ROMEO:")
+    code, out, _ = run_cli(capsys, "pretrain", "--resume", str(run), "--train.max-steps", "15")
+    assert code == 0, out
+    assert json.loads((run / "trainer_state.json").read_text())["step"] == 15
+
+
+def test_pretrain_bad_inputs(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = run_cli(capsys, "pretrain", "--train.lr", "-1")
+    assert code == 2 and "train.lr must be a positive number" in err
+    code, _, err = run_cli(capsys, "pretrain", "--train.batch-size", "0")
+    assert code == 2 and "train.batch_size" in err
+    code, _, err = run_cli(capsys, "pretrain", "--train.lrr", "1")
+    assert code == 2 and "did you mean '--train.lr'" in err
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("train:\n  max_stepz: 3\n")
+    code, _, err = run_cli(capsys, "pretrain", "--config", str(recipe))
+    assert code == 2 and "did you mean '--train.max-steps'" in err
+    code, _, err = run_cli(capsys, "pretrain", "--resume", str(tmp_path / "nope"))
+    assert code == 2 and "cannot resume" in err
+    code, _, err = run_cli(capsys, "pretrain", "--data.source", "shakespear")
+    assert code == 2 and "did you mean 'shakespeare'" in err
+    code, _, err = run_cli(capsys, "evaluate", str(tmp_path))
+    assert code == 2 and "not a run directory" in err
+
+
+def test_sigterm_saves_and_says_how_to_resume(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    argv = [sys.executable, "-m", "groundwork.cli", "pretrain", *TINY, "--out", str(run)]
+    argv += ["--train.max-steps", "100000", "--train.log-every", "1"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    metrics = run / "metrics.jsonl"
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and metrics.read_text().count("\n") >= 3:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()
+    os.kill(proc.pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "Resume with: groundwork pretrain --resume" in out
+    step = json.loads((run / "trainer_state.json").read_text())["step"]
+    assert step >= 3

@@ -113,7 +113,7 @@ def data_prepare(
 def tokenizer_train(
     *,
     source: str = "shakespeare",
-    text: list[Path] | None = None,
+    text: Path | None = None,
     kind: Literal["bpe", "wordpiece", "char"] = "bpe",
     vocab_size: int = 4096,
     out: Path = Path("runs/tokenizer.json"),
@@ -122,7 +122,8 @@ def tokenizer_train(
 
     Args:
         source: Source name whose train split is used (ignored when --text is given).
-        text: Your own UTF-8 text files to train on instead of a source.
+        text: Your own UTF-8 text to train on instead of a source: a file, or a directory
+            whose ``*.txt`` files are used.
         kind: Tokenizer type: byte-level BPE (GPT-2 style), WordPiece (BERT style) or characters.
         vocab_size: Size of the vocabulary, special tokens included.
         out: Where to write the ``tokenizer.json``.
@@ -131,8 +132,9 @@ def tokenizer_train(
 
     if vocab_size < 1:
         raise ConfigError(f"--vocab-size must be a positive integer, got {vocab_size}")
-    if text:
-        texts = [corpus.read_text_file(p) for p in text]
+    if text is not None:
+        files = sorted(text.glob("*.txt")) if text.is_dir() else [text]
+        texts = [corpus.read_text_file(p) for p in files]
     else:
         texts = [d.text for d in corpus.load_documents(source, split="train")]
     tok = tokenize.train_tokenizer(kind, texts, vocab_size, show_progress=True)
@@ -227,13 +229,16 @@ def pretrain(
         data: Data source and tokenizer.
         train: Steps, batch, optimizer, schedule, precision, evaluation.
         out: Run directory to write.
-        resume: Continue the run in this directory from its last checkpoint instead.
+        resume: Continue the run in this directory from its last checkpoint instead (train
+            options given on the command line, e.g. --train.max-steps, override the run's).
         samples: Print this many samples from the model at the end.
     """
     from groundwork.train import pretrain as recipe
 
     if resume is not None:
-        result = recipe.resume(resume)
+        defaults = dataclasses.asdict(TrainConfig())
+        changed = {k: v for k, v in dataclasses.asdict(train).items() if v != defaults[k]}
+        result = recipe.resume(resume, overrides=changed)
     else:
         result = recipe.pretrain(model=model, data=data, train_config=train, out=out)
     state = result.state
@@ -490,7 +495,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             sub = cfg[group].subcommand
             fn, values = entry[sub], cfg[group][sub]
-        init = parser.instantiate_classes(cfg)  # config sections become dataclass instances
+        init = parser.instantiate(cfg)  # config sections become dataclass instances
         values = init[group] if callable(entry) else init[group][sub]
         kwargs = {k: v for k, v in values.items() if k not in ("config", "__path__")}
         fn(**kwargs)

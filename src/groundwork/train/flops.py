@@ -42,6 +42,7 @@ def peak_flops(device: torch.device | str) -> float | None:
     return None
 
 
+# --8<-- [start:flops]
 def training_flops_per_token(n_params: int, *, n_layers: int, d_model: int, seq_len: int) -> float:
     r"""$6N + 12\,n_{layers} d_{model} T$: training FLOPs per token of a dense decoder.
 
@@ -56,3 +57,6 @@ def mfu(tokens_per_second: float, flops_per_token: float, peak: float | None) ->
     if peak is None or peak <= 0:
         return None
     return tokens_per_second * flops_per_token / peak
+
+
+# --8<-- [end:flops]
