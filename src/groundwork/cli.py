@@ -62,7 +62,7 @@ def data_fetch(names: list[str]) -> None:
         print(f"{name}: {path}")
 
 
-def data_stats(name: str = "shakespeare", plot: Path | None = None) -> None:
+def data_stats(name: str, plot: Path | None = None) -> None:
     """Print statistics of a data source: documents, bytes, duplicates removed, splits.
 
     Args:
