@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # The CPU wheel by default; elsewhere e.g. `make test TORCH_SPEC="torch>=2.4"`.
 TORCH_SPEC ?= torch==2.13.0
 # The data sources the tests need (fetched once into $$GROUNDWORK_HOME, default ~/.cache/groundwork).
-TEST_DATA := shakespeare gpt2-bpe minilm
+TEST_DATA := shakespeare gpt2-bpe minilm smollm2-135m-instruct
 PYTEST_ARGS ?= -n 2
 
 .PHONY: setup demo test lint format docs docs-serve bench data clean
@@ -23,12 +23,14 @@ $(VENV)/.installed: pyproject.toml
 data: setup
 	$(BIN)/groundwork data fetch $(TEST_DATA)
 
+DEMO_DATA := runs/shakespeare-data
 demo: setup
 	$(BIN)/groundwork data fetch shakespeare
-	$(BIN)/groundwork data stats shakespeare --plot runs/demo/lengths.png
-	$(BIN)/groundwork tokenizer train --source shakespeare --vocab-size 4096 --out runs/demo/tokenizer.json
-	$(BIN)/groundwork tokenizer encode runs/demo/tokenizer.json "To be, or not to be, that is the question."
-	$(BIN)/groundwork data prepare --source shakespeare --tokenizer runs/demo/tokenizer.json --out runs/demo/data
+	$(BIN)/groundwork data stats shakespeare --plot $(DEMO_DATA)/lengths.png
+	$(BIN)/groundwork tokenizer train --source shakespeare --vocab-size 2048 --out $(DEMO_DATA)/tokenizer.json
+	$(BIN)/groundwork tokenizer encode $(DEMO_DATA)/tokenizer.json "To be, or not to be, that is the question."
+	$(BIN)/groundwork data prepare --source shakespeare --tokenizer $(DEMO_DATA)/tokenizer.json --out $(DEMO_DATA)/shards
+	$(BIN)/groundwork pretrain --config configs/shakespeare-tiny.yaml --data.shards $(DEMO_DATA)/shards --samples 3
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

@@ -195,6 +195,33 @@ def test_pretrain_evaluate_sample_end_to_end(
     assert code == 0, out
     assert json.loads((run / "trainer_state.json").read_text())["step"] == 15
 
+    # Export to Hugging Face format, load it with transformers, import it back as a run.
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    from groundwork.train.pretrain import load_run
+
+    hf_dir = tmp_path / "hf"
+    code, _, err = run_cli(capsys, "export", str(run), str(hf_dir), "--format", "hf")
+    assert code == 0, err
+    hf = transformers.AutoModelForCausalLM.from_pretrained(hf_dir).eval()
+    ours, _, _ = load_run(run, device="cpu")
+    ids = torch.randint(0, 50, (1, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(hf(ids).logits, ours(ids), rtol=1e-5, atol=1e-5)
+    back = tmp_path / "imported"
+    code, _, err = run_cli(capsys, "import", str(hf_dir), str(back))
+    assert code == 0, err
+    again, _, _ = load_run(back, device="cpu")
+    with torch.no_grad():
+        torch.testing.assert_close(again(ids), ours(ids), rtol=0, atol=0)
+    code, out, _ = run_cli(
+        capsys, "sample", str(back), "--prompt", "ROMEO:", "--max-new-tokens", "5"
+    )
+    assert code == 0 and out.startswith("ROMEO:")
+    code, out, _ = run_cli(capsys, "model", "info", str(run))
+    assert code == 0 and "param" in out.lower()
+
 
 def test_pretrain_bad_inputs(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, _, err = run_cli(capsys, "pretrain", "--train.lr", "-1")

@@ -14,6 +14,7 @@ import dataclasses
 import inspect
 import json
 import re
+import shutil
 import sys
 import typing
 from collections.abc import Callable, Sequence
@@ -181,7 +182,7 @@ def tokenizer_encode(path: Path, text: str, color: bool | None = None) -> None:
 # models and training
 
 
-def model_info(name: str = "tiny", arch: Literal["gpt", "llama"] = "gpt") -> None:
+def model_info(name: str, arch: Literal["gpt", "llama"] = "gpt") -> None:
     """Parameters by component, FLOPs per token and memory of a preset or a run's model.
 
     Args:
@@ -318,6 +319,41 @@ def evaluate(run: Path, split: str = "val", json_output: bool = False) -> None:
         print(f"{key:<22}{shown}")
 
 
+def export(run: Path, out: Path, format: Literal["hf"] = "hf") -> None:
+    """Export a run's model to another format: `hf` writes config.json + model.safetensors
+    (+ tokenizer.json) that transformers' AutoModelForCausalLM.from_pretrained(OUT) loads.
+
+    Args:
+        run: A run directory.
+        out: Output directory.
+        format: Target format (hf: Hugging Face transformers).
+    """
+    from groundwork.interop.hf import export_hf
+    from groundwork.train.pretrain import load_run
+
+    net, _, _ = load_run(run, device="cpu")
+    export_hf(net, out)  # type: ignore[arg-type]
+    if (run / "tokenizer.json").exists():
+        shutil.copyfile(run / "tokenizer.json", out / "tokenizer.json")
+    print(f"exported {run} -> {out} (Hugging Face format)")
+
+
+def import_(path: Path, out: Path) -> None:
+    """Import a Hugging Face GPT-2 or Llama checkpoint directory as a run directory.
+
+    Args:
+        path: A directory with config.json and model.safetensors (tokenizer.json if any).
+        out: The run directory to write.
+    """
+    from groundwork.interop.hf import import_hf
+    from groundwork.train.pretrain import write_run
+
+    net = import_hf(path)
+    tokenizer = path / "tokenizer.json"
+    write_run(net, out, tokenizer=tokenizer if tokenizer.exists() else None)
+    print(f"imported {path} -> {out}")
+
+
 # -------------------------------------------------------------------------------------------------
 # the command tree and its runner
 
@@ -326,6 +362,8 @@ COMMANDS: dict[str, Callable[..., None] | dict[str, Callable[..., None]]] = {
     "sample": sample,
     "evaluate": evaluate,
     "model": {"info": model_info},
+    "export": export,
+    "import": import_,
     "data": {
         "list": data_list,
         "fetch": data_fetch,

@@ -22,9 +22,7 @@ A checkpoint whose keys or shapes do not match the config raises
 """
 
 import json
-import os
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +30,7 @@ import torch
 from torch import nn
 
 from groundwork.errors import CheckpointError, ConfigError
+from groundwork.fileio import atomic_path, atomic_write
 from groundwork.models import build_model
 from groundwork.models.gpt import GPT, GPTConfig
 from groundwork.models.llama import Llama, LlamaConfig
@@ -324,20 +323,6 @@ def to_hf(model: Model, *, attn_implementation: str = "eager") -> nn.Module:
 # On disk: config.json + model.safetensors
 
 
-def _atomic_write(path: Path, write: Callable[[str], object]) -> None:
-    """Write through ``write(tmp_path)`` to a temporary file beside ``path``, then rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def export_hf(model: Model, out_dir: str | Path) -> Path:
     """Write ``config.json`` and ``model.safetensors`` loadable by ``from_pretrained(out_dir)``.
 
@@ -362,8 +347,9 @@ def export_hf(model: Model, out_dir: str | Path) -> Path:
         state.pop("lm_head.weight")
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     text = json.dumps(d, indent=2, sort_keys=True) + "\n"
-    _atomic_write(out / "config.json", lambda p: Path(p).write_text(text))
-    _atomic_write(out / "model.safetensors", lambda p: save_file(tensors, p, {"format": "pt"}))
+    atomic_write(out / "config.json", text.encode("utf-8"))
+    with atomic_path(out / "model.safetensors") as tmp:
+        save_file(tensors, str(tmp), {"format": "pt"})
     return out
 
 

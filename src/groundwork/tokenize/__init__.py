@@ -9,11 +9,13 @@ from groundwork.tokenize.base import Tokenizer
 from groundwork.tokenize.bpe import GPT2_PATTERN, ByteLevelBPE, bytes_to_unicode, learn_merges
 from groundwork.tokenize.char import CharTokenizer
 from groundwork.tokenize.wordpiece import WordPiece, bert_normalize, bert_pre_tokenize
+from groundwork.tokenize.wrapped import HFTokenizer
 
 __all__ = [
     "GPT2_PATTERN",
     "ByteLevelBPE",
     "CharTokenizer",
+    "HFTokenizer",
     "Tokenizer",
     "WordPiece",
     "bert_normalize",

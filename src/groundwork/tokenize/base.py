@@ -104,11 +104,11 @@ class Tokenizer(ABC):
 
     def save(self, path: str | Path) -> Path:
         """Write ``tokenizer.json`` (``tokenizers`` loads it too); return the path."""
+        from groundwork.fileio import atomic_write
+
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_json_dict(), ensure_ascii=False, indent=2), "utf-8")
-        tmp.replace(path)
+        text = json.dumps(self.to_json_dict(), ensure_ascii=False, indent=2)
+        atomic_write(path, text.encode("utf-8"))
         return path
 
     @classmethod

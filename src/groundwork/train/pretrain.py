@@ -17,7 +17,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from groundwork.errors import CheckpointError, ConfigError, did_you_mean
+from groundwork.errors import CheckpointError, ConfigError, TokenizerError, did_you_mean
 from groundwork.fileio import read_yaml, write_yaml
 from groundwork.models import GPTConfig, LlamaConfig, ModelConfig, build_model
 from groundwork.train import checkpoint as ckpt
@@ -77,6 +77,8 @@ class DataConfig:
     """Kind of tokenizer to train when none is given."""
     vocab_size: int = 4096
     """Vocabulary size of the tokenizer to train."""
+    shards: Path | None = None
+    """Token shards prepared with `groundwork data prepare` (None: prepared and cached here)."""
 
     def __post_init__(self) -> None:
         if self.vocab_size < 1:
@@ -92,6 +94,8 @@ def prepare_data(data: DataConfig, *, progress: bool = True) -> tuple[Path, Path
     from groundwork import __version__, corpus, tokenize
     from groundwork.corpus.fetch import sha256_file
 
+    if data.shards is not None:
+        return _given_shards(data)
     home = corpus.home()
     tokenizer: tokenize.Tokenizer
     if data.tokenizer == "gpt2":
@@ -136,6 +140,37 @@ def prepare_data(data: DataConfig, *, progress: bool = True) -> tuple[Path, Path
     return tok_path, shards
 
 
+def _given_shards(data: DataConfig) -> tuple[Path, Path]:
+    """Check prepared shards and their tokenizer against each other."""
+    from groundwork import corpus, tokenize
+    from groundwork.corpus.fetch import sha256_file
+
+    assert data.shards is not None
+    meta = corpus.read_meta(data.shards)
+    recorded = meta.get("tokenizer") or {}
+    if data.tokenizer is not None:
+        tok_path = Path(data.tokenizer)
+    elif recorded.get("path"):
+        tok_path = Path(recorded["path"])
+    else:
+        raise ConfigError(
+            f"{data.shards}/meta.json names no tokenizer; pass the one used with --data.tokenizer"
+        )
+    tokenizer = tokenize.load_tokenizer(tok_path)
+    if tokenizer.vocab_size != meta["vocab_size"]:
+        raise ConfigError(
+            f"the tokenizer {tok_path} has {tokenizer.vocab_size} tokens but the shards in "
+            f"{data.shards} were prepared for {meta['vocab_size']}; use the tokenizer they were "
+            "prepared with, or prepare them again"
+        )
+    if recorded.get("sha256") and recorded["sha256"] != sha256_file(tok_path):
+        raise ConfigError(
+            f"the shards in {data.shards} were prepared with a different tokenizer than "
+            f"{tok_path}; prepare them again with `groundwork data prepare`"
+        )
+    return tok_path, Path(data.shards)
+
+
 def _bytes_per_token(meta: dict[str, Any], split: str) -> float | None:
     info = meta.get("splits", {}).get(split)
     if not info or not info.get("tokens"):
@@ -177,11 +212,12 @@ def pretrain(
             (out / name).unlink(missing_ok=True)
         shutil.rmtree(out / "tb", ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(tok_path, out / "tokenizer.json")
+    if tok_path.resolve() != (out / "tokenizer.json").resolve():
+        shutil.copyfile(tok_path, out / "tokenizer.json")
     write_yaml(
         out / ckpt.CONFIG_FILE,
         {
-            "model": {"arch": model.arch, **_plain(asdict(model_config))},
+            "model": {"arch": arch_of(model_config), **_plain(asdict(model_config))},
             "data": {**_plain(asdict(data)), "shards": str(shards)},
             "train": _plain(asdict(cfg)),
         },
@@ -227,6 +263,24 @@ def _run(net: nn.Module, shards: Path, cfg: TrainConfig, out: Path, *, resume: b
     )
 
 
+def arch_of(config: ModelConfig) -> str:
+    """The architecture name (``gpt``/``llama``) of a model config."""
+    return next(name for name, cls in ARCHS.items() if isinstance(config, cls))
+
+
+def write_run(model: nn.Module, out: Path, *, tokenizer: Path | None = None) -> Path:
+    """Write a run directory holding just a model (``config.yaml``, ``model.safetensors``) and,
+    if given, its ``tokenizer.json``: what `groundwork import` produces."""
+    out = Path(out)
+    config: ModelConfig = model.config  # type: ignore[assignment]
+    section = {"arch": arch_of(config), **_plain(asdict(config))}
+    write_yaml(out / ckpt.CONFIG_FILE, {"model": section})
+    ckpt.save_model(model, out / ckpt.MODEL_FILE)
+    if tokenizer is not None:
+        shutil.copyfile(tokenizer, out / "tokenizer.json")
+    return out
+
+
 def model_config_from_dict(fields: dict[str, Any]) -> ModelConfig:
     """Rebuild a model config from the ``model`` section of a run's ``config.yaml``."""
     fields = dict(fields)
@@ -260,7 +314,13 @@ def load_run(
     if weights:
         ckpt.load_model_weights(net, run_dir / ckpt.MODEL_FILE)
     net.to(resolve_device(device)).eval()
-    tokenizer = tokenize.load_tokenizer(run_dir / "tokenizer.json")
+    tok_file = run_dir / "tokenizer.json"
+    try:
+        tokenizer: tokenize.Tokenizer = tokenize.load_tokenizer(tok_file)
+    except TokenizerError:
+        if not tok_file.exists():
+            raise
+        tokenizer = tokenize.HFTokenizer.from_file(tok_file)  # e.g. an imported model's
     return net, tokenizer, config
 
 

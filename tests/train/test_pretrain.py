@@ -1,0 +1,130 @@
+"""Pretraining from a recipe: data preparation, run directories, and their bad inputs."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from groundwork import corpus, tokenize
+from groundwork.errors import CheckpointError, ConfigError, DataError
+from groundwork.train import TrainConfig
+from groundwork.train.pretrain import (
+    DataConfig,
+    ModelArgs,
+    evaluate_run,
+    load_run,
+    pretrain,
+    resume,
+)
+
+TINY_MODEL = ModelArgs(d_model=32, n_layers=1, n_heads=2, max_seq_len=32)
+
+
+def tiny_train(**kw: object) -> TrainConfig:
+    base: dict[str, object] = dict(
+        max_steps=4,
+        batch_size=2,
+        seq_len=32,
+        eval_every=2,
+        eval_batches=1,
+        progress=False,
+        tensorboard=False,
+        device="cpu",
+    )
+    base.update(kw)
+    return TrainConfig(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def char_shards(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Shakespeare shards with a character tokenizer (fast to train and to encode)."""
+    out = tmp_path_factory.mktemp("chardata")
+    splits = corpus.load_corpus("shakespeare").splits
+    tok = tokenize.train_tokenizer("char", [d.text for d in splits["train"]], 200)
+    tok.save(out / "tokenizer.json")
+    corpus.prepare_shards(
+        {s: d for s, d in splits.items() if d},
+        tok.encode,
+        tok.vocab_size,
+        out / "shards",
+        eot_id=tok.eot_id,
+        tokenizer_path=out / "tokenizer.json",
+        progress=False,
+    )
+    return out / "tokenizer.json", out / "shards"
+
+
+@pytest.fixture(scope="module")
+def run_dir(char_shards: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    _, shards = char_shards
+    out = tmp_path_factory.mktemp("run")
+    pretrain(model=TINY_MODEL, data=DataConfig(shards=shards), train_config=tiny_train(), out=out)
+    return out
+
+
+def test_the_run_rebuilds_and_evaluates(run_dir: Path) -> None:
+    model, tokenizer, config = load_run(run_dir, device="cpu")
+    assert config["model"]["arch"] == "gpt" and config["model"]["n_layers"] == 1
+    assert model.config.vocab_size == tokenizer.vocab_size  # type: ignore[union-attr]
+    result = evaluate_run(run_dir, device="cpu")
+    assert result["split"] == "val" and result["tokens"] > 500_000  # ~863k characters
+    assert 0 < float(result["bits_per_byte"]) < 8
+
+
+def test_resume_continues_with_more_steps(run_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    state = resume(copy, overrides={"max_steps": 6}).state
+    assert state.step == 6
+
+
+def test_missing_shards(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="prepare the shards first"):
+        pretrain(data=DataConfig(shards=tmp_path / "none"), train_config=tiny_train(), out=tmp_path)
+
+
+def test_tokenizer_that_does_not_match_the_shards(
+    char_shards: tuple[Path, Path], tmp_path: Path
+) -> None:
+    _, shards = char_shards
+    other = tokenize.train_tokenizer("char", ["abc"], 10)
+    other.save(tmp_path / "other.json")
+    with pytest.raises(ConfigError, match="prepared for"):
+        pretrain(
+            data=DataConfig(shards=shards, tokenizer=str(tmp_path / "other.json")),
+            train_config=tiny_train(),
+            out=tmp_path / "run",
+        )
+
+
+def test_run_directory_from_an_incompatible_config(run_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    config = yaml.safe_load((copy / "config.yaml").read_text())
+    config["model"]["d_model"] = 64
+    (copy / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(CheckpointError, match="has shape"):
+        load_run(copy, device="cpu")
+    with pytest.raises(CheckpointError, match="not a run directory"):
+        load_run(tmp_path, device="cpu")
+
+
+def test_model_args_errors() -> None:
+    with pytest.raises(ConfigError, match=r"model\.dropout is not an option of llama"):
+        ModelArgs(arch="llama", dropout=0.1).build_config(100)
+    assert ModelArgs(arch="llama", n_kv_heads=1).build_config(100).n_kv_heads == 1
+
+
+def test_sequence_longer_than_the_model(char_shards: tuple[Path, Path], tmp_path: Path) -> None:
+    _, shards = char_shards
+    with pytest.raises(ConfigError, match=r"train.seq_len \(64\) is longer than the model"):
+        pretrain(
+            model=TINY_MODEL,
+            data=DataConfig(shards=shards),
+            train_config=tiny_train(seq_len=64),
+            out=tmp_path,
+        )
