@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from groundwork.corpus import Document, TokenShards, prepare_shards
@@ -99,7 +100,12 @@ def test_loss_falls_and_the_run_directory_is_complete(shards: Path, tmp_path: Pa
     vals = [r for r in read_metrics(run / "metrics.jsonl") if "val_loss" in r]
     assert [r["step"] for r in vals] == [20, 40, 60]
     assert vals[-1]["val_bpb"] == pytest.approx(vals[-1]["val_loss"] / 0.6931471805599453)
-    for name in ("model.safetensors", "optimizer.safetensors", "trainer_state.json"):
+    for name in (
+        "model.safetensors",
+        "model.best.safetensors",
+        "optimizer.safetensors",
+        "trainer_state.json",
+    ):
         assert (run / name).is_file(), name
     assert (run / "plots" / "loss.png").stat().st_size > 5000
     state = read_json(run / "trainer_state.json")
@@ -209,3 +215,17 @@ def test_resume_without_a_checkpoint(shards: Path, tmp_path: Path) -> None:
 def test_context_longer_than_the_data(shards: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="seq_len"):
         train(fresh_model(), TokenShards(shards, "val"), None, config(seq_len=10_000), tmp_path)
+
+
+def test_bf16_autocast_on_cpu_trains(shards: Path, tmp_path: Path) -> None:
+    result = train(
+        fresh_model(),
+        TokenShards(shards),
+        TokenShards(shards, "val"),
+        config(max_steps=6, precision="bf16"),
+        tmp_path,
+    )
+    losses = [r["loss"] for r in read_metrics(tmp_path / "metrics.jsonl") if "loss" in r]
+    assert result.state.step == 6 and all(0 < v < 10 for v in losses)
+    weights = load_file(str(tmp_path / "model.safetensors"))
+    assert all(t.dtype == torch.float32 for t in weights.values()), "fp32 master weights"

@@ -34,6 +34,9 @@ from groundwork.train.objectives import causal_lm_loss
 from groundwork.train.optim import build_adamw, clip_grad_norm
 from groundwork.train.schedules import Schedule, learning_rate
 
+BEST_MODEL_FILE = "model.best.safetensors"
+"""Weights at the evaluation with the lowest validation loss so far."""
+
 
 class TokenData(Protocol):
     """What the loop needs from a token stream (``groundwork.corpus.TokenShards`` provides it)."""
@@ -426,6 +429,7 @@ def _evaluate(
     state.last_val_loss = val_loss
     if state.best_val_loss is None or val_loss < state.best_val_loss:
         state.best_val_loss, state.best_step = val_loss, state.step
+        ckpt.save_model(model, logger.run_dir / BEST_MODEL_FILE, metadata={"step": str(state.step)})
     logger.log(state.step, val_loss=val_loss, val_bpb=bpb)
     message = f"step {state.step}: val loss {val_loss:.4f}"
     if bpb is not None:
