@@ -15,6 +15,7 @@ Chapter 8 (Training).
 import contextlib
 import math
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -315,7 +316,12 @@ def train(
     from tqdm.auto import tqdm
 
     bar = tqdm(
-        total=cfg.max_steps, initial=state.step, disable=not cfg.progress, unit="step", ascii=True
+        total=cfg.max_steps,
+        initial=state.step,
+        disable=not cfg.progress,
+        unit="step",
+        ascii=True,
+        mininterval=0.1 if sys.stderr.isatty() else 10.0,  # a log file gets a line every 10 s
     )
     stopped: Literal["finished", "time", "signal"] = "finished"
     start = time.perf_counter() - state.elapsed_seconds
