@@ -1,10 +1,16 @@
 """Shared fixtures: real data sources, fetched once into the Groundwork cache."""
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from groundwork import corpus
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Several test workers share the cores: one thread each avoids oversubscription.
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

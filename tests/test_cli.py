@@ -266,3 +266,30 @@ def test_sigterm_saves_and_says_how_to_resume(tmp_path: Path) -> None:
     assert "Resume with: groundwork pretrain --resume" in out
     step = json.loads((run / "trainer_state.json").read_text())["step"]
     assert step >= 3
+
+
+def test_generate_streams_a_named_model(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["generate", "smollm2-135m-instruct", "--prompt", "The capital of France is"]
+    code, out, err = run_cli(capsys, *argv, "--strategy", "greedy", "--max-new-tokens", "4")
+    assert code == 0, err
+    assert out.startswith("The capital of France is Paris")
+    code, _, err = run_cli(capsys, "generate", "smollm2-135m", "--prompt", "Hi")
+    assert code == 2 and "did you mean 'smollm2-135m-instruct'" in err
+    code, _, err = run_cli(capsys, *argv, "--temperature", "-1")
+    assert code == 2 and "temperature must be >= 0" in err
+    code, _, err = run_cli(capsys, "generate", "smollm2-135m-instruct")
+    assert code == 2 and "--prompt is empty" in err
+
+
+def test_chat_with_scripted_stdin() -> None:
+    import subprocess
+    import sys
+
+    script = "What is the capital of France?\n/system Answer briefly.\n/reset\n/quit\n"
+    argv = [sys.executable, "-m", "groundwork.cli", "chat", "--temperature", "0"]
+    done = subprocess.run(
+        [*argv, "--max-new-tokens", "20"], input=script, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert "assistant> " in done.stdout and "Paris" in done.stdout
+    assert "conversation cleared" in done.stdout
