@@ -190,3 +190,24 @@ def test_alibi_bias_through_the_mask(impl: str) -> None:
     scores = scores.masked_fill(~causal_mask(6, 6), float("-inf"))  # (B, H, T, T)
     y = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(2, 6, 32)  # (B, T, d)
     torch.testing.assert_close(attn(x, mask=mask), attn.o_proj(y), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("has_gqa", [True, False])
+def test_sdpa_shares_kv_heads_like_repeating_them(
+    monkeypatch: pytest.MonkeyPatch, has_gqa: bool
+) -> None:
+    """GQA through SDPA (``enable_gqa`` on torch >= 2.5, repeated heads before) equals the math
+    path on explicitly repeated keys and values."""
+    import groundwork.nn.attention as attention
+
+    if has_gqa and not attention._SDPA_HAS_GQA:
+        pytest.skip("this torch has no enable_gqa")
+    monkeypatch.setattr(attention, "_SDPA_HAS_GQA", has_gqa)
+    torch.manual_seed(0)
+    q = torch.randn(2, 6, 5, 8)  # (B, H, T, D)
+    k, v = torch.randn(2, 2, 5, 8), torch.randn(2, 2, 5, 8)  # (B, H_kv, T, D)
+    expected = attention.math_attention(
+        q, attention.repeat_kv(k, 3), attention.repeat_kv(v, 3), None, is_causal=True
+    )
+    got = attention.sdpa_attention(q, k, v, None, is_causal=True)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)

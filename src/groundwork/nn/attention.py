@@ -142,10 +142,22 @@ def sdpa_attention(
     is_causal: bool = False,
     dropout_p: float = 0.0,
 ) -> torch.Tensor:
-    """Same contract as :func:`math_attention`, through PyTorch's fused kernel."""
+    """Same contract as :func:`math_attention`, through PyTorch's fused kernel.
+
+    ``k`` and ``v`` may have fewer heads than ``q`` (grouped-query attention): on torch >= 2.5 the
+    kernel reads the shared heads in place (``enable_gqa``) instead of copying them per query head.
+    """
+    n_rep = q.shape[1] // k.shape[1]
+    if n_rep > 1 and not _SDPA_HAS_GQA:
+        k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)  # (B, H, T_k, D)
+    extra = {"enable_gqa": True} if n_rep > 1 and _SDPA_HAS_GQA else {}
     return F.scaled_dot_product_attention(
-        q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=dropout_p
+        q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=dropout_p, **extra
     )
+
+
+_SDPA_HAS_GQA = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 5)
+"""``scaled_dot_product_attention(..., enable_gqa=True)`` exists from torch 2.5 on."""
 
 
 def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
@@ -247,8 +259,9 @@ class Attention(nn.Module):
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_idx, k, v, start_pos)  # (B, H_kv, T_k, D)
             k, v = k.to(q.dtype), v.to(q.dtype)  # a no-op unless the cache has another dtype
-        n_rep = self.n_heads // self.n_kv_heads
-        k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)  # (B, H, T_k, D)
+        if self.impl == "math":  # the SDPA path shares key/value heads without copying them
+            n_rep = self.n_heads // self.n_kv_heads
+            k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)  # (B, H, T_k, D)
 
         t_k = k.shape[2]
         is_causal = False
