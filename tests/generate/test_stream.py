@@ -158,3 +158,13 @@ def test_streamed_pieces_are_the_text(gpt2_tokenizer: ByteLevelBPE, text: str, s
     cut = text.find(stop)
     assert "".join(pieces) == (text if cut < 0 else text[:cut])
     assert all(pieces) and not any("\ufffd" in piece for piece in pieces)
+
+
+def test_a_stop_string_the_tokenizer_cannot_produce() -> None:
+    from groundwork.tokenize import CharTokenizer
+
+    tok = CharTokenizer.train(["abcabc"], 10)
+    model = Scripted([tok.encode("a")[0]], prompt_len=1, vocab_size=tok.vocab_size)
+    config = GenerationConfig(max_new_tokens=3, temperature=0, stop_strings=("zz",))
+    with pytest.raises(ConfigError, match="'zz' can never be generated"):
+        list(stream(model, tok, tok.encode("a"), config))

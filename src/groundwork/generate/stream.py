@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 
 from torch import nn
 
+from groundwork.errors import ConfigError
 from groundwork.generate.config import GenerationConfig
 from groundwork.generate.decode import decode_steps
 from groundwork.tokenize.base import Tokenizer
@@ -82,8 +83,15 @@ def stream(
         Consecutive pieces of the generated text (never empty).
 
     Raises:
-        ConfigError: as :func:`~groundwork.generate.decode.generate` (empty or too long prompt).
+        ConfigError: as :func:`~groundwork.generate.decode.generate` (empty or too long prompt),
+            or a stop string this tokenizer can never produce.
     """
+    for stop in config.stop_strings:  # e.g. a character outside a char tokenizer's vocabulary
+        if tokenizer.decode(tokenizer.encode(stop)) != stop:
+            raise ConfigError(
+                f"the stop string {stop!r} can never be generated: this tokenizer cannot "
+                "produce it (it does not survive encode/decode); remove it or change it"
+            )
     stop_ids = set(config.stop_ids)
     if stop_at_eot and tokenizer.eot_id is not None:
         stop_ids.add(tokenizer.eot_id)
