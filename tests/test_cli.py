@@ -183,7 +183,7 @@ def test_pretrain_evaluate_sample_end_to_end(
     assert "bits per byte" in out
     config = (run / "config.yaml").read_text()
     assert "n_layers: 1" in config and "source: shakespeare" in config
-    code, out, _ = run_cli(capsys, "evaluate", str(run), "--json-output", "true")
+    code, out, _ = run_cli(capsys, "evaluate", str(run), "--json")
     assert code == 0
     result = json.loads(out)
     assert result["tokens"] > 100_000 and 0 < result["bits_per_byte"] < 8
@@ -293,3 +293,22 @@ def test_chat_with_scripted_stdin() -> None:
     assert done.returncode == 0, done.stderr
     assert "assistant> " in done.stdout and "Paris" in done.stdout
     assert "conversation cleared" in done.stdout
+
+
+def test_evaluate_tasks_and_perplexity(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    model = "smollm2-135m-instruct"
+    code, out, err = run_cli(capsys, "evaluate", model, "--tasks", "piqa", "--limit", "2", "--json")
+    assert code == 0, err
+    (row,) = json.loads(out)["results"]
+    assert row["task"] == "piqa" and row["n"] == 2 and 0 <= row["acc"] <= 1
+    code, out, _ = run_cli(capsys, "evaluate", model, "--tasks", "piqa", "--limit", "2")
+    assert code == 0 and "| piqa" in out
+    text = tmp_path / "t.txt"
+    text.write_text("To be, or not to be, that is the question.\n" * 4, encoding="utf-8")
+    code, out, err = run_cli(capsys, "evaluate", model, "--text", str(text), "--json")
+    assert code == 0, err
+    assert 0 < json.loads(out)["bits_per_byte"] < 8
+    code, _, err = run_cli(capsys, "evaluate", model, "--tasks", "piqaa")
+    assert code == 2 and "did you mean 'piqa'" in err
+    code, _, err = run_cli(capsys, "evaluate", model)
+    assert code == 2 and "--tasks" in err

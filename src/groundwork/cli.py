@@ -12,7 +12,7 @@ exit with status 2; ``--debug`` anywhere on the command line shows the full trac
 
 import dataclasses
 import inspect
-import json
+import json as _json
 import re
 import shutil
 import sys
@@ -73,7 +73,7 @@ def data_stats(name: str, plot: Path | None = None) -> None:
     from groundwork import corpus
 
     stats = corpus.corpus_stats(name, plot=plot)
-    print(json.dumps(stats, indent=2))
+    print(_json.dumps(stats, indent=2))
     if plot is not None:
         print(f"length histogram: {plot}")
 
@@ -104,7 +104,7 @@ def data_prepare(
         source=source,
         tokenizer_path=tokenizer,
     )
-    print(json.dumps(meta, indent=2))
+    print(_json.dumps(meta, indent=2))
 
 
 # -------------------------------------------------------------------------------------------------
@@ -300,19 +300,81 @@ def sample(
     print(prompt + tokenizer.decode([i for i in ids if i != tokenizer.eot_id]))
 
 
-def evaluate(run: Path, split: str = "val", json_output: bool = False) -> None:
-    """Loss, perplexity and bits per byte of a run's model on a whole split of its data.
+def evaluate(
+    model: str,
+    tasks: str | None = None,
+    shots: str = "0",
+    limit: int | None = None,
+    batch_size: int = 8,
+    seed: int = 1234,
+    text: Path | None = None,
+    source: str | None = None,
+    split: str = "val",
+    window: int | None = None,
+    stride: int | None = None,
+    json: bool = False,
+) -> None:
+    """Evaluate a model: few-shot tasks (--tasks), perplexity of a file (--text) or of a source
+    (--source), or, for a run directory given none of these, loss on its own data split.
 
     Args:
-        run: A run directory.
-        split: Which split of the run's data (val or test).
-        json_output: Print JSON instead of a table.
+        model: A run directory or a named pretrained model (smollm2-135m-instruct).
+        tasks: Comma-separated task names (piqa,boolq,mmlu,siqa,openbookqa,logiqa,commonsenseqa,
+            medqa,contracts,legal-support,asdiv,lambada-shakespeare).
+        shots: Comma-separated numbers of solved examples shown first, e.g. 0,5.
+        limit: Evaluate only the first N examples of each task (or N documents of --source).
+        batch_size: Continuations (or windows) per forward pass.
+        seed: Seed of the few-shot sampling.
+        text: A UTF-8 text file whose perplexity to compute.
+        source: A data source (e.g. shakespeare) whose perplexity to compute.
+        split: The split of --source, or of the run's own data.
+        window: Perplexity window in tokens (default: the model's max_seq_len).
+        stride: Perplexity stride (default: the window, i.e. disjoint chunks).
+        json: Print JSON instead of a table.
     """
+    from groundwork import evaluate as ev
     from groundwork.train.pretrain import evaluate_run
 
-    result = evaluate_run(run, split=split)
-    if json_output:
-        print(json.dumps(result, indent=2))
+    result: dict[str, Any]
+    if tasks is None and text is None and source is None:
+        if not Path(model, "config.yaml").exists():
+            raise ConfigError(
+                f"{model} is not a run directory (no config.yaml), so it has no data split of "
+                "its own: give --tasks, --text or --source"
+            )
+        result = evaluate_run(Path(model), split=split)
+    elif tasks is not None:
+        net, tokenizer, _ = _load_model(model)
+        try:
+            shot_list = [int(s) for s in shots.split(",") if s.strip()]
+        except ValueError:
+            raise ConfigError(f"--shots takes comma-separated integers, got {shots!r}") from None
+        names = [t.strip() for t in tasks.split(",") if t.strip()]
+        result = ev.evaluate_tasks(
+            net, tokenizer, names, shot_list, limit=limit, batch_size=batch_size, seed=seed
+        )
+        print(_json.dumps(result, indent=2) if json else ev.format_markdown(result))
+        return
+    else:
+        from groundwork.corpus import read_text_file
+
+        net, tokenizer, _ = _load_model(model)
+        opts = dict(window=window, stride=stride, batch_size=batch_size)
+        if text is not None:
+            r = ev.perplexity(net, tokenizer, read_text_file(text), **opts)  # type: ignore[arg-type]
+        else:
+            assert source is not None
+            r = ev.perplexity_of_source(
+                net,
+                tokenizer,
+                source,
+                split=split,
+                limit=limit,
+                **opts,  # type: ignore[arg-type]
+            )
+        result = dataclasses.asdict(r)
+    if json:
+        print(_json.dumps(result, indent=2))
         return
     for key, value in result.items():
         shown = f"{value:.4f}" if isinstance(value, float) else str(value)
@@ -612,6 +674,22 @@ def _known_options(fn: Callable[..., None]) -> list[str]:
     )
 
 
+def _bare_flags(argv: list[str]) -> list[str]:
+    """Let a boolean option stand alone: ``--json`` means ``--json true``."""
+    _, fn = _find_command(argv)
+    if fn is None:
+        return argv
+    hints = typing.get_type_hints(fn)
+    flags = {f"--{name}" for name, hint in hints.items() if hint is bool}
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        out.append(arg)
+        following = argv[i + 1].lower() if i + 1 < len(argv) else ""
+        if arg in flags and following not in ("true", "false", "yes", "no"):
+            out.append("true")
+    return out
+
+
 def _explain_parse_error(message: str, argv: Sequence[str]) -> str:
     """Turn a parse error into one line; an unknown option or config key gets the closest valid
     one ('did you mean ...')."""
@@ -633,7 +711,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``groundwork`` command; returns the exit status (0 ok, 2 user error)."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
-    args = _normalise_argv([a for a in args if a != "--debug"])
+    args = _bare_flags(_normalise_argv([a for a in args if a != "--debug"]))
     parser = build_parser()
     if not args:
         parser.print_help()

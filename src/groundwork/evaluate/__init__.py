@@ -1,0 +1,57 @@
+"""Evaluation: perplexity and bits per byte, and a few-shot log-likelihood task harness.
+
+* :mod:`~groundwork.evaluate.perplexity`: sliding-window perplexity of a text or a source.
+* :mod:`~groundwork.evaluate.harness`: GPT-3-style zero/few-shot evaluation (Brown et al. 2020;
+  Gao et al., lm-evaluation-harness): multiple choice by log-likelihood, generation by greedy
+  decoding and exact match.
+* :mod:`~groundwork.evaluate.tasks`: real tasks (PIQA, BoolQ, MMLU, ...) and a LAMBADA-style
+  Shakespeare task (Paperno et al. 2016); importing this package registers them (no I/O until a
+  task's documents are read).
+
+Chapter 1 (Language models) defines perplexity; chapter 11 (Evaluation) builds the harness.
+"""
+
+from groundwork.evaluate import tasks as _tasks  # noqa: F401  (registers the real tasks)
+from groundwork.evaluate.harness import (
+    TASKS,
+    Example,
+    Task,
+    build_examples,
+    evaluate_task,
+    evaluate_tasks,
+    format_markdown,
+    get_task,
+    loglikelihoods,
+    normalize_answer,
+    read_jsonl,
+    register_task,
+    sample_shots,
+)
+from groundwork.evaluate.perplexity import (
+    PerplexityResult,
+    perplexity,
+    perplexity_of_source,
+    perplexity_of_texts,
+    sliding_windows,
+)
+
+__all__ = [
+    "TASKS",
+    "Example",
+    "PerplexityResult",
+    "Task",
+    "build_examples",
+    "evaluate_task",
+    "evaluate_tasks",
+    "format_markdown",
+    "get_task",
+    "loglikelihoods",
+    "normalize_answer",
+    "perplexity",
+    "perplexity_of_source",
+    "perplexity_of_texts",
+    "read_jsonl",
+    "register_task",
+    "sample_shots",
+    "sliding_windows",
+]
