@@ -34,6 +34,7 @@ from torch import nn
 
 from groundwork.errors import ConfigError, EmptyCorpusError
 from groundwork.tokenize.base import Tokenizer
+from groundwork.train.objectives import bits_per_byte as nats_to_bits_per_byte
 
 
 @dataclass
@@ -163,7 +164,7 @@ def _result(
         bytes=n_bytes,
         nats_per_token=nats,
         perplexity=math.exp(nats),
-        bits_per_byte=total / (math.log(2) * n_bytes),
+        bits_per_byte=nats_to_bits_per_byte(total, n_bytes),
         window=window,
         stride=stride,
     )
