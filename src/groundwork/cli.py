@@ -94,15 +94,8 @@ def data_prepare(
     from groundwork import corpus, tokenize
 
     tok = tokenize.load_tokenizer(tokenizer)
-    splits = {s: docs for s, docs in corpus.load_corpus(source).splits.items() if docs}
-    meta = corpus.prepare_shards(
-        splits,
-        tok.encode,
-        tok.vocab_size,
-        out,
-        eot_id=tok.eot_id,
-        source=source,
-        tokenizer_path=tokenizer,
+    meta = corpus.prepare_source(
+        source, tok.encode, tok.vocab_size, out, eot_id=tok.eot_id, tokenizer_path=tokenizer
     )
     print(_json.dumps(meta, indent=2))
 

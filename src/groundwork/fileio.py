@@ -69,21 +69,23 @@ def write_yaml(path: Path, obj: Any) -> None:
     atomic_write(path, data)
 
 
-def read_json(path: Path) -> Any:
-    """Read a JSON file, with a clear error if it is missing or corrupt."""
+def _read(
+    path: Path, parse: Callable[[str], Any], kind: str, errors: tuple[type[Exception], ...]
+) -> Any:
+    corrupt: tuple[type[Exception], ...] = (*errors, UnicodeDecodeError)
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        return parse(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError as err:
         raise CheckpointError(f"{path} does not exist") from err
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{path} is corrupt (not valid JSON: {err})") from err
+    except corrupt as err:
+        raise CheckpointError(f"{path} is corrupt (not valid {kind}: {err})") from err
+
+
+def read_json(path: Path) -> Any:
+    """Read a JSON file, with a clear error if it is missing or corrupt."""
+    return _read(path, json.loads, "JSON", (json.JSONDecodeError,))
 
 
 def read_yaml(path: Path) -> Any:
     """Read a YAML file, with a clear error if it is missing or corrupt."""
-    try:
-        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError as err:
-        raise CheckpointError(f"{path} does not exist") from err
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{path} is corrupt (not valid YAML: {err})") from err
+    return _read(path, yaml.safe_load, "YAML", (yaml.YAMLError,))

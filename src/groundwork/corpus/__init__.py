@@ -23,7 +23,7 @@ from groundwork.corpus.documents import (
     load_examples,
 )
 from groundwork.corpus.fetch import fetch, home, list_sources, read_manifest, source_dir
-from groundwork.corpus.shards import TokenShards, prepare_shards, read_meta
+from groundwork.corpus.shards import TokenShards, prepare_shards, prepare_source, read_meta
 from groundwork.corpus.sources import SOURCES, Extract, Source, get_source
 from groundwork.corpus.splits import DEFAULT_FRACTIONS, split_documents
 from groundwork.corpus.stats import corpus_stats
@@ -57,6 +57,7 @@ __all__ = [
     "near_dedup",
     "normalize_text",
     "prepare_shards",
+    "prepare_source",
     "read_manifest",
     "read_meta",
     "read_text_file",

@@ -124,6 +124,35 @@ def prepare_shards(
 # --8<-- [end:prepare]
 
 
+def prepare_source(
+    source: str,
+    encode: Callable[[str], list[int]],
+    vocab_size: int,
+    out_dir: str | Path,
+    *,
+    eot_id: int | None,
+    tokenizer_path: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """:func:`prepare_shards` for every non-empty split of a data source (cleaned, deduplicated).
+
+    What ``groundwork data prepare`` and ``groundwork pretrain`` both run.
+    """
+    from groundwork.corpus.documents import load_corpus
+
+    splits = {s: docs for s, docs in load_corpus(source).splits.items() if docs}
+    return prepare_shards(
+        splits,
+        encode,
+        vocab_size,
+        out_dir,
+        eot_id=eot_id,
+        source=source,
+        tokenizer_path=tokenizer_path,
+        progress=progress,
+    )
+
+
 def read_meta(directory: str | Path) -> dict[str, Any]:
     """Read ``meta.json`` of a shard directory.
 

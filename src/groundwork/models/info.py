@@ -14,6 +14,9 @@ where $N$ counts the parameters that take part in matrix multiplications (every 
 the embedding lookups, plus the output head even when it is tied to the embeddings), $T$ is the
 context length and $d_{\\text{attn}} = n_{\\text{heads}} d_{\\text{head}}$. Each multiply-add is 2
 FLOPs; the backward pass costs twice the forward, hence the 3x from forward to training.
+The attention term is the causal average (each query sees $T/2$ keys on average); the MFU
+that the training loop reports (:mod:`groundwork.train.flops`) uses PaLM's full-window
+$12\\,n_{\\text{layers}} T\\,d_{\\text{attn}}$, the convention MFU figures are quoted in.
 Chapter 5 (and chapter 9 on scaling laws) of the docs uses these numbers.
 """
 

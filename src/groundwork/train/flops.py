@@ -4,7 +4,10 @@ Training a dense decoder costs about $6N$ FLOPs per token for the weights (2 for
 multiply-accumulate, 4 for the backward pass: gradients with respect to activations and to
 weights), plus the attention scores and their weighted sum, $12 \cdot n_{layers} \cdot d_{model}
 \cdot T$ per token for context length $T$ (Kaplan et al. 2020; PaLM, Chowdhery et al. 2022,
-appendix B). MFU is the achieved rate of those *model* FLOPs divided by the hardware's peak:
+appendix B). That attention term counts every query against the full window, the convention
+MFU figures are quoted in (PaLM, nanoGPT); :func:`groundwork.models.info` reports Kaplan et al.'s
+causal average, $6\,n_{layers} d_{attn} T$, half as much. MFU is the achieved rate of those
+*model* FLOPs divided by the hardware's peak:
 
 $$ \text{MFU} = \frac{\text{tokens/s} \times \text{FLOPs/token}}{\text{peak FLOP/s}}. $$
 

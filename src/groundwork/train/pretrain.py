@@ -126,14 +126,12 @@ def prepare_data(data: DataConfig, *, progress: bool = True) -> tuple[Path, Path
     digest = sha256_file(tok_path)[:12]
     shards = home / "shards" / f"{data.source}-{digest}"
     if not (shards / "meta.json").exists():
-        splits = corpus.load_corpus(data.source).splits
-        corpus.prepare_shards(
-            {s: docs for s, docs in splits.items() if docs},
+        corpus.prepare_source(
+            data.source,
             tokenizer.encode,
             tokenizer.vocab_size,
             shards,
             eot_id=tokenizer.eot_id,
-            source=data.source,
             tokenizer_path=tok_path,
             progress=progress,
         )
