@@ -191,6 +191,17 @@ def test_pretrain_evaluate_sample_end_to_end(
         capsys, "sample", str(run), "--prompt", "ROMEO:", "--max-new-tokens", "20"
     )
     assert code == 0 and out.startswith("ROMEO:")
+    # Compare the run with a pretrained model on two tasks: a table with the random-guess row.
+    table, plot = tmp_path / "eval.md", tmp_path / "eval.png"
+    argv = ["evaluate", str(run), "smollm2-135m-instruct", "--tasks", "piqa,asdiv"]
+    argv += ["--shots", "0,1", "--limit", "2", "--markdown", str(table), "--plot", str(plot)]
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    assert "| smollm2-135m-instruct |" in out
+    assert "| *random guess* | 50.0 | 50.0 | 0.0 | 0.0 |" in out
+    assert table.read_text() in out and plot.read_bytes()[:4] == b"\x89PNG"
+    code, _, err = run_cli(capsys, "evaluate", str(run), str(run), "--text", str(table))
+    assert code == 2 and "go with --tasks" in err
     code, out, _ = run_cli(capsys, "pretrain", "--resume", str(run), "--train.max-steps", "15")
     assert code == 0, out
     assert json.loads((run / "trainer_state.json").read_text())["step"] == 15

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 
 from groundwork.errors import ConfigError, GroundworkError, UnknownNameError, did_you_mean
+from groundwork.fileio import atomic_write
 from groundwork.train.loop import TrainConfig
 from groundwork.train.pretrain import DataConfig, ModelArgs
 
@@ -294,7 +295,7 @@ def sample(
 
 
 def evaluate(
-    model: str,
+    model: list[str],
     tasks: str | None = None,
     shots: str = "0",
     limit: int | None = None,
@@ -306,12 +307,16 @@ def evaluate(
     window: int | None = None,
     stride: int | None = None,
     json: bool = False,
+    markdown: Path | None = None,
+    plot: Path | None = None,
 ) -> None:
     """Evaluate a model: few-shot tasks (--tasks), perplexity of a file (--text) or of a source
     (--source), or, for a run directory given none of these, loss on its own data split.
+    With --tasks, several models can be compared (a table with a random-guess row).
 
     Args:
-        model: A run directory or a named pretrained model (smollm2-135m-instruct).
+        model: A run directory or a named pretrained model (smollm2-135m-instruct); several
+            only with --tasks.
         tasks: Comma-separated task names (piqa,boolq,mmlu,siqa,openbookqa,logiqa,commonsenseqa,
             medqa,contracts,legal-support,asdiv,lambada-shakespeare).
         shots: Comma-separated numbers of solved examples shown first, e.g. 0,5.
@@ -324,34 +329,31 @@ def evaluate(
         window: Perplexity window in tokens (default: the model's max_seq_len).
         stride: Perplexity stride (default: the window, i.e. disjoint chunks).
         json: Print JSON instead of a table.
+        markdown: With --tasks: also write the comparison table (models x task/shots, and the
+            random-guess row) to this Markdown file.
+        plot: With --tasks: also write a plot of accuracy vs number of shots to this PNG.
     """
     from groundwork import evaluate as ev
     from groundwork.train.pretrain import evaluate_run
 
-    result: dict[str, Any]
-    if tasks is None and text is None and source is None:
-        if not Path(model, "config.yaml").exists():
-            raise ConfigError(
-                f"{model} is not a run directory (no config.yaml), so it has no data split of "
-                "its own: give --tasks, --text or --source"
-            )
-        result = evaluate_run(Path(model), split=split)
-    elif tasks is not None:
-        net, tokenizer, _ = _load_model(model)
-        try:
-            shot_list = [int(s) for s in shots.split(",") if s.strip()]
-        except ValueError:
-            raise ConfigError(f"--shots takes comma-separated integers, got {shots!r}") from None
-        names = [t.strip() for t in tasks.split(",") if t.strip()]
-        result = ev.evaluate_tasks(
-            net, tokenizer, names, shot_list, limit=limit, batch_size=batch_size, seed=seed
-        )
-        print(_json.dumps(result, indent=2) if json else ev.format_markdown(result))
+    if tasks is None and (len(model) > 1 or markdown is not None or plot is not None):
+        raise ConfigError("several models, --markdown and --plot go with --tasks")
+    if tasks is not None:
+        _evaluate_tasks(model, tasks, shots, limit, batch_size, seed, json, markdown, plot)
         return
+    model_name = model[0]
+    result: dict[str, Any]
+    if text is None and source is None:
+        if not Path(model_name, "config.yaml").exists():
+            raise ConfigError(
+                f"{model_name} is not a run directory (no config.yaml), so it has no data split "
+                "of its own: give --tasks, --text or --source"
+            )
+        result = evaluate_run(Path(model_name), split=split)
     else:
         from groundwork.corpus import read_text_file
 
-        net, tokenizer, _ = _load_model(model)
+        net, tokenizer, _ = _load_model(model_name)
         opts = dict(window=window, stride=stride, batch_size=batch_size)
         if text is not None:
             r = ev.perplexity(net, tokenizer, read_text_file(text), **opts)  # type: ignore[arg-type]
@@ -372,6 +374,49 @@ def evaluate(
     for key, value in result.items():
         shown = f"{value:.4f}" if isinstance(value, float) else str(value)
         print(f"{key:<22}{shown}")
+
+
+def _evaluate_tasks(
+    models: list[str],
+    tasks: str,
+    shots: str,
+    limit: int | None,
+    batch_size: int,
+    seed: int,
+    json: bool,
+    markdown: Path | None,
+    plot: Path | None,
+) -> None:
+    """``groundwork evaluate --tasks``: every model on every task and number of shots."""
+    from groundwork import evaluate as ev
+    from groundwork.evaluate import report
+
+    try:
+        shot_list = [int(s) for s in shots.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--shots takes comma-separated integers, got {shots!r}") from None
+    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    for name in names:
+        ev.get_task(name)  # a typo fails before any model is loaded
+    results: dict[str, dict[str, Any]] = {}
+    for name in models:
+        net, tokenizer, _ = _load_model(name)
+        results[name] = ev.evaluate_tasks(
+            net, tokenizer, names, shot_list, limit=limit, batch_size=batch_size, seed=seed
+        )
+        del net
+    if json:
+        print(_json.dumps(results[models[0]] if len(models) == 1 else results, indent=2))
+    elif len(models) == 1:
+        print(ev.format_markdown(results[models[0]]))
+    else:
+        print(report.compare_markdown(results))
+    if markdown is not None:
+        atomic_write(markdown, report.compare_markdown(results).encode("utf-8"))
+        print(f"table: {markdown}")
+    if plot is not None:
+        report.plot_accuracy_vs_shots(results, plot)
+        print(f"plot: {plot}")
 
 
 def export(run: Path, out: Path, format: Literal["hf"] = "hf") -> None:

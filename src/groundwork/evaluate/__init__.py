@@ -4,6 +4,8 @@
 * :mod:`~groundwork.evaluate.harness`: GPT-3-style zero/few-shot evaluation (Brown et al. 2020;
   Gao et al., lm-evaluation-harness): multiple choice by log-likelihood, generation by greedy
   decoding and exact match.
+* :mod:`~groundwork.evaluate.report`: several models side by side with a random-guess baseline
+  (a Markdown table, and a plot of accuracy against the number of shots).
 * :mod:`~groundwork.evaluate.tasks`: real tasks (PIQA, BoolQ, MMLU, ...) and a LAMBADA-style
   Shakespeare task (Paperno et al. 2016); importing this package registers them (no I/O until a
   task's documents are read).
@@ -34,6 +36,7 @@ from groundwork.evaluate.perplexity import (
     perplexity_of_texts,
     sliding_windows,
 )
+from groundwork.evaluate.report import compare_markdown, plot_accuracy_vs_shots, random_baseline
 
 __all__ = [
     "TASKS",
@@ -41,6 +44,7 @@ __all__ = [
     "PerplexityResult",
     "Task",
     "build_examples",
+    "compare_markdown",
     "evaluate_task",
     "evaluate_tasks",
     "format_markdown",
@@ -50,6 +54,8 @@ __all__ = [
     "perplexity",
     "perplexity_of_source",
     "perplexity_of_texts",
+    "plot_accuracy_vs_shots",
+    "random_baseline",
     "read_jsonl",
     "register_task",
     "sample_shots",

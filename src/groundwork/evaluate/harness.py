@@ -127,6 +127,7 @@ class Task:
             return self.doc_to_choices(doc)[int(target)]
         return str(target)
 
+    # --8<-- [start:render]
     def render(self, doc: Doc, shots: Sequence[Doc]) -> Example:
         """The :class:`Example` of ``doc`` preceded by the solved ``shots``."""
         parts = [self.doc_to_text(s) + self.target_delimiter + self.target_text(s) for s in shots]
@@ -139,6 +140,8 @@ class Task:
         assert self.doc_to_choices is not None
         choices = [self.target_delimiter + c for c in self.doc_to_choices(doc)]
         return Example(context=context, choices=choices, gold=int(gold))
+
+    # --8<-- [end:render]
 
 
 # --- reading task files ---------------------------------------------------------------------
@@ -205,6 +208,7 @@ def get_task(name: str | Task) -> Task:
 # --- few-shot sampling ----------------------------------------------------------------------
 
 
+# --8<-- [start:sample_shots]
 def sample_shots(
     task: Task, docs: Sequence[Doc], index: int, k: int, *, seed: int, pool: Sequence[Doc] | None
 ) -> list[Doc]:
@@ -233,6 +237,9 @@ def sample_shots(
     return [docs[i if i < index else i + 1] for i in picks]  # skip the test example
 
 
+# --8<-- [end:sample_shots]
+
+
 # --- log-likelihood scoring -----------------------------------------------------------------
 
 
@@ -245,6 +252,7 @@ class Request:
     truncated: bool = False
 
 
+# --8<-- [start:encode_pair]
 def encode_pair(
     tokenizer: Tokenizer, context: str, continuation: str
 ) -> tuple[list[int], list[int]]:
@@ -264,6 +272,9 @@ def encode_pair(
     whole = tokenizer.encode(context + continuation)
     n_context = len(tokenizer.encode(context))
     return whole[:n_context], whole[n_context:]
+
+
+# --8<-- [end:encode_pair]
 
 
 def make_request(

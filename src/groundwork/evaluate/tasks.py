@@ -146,6 +146,7 @@ def lambada_shakespeare_docs() -> list[Doc]:
 
 # --- the registry ---------------------------------------------------------------------------
 
+# --8<-- [start:piqa]
 register_task(
     Task(
         name="piqa",
@@ -156,6 +157,7 @@ register_task(
         doc_to_target=lambda d: d["label"],
     )
 )
+# --8<-- [end:piqa]
 register_task(
     Task(
         name="boolq",
