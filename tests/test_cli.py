@@ -323,3 +323,15 @@ def test_evaluate_tasks_and_perplexity(capsys: pytest.CaptureFixture[str], tmp_p
     assert code == 2 and "did you mean 'piqa'" in err
     code, _, err = run_cli(capsys, "evaluate", model)
     assert code == 2 and "--tasks" in err
+
+
+def test_ngram_command(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    table = tmp_path / "ngram.md"
+    argv = ["ngram", "--orders", "1,2", "--smoothing", "kneser-ney", "--markdown", str(table)]
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    assert "kneser-ney" in out.lower() and table.read_text() in out
+    code, _, err = run_cli(capsys, "ngram", "--orders", "0")
+    assert code == 2 and "order" in err
+    code, _, err = run_cli(capsys, "ngram", "--smoothing", "kneser")
+    assert code == 2 and "did you mean" in err

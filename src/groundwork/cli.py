@@ -26,6 +26,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 from groundwork.errors import ConfigError, GroundworkError, UnknownNameError, did_you_mean
 from groundwork.fileio import atomic_write
 from groundwork.train.loop import TrainConfig
+from groundwork.train.ngram import ngram
 from groundwork.train.pretrain import DataConfig, ModelArgs
 
 set_parsing_settings(docstring_parse_attribute_docstrings=True)
@@ -575,6 +576,7 @@ def chat(
 # the command tree and its runner
 
 COMMANDS: dict[str, Callable[..., None] | dict[str, Callable[..., None]]] = {
+    "ngram": ngram,
     "pretrain": pretrain,
     "sample": sample,
     "evaluate": evaluate,
