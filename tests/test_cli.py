@@ -335,3 +335,12 @@ def test_ngram_command(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> No
     assert code == 2 and "order" in err
     code, _, err = run_cli(capsys, "ngram", "--smoothing", "kneser")
     assert code == 2 and "did you mean" in err
+
+
+def test_classify_command(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    argv = ["classify", "--model", "cnn", "--epochs", "1", "--out", str(tmp_path / "cnn")]
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    assert "F1" in out and (tmp_path / "cnn").is_dir()
+    code, _, err = run_cli(capsys, "classify", "--model", "rnn")
+    assert code == 2 and "cnn" in err

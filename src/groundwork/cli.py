@@ -25,6 +25,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 
 from groundwork.errors import ConfigError, GroundworkError, UnknownNameError, did_you_mean
 from groundwork.fileio import atomic_write
+from groundwork.train.classify import classify
 from groundwork.train.loop import TrainConfig
 from groundwork.train.ngram import ngram
 from groundwork.train.pretrain import DataConfig, ModelArgs
@@ -177,12 +178,12 @@ def tokenizer_encode(path: Path, text: str, color: bool | None = None) -> None:
 # models and training
 
 
-def model_info(name: str, arch: Literal["gpt", "llama"] = "gpt") -> None:
+def model_info(name: str, arch: Literal["gpt", "llama", "lstm"] = "gpt") -> None:
     """Parameters by component, FLOPs per token and memory of a preset or a run's model.
 
     Args:
         name: A preset name (e.g. tiny, gpt2-124m, smollm2-135m) or a run directory.
-        arch: Architecture of the preset (gpt or llama; ignored for a run directory).
+        arch: Architecture of the preset (gpt, llama or lstm; ignored for a run directory).
     """
     from groundwork import models
     from groundwork.train.pretrain import ARCHS, model_config_from_dict
@@ -577,6 +578,7 @@ def chat(
 
 COMMANDS: dict[str, Callable[..., None] | dict[str, Callable[..., None]]] = {
     "ngram": ngram,
+    "classify": classify,
     "pretrain": pretrain,
     "sample": sample,
     "evaluate": evaluate,

@@ -2,29 +2,48 @@
 
 * :mod:`groundwork.models.gpt`: GPT-2 (``GPT``, ``GPTConfig``).
 * :mod:`groundwork.models.llama`: Llama (``Llama``, ``LlamaConfig``).
+* :mod:`groundwork.models.rnn`: RNN, GRU and LSTM cells and stacks; the LSTM language model
+  (``LSTMLM``, ``LSTMConfig``).
 * :mod:`groundwork.models.info`: parameter counts, FLOPs and memory of a config.
 """
+
+from typing import overload
 
 from groundwork.errors import ConfigError
 from groundwork.models.gpt import GPT, GPTConfig
 from groundwork.models.info import format_info, info
 from groundwork.models.llama import Llama, LlamaConfig
+from groundwork.models.rnn import GRU, LSTM, LSTMLM, RNN, LSTMConfig
 
-ModelConfig = GPTConfig | LlamaConfig
+ModelConfig = GPTConfig | LlamaConfig | LSTMConfig
 
 
-def build_model(config: ModelConfig) -> GPT | Llama:
-    """The model a config describes: ``GPT`` for ``GPTConfig``, ``Llama`` for ``LlamaConfig``."""
+@overload
+def build_model(config: GPTConfig | LlamaConfig) -> GPT | Llama: ...
+@overload
+def build_model(config: LSTMConfig) -> LSTMLM: ...
+@overload
+def build_model(config: ModelConfig) -> GPT | Llama | LSTMLM: ...
+def build_model(config: ModelConfig) -> GPT | Llama | LSTMLM:
+    """The model a config describes: ``GPT`` for ``GPTConfig``, ``Llama`` for ``LlamaConfig``,
+    ``LSTMLM`` for ``LSTMConfig``."""
     if isinstance(config, GPTConfig):
         return GPT(config)
     if isinstance(config, LlamaConfig):
         return Llama(config)
+    if isinstance(config, LSTMConfig):
+        return LSTMLM(config)
     raise ConfigError(f"no model for config of type {type(config).__name__}")
 
 
 __all__ = [
     "GPT",
+    "GRU",
+    "LSTM",
+    "LSTMLM",
+    "RNN",
     "GPTConfig",
+    "LSTMConfig",
     "Llama",
     "LlamaConfig",
     "ModelConfig",

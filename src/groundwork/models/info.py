@@ -17,13 +17,17 @@ FLOPs; the backward pass costs twice the forward, hence the 3x from forward to t
 The attention term is the causal average (each query sees $T/2$ keys on average); the MFU
 that the training loop reports (:mod:`groundwork.train.flops`) uses PaLM's full-window
 $12\\,n_{\\text{layers}} T\\,d_{\\text{attn}}$, the convention MFU figures are quoted in.
-Chapter 5 (and chapter 9 on scaling laws) of the docs uses these numbers.
+Chapter 5 (and chapter 9 on scaling laws) of the docs uses these numbers. An LSTM language model
+(:class:`~groundwork.models.rnn.LSTMConfig`) has no attention term: $C_{\\text{train}} \\approx 6N$
+whatever the context length (chapter 4).
 """
 
 from typing import Any
 
 from groundwork.models.gpt import GPTConfig
 from groundwork.models.llama import LlamaConfig
+from groundwork.models.rnn import LSTMConfig
+from groundwork.models.rnn import parameter_counts as lstm_parameter_counts
 
 BYTES_PER_PARAM = {"fp32": 4, "bf16": 2}
 
@@ -54,11 +58,13 @@ def parameter_counts(config: GPTConfig | LlamaConfig) -> dict[str, int]:
     )
 
 
-def info(config: GPTConfig | LlamaConfig, *, seq_len: int | None = None) -> dict[str, Any]:
+def info(
+    config: GPTConfig | LlamaConfig | LSTMConfig, *, seq_len: int | None = None
+) -> dict[str, Any]:
     """Parameter counts, FLOPs per token and memory of a model config.
 
     Args:
-        config: A ``GPTConfig`` or ``LlamaConfig``.
+        config: A ``GPTConfig``, ``LlamaConfig`` or ``LSTMConfig``.
         seq_len: Context length $T$ for the attention FLOPs (default: ``config.max_seq_len``).
 
     Returns:
@@ -72,14 +78,22 @@ def info(config: GPTConfig | LlamaConfig, *, seq_len: int | None = None) -> dict
         >>> info(GPTConfig.from_name("gpt2-124m"))["parameters"]["total"]
         124439808
     """
-    params = parameter_counts(config)
     T = seq_len if seq_len is not None else config.max_seq_len
-    d_head = config.d_head
-    assert d_head is not None
-    d_attn = config.n_heads * d_head
+    if isinstance(config, LSTMConfig):
+        params = lstm_parameter_counts(config)
+        # The head reads d_model-wide vectors when tied (after the projection), else d_hidden.
+        d_head_in = config.d_model if config.tie_embeddings else 0
+        attention_term = 0
+        architecture = "lstm"
+    else:
+        params = parameter_counts(config)
+        d_head = config.d_head
+        assert d_head is not None
+        attention_term = 2 * config.n_layers * T * config.n_heads * d_head
+        d_head_in = config.d_model
+        architecture = "gpt" if isinstance(config, GPTConfig) else "llama"
     lookup_params = params["embeddings"]
-    n_matmul = params["total"] - lookup_params + config.vocab_size * config.d_model
-    attention_term = 2 * config.n_layers * T * d_attn
+    n_matmul = params["total"] - lookup_params + config.vocab_size * d_head_in
     flops = dict(
         seq_len=T,
         matmul_params=n_matmul,
@@ -92,7 +106,6 @@ def info(config: GPTConfig | LlamaConfig, *, seq_len: int | None = None) -> dict
         memory[dtype] = dict(
             weights=weights, gradients=weights, adamw_state=2 * weights, total=4 * weights
         )
-    architecture = "gpt" if isinstance(config, GPTConfig) else "llama"
     return dict(
         architecture=architecture, parameters=params, flops_per_token=flops, memory_bytes=memory
     )
@@ -113,7 +126,7 @@ def format_info(report: dict[str, Any]) -> str:
     """
     lines = [f"model: {report['architecture']}", "", "parameters"]
     params = report["parameters"]
-    for name in ("embeddings", "attention", "mlp", "norms", "head", "total"):
+    for name in params:  # components in order, total last
         share = 100 * params[name] / params["total"]
         lines.append(f"  {name:<12}{params[name]:>16,}  {share:5.1f}%")
     flops = report["flops_per_token"]

@@ -175,6 +175,8 @@ def _model_flops_per_token(model: nn.Module, seq_len: int) -> float | None:
         if isinstance(m, nn.Embedding) and id(m.weight) not in linear_weights
     )
     n = sum(p.numel() for p in params.values()) - lookup_only
+    if getattr(config, "n_heads", None) is None:  # no attention (an LSTM): just 6N
+        return 6.0 * n
     return training_flops_per_token(n, n_layers=n_layers, d_model=d_model, seq_len=seq_len)
 
 

@@ -19,11 +19,15 @@ from torch import nn
 
 from groundwork.errors import CheckpointError, ConfigError, TokenizerError, did_you_mean
 from groundwork.fileio import read_yaml, write_yaml
-from groundwork.models import GPTConfig, LlamaConfig, ModelConfig, build_model
+from groundwork.models import GPTConfig, LlamaConfig, LSTMConfig, ModelConfig, build_model
 from groundwork.train import checkpoint as ckpt
 from groundwork.train.loop import TrainConfig, TrainResult, evaluate_loss, resolve_device, train
 
-ARCHS: dict[str, type[GPTConfig] | type[LlamaConfig]] = {"gpt": GPTConfig, "llama": LlamaConfig}
+ARCHS: dict[str, type[GPTConfig] | type[LlamaConfig] | type[LSTMConfig]] = {
+    "gpt": GPTConfig,
+    "llama": LlamaConfig,
+    "lstm": LSTMConfig,
+}
 
 
 @dataclass(kw_only=True)
@@ -31,14 +35,16 @@ class ModelArgs:
     """Which model to train: an architecture, a named preset, and fields of the preset to change.
     ``vocab_size`` always comes from the tokenizer."""
 
-    arch: Literal["gpt", "llama"] = "gpt"
-    """Architecture: GPT-2 style or Llama style."""
+    arch: Literal["gpt", "llama", "lstm"] = "gpt"
+    """Architecture: GPT-2 style, Llama style, or an LSTM language model."""
     preset: str = "tiny"
     """Named config of that architecture (e.g. tiny, gpt2-124m, smollm2-135m)."""
     d_model: int | None = None
-    """Width of the residual stream (None: the preset's)."""
+    """Width of the residual stream; the embedding size for lstm (None: the preset's)."""
+    d_hidden: int | None = None
+    """Hidden and cell state size, LSTM only (None: the preset's)."""
     n_layers: int | None = None
-    """Number of blocks (None: the preset's)."""
+    """Number of blocks, or of LSTM layers (None: the preset's)."""
     n_heads: int | None = None
     """Attention heads (None: the preset's)."""
     n_kv_heads: int | None = None
@@ -48,7 +54,9 @@ class ModelArgs:
     max_seq_len: int | None = None
     """Longest sequence the model accepts (None: the preset's)."""
     dropout: float | None = None
-    """Dropout, GPT only (None: the preset's)."""
+    """Dropout, GPT and LSTM only (None: the preset's)."""
+    rnn_impl: Literal["loop", "fused"] | None = None
+    """LSTM only: "fused" (PyTorch's kernel) or "loop" (our cells) (None: the preset's)."""
 
     def build_config(self, vocab_size: int) -> ModelConfig:
         """The full model config: the preset, these overrides, and ``vocab_size``."""
@@ -262,7 +270,7 @@ def _run(net: nn.Module, shards: Path, cfg: TrainConfig, out: Path, *, resume: b
 
 
 def arch_of(config: ModelConfig) -> str:
-    """The architecture name (``gpt``/``llama``) of a model config."""
+    """The architecture name (``gpt``/``llama``/``lstm``) of a model config."""
     return next(name for name, cls in ARCHS.items() if isinstance(config, cls))
 
 
