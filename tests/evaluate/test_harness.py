@@ -112,6 +112,26 @@ def test_batching_does_not_change_scores(gpt: GPT) -> None:
     assert four == pytest.approx(alone, abs=1e-5)
 
 
+def test_choices_with_the_same_input_share_one_forward_pass(gpt: GPT) -> None:
+    # "a" and "b" are single tokens: both requests feed the model the context alone.
+    requests = [make_request(TOKENIZER, "q ab:", c, max_len=48) for c in ("a", "b", "xyz")]
+    assert len(requests[0].continuation_ids) == len(requests[1].continuation_ids) == 1
+    rows = []
+
+    def count_rows(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        rows.append(args[0].shape[0])
+
+    handle = gpt.register_forward_pre_hook(count_rows)
+    try:
+        shared = loglikelihoods(gpt, requests, batch_size=8)
+    finally:
+        handle.remove()
+    assert rows == [2]  # three requests, two distinct inputs, one batch
+    alone = [loglikelihoods(gpt, [r])[0] for r in requests]
+    assert [ll for ll, _ in shared] == pytest.approx([ll for ll, _ in alone], abs=1e-5)
+    assert shared[0][0] != pytest.approx(shared[1][0])  # each scores its own token
+
+
 def test_fewshot_sampling_is_seeded_and_never_includes_the_test_example() -> None:
     docs = [{"q": f"q{i}", "choices": ["a", "b"], "gold": i % 2, "i": i} for i in range(10)]
     task = _task(docs)

@@ -4,6 +4,8 @@
 * :mod:`~groundwork.evaluate.harness`: GPT-3-style zero/few-shot evaluation (Brown et al. 2020;
   Gao et al., lm-evaluation-harness): multiple choice by log-likelihood, generation by greedy
   decoding and exact match.
+* :mod:`~groundwork.evaluate.classification`: accuracy, precision, recall, F1 and the confusion
+  matrix of a classifier.
 * :mod:`~groundwork.evaluate.report`: several models side by side with a random-guess baseline
   (a Markdown table, and a plot of accuracy against the number of shots).
 * :mod:`~groundwork.evaluate.tasks`: real tasks (PIQA, BoolQ, MMLU, ...) and a LAMBADA-style
@@ -14,6 +16,7 @@ Chapter 1 (Language models) defines perplexity; chapter 11 (Evaluation) builds t
 """
 
 from groundwork.evaluate import tasks as _tasks  # noqa: F401  (registers the real tasks)
+from groundwork.evaluate.classification import classification_report
 from groundwork.evaluate.harness import (
     TASKS,
     Example,
@@ -44,6 +47,7 @@ __all__ = [
     "PerplexityResult",
     "Task",
     "build_examples",
+    "classification_report",
     "compare_markdown",
     "evaluate_task",
     "evaluate_tasks",

@@ -314,37 +314,39 @@ def loglikelihoods(
     """Summed log-probability of each request's continuation, and whether it is greedy.
 
     $\\ell = \\sum_i \\log p(c_i \\mid \\text{context}, c_{<i})$; "greedy" means every $c_i$ is the
-    arg-max token. Requests are batched right-padded to the longest: a causal model's logits at
-    real positions do not depend on padding to their right. They are run longest first (as
-    lm-evaluation-harness does), so a batch holds requests of similar length and little padding;
-    results come back in the input order.
+    arg-max token. The model reads ``(context + continuation)[:-1]``; requests whose inputs are
+    identical (the choices ``" A"`` ... ``" D"`` after one question are single tokens, so they
+    share their input) are scored from one forward pass. Inputs are batched right-padded to the
+    longest: a causal model's logits at real positions do not depend on padding to their right.
+    They are run longest first (as lm-evaluation-harness does), so a batch holds inputs of
+    similar length and little padding; results come back in the input order.
     """
     if device is None:
         device = next(model.parameters()).device
-    order = sorted(
-        range(len(requests)),
-        key=lambda i: -len(requests[i].context_ids) - len(requests[i].continuation_ids),
-    )
+    # One entry per distinct model input, with the requests it serves.
+    served: dict[tuple[int, ...], list[int]] = {}
+    for i, r in enumerate(requests):
+        served.setdefault(tuple(r.context_ids + r.continuation_ids)[:-1], []).append(i)
+    inputs = sorted(served, key=len, reverse=True)
     results: list[tuple[float, bool]] = [(0.0, False)] * len(requests)
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        chunk = [requests[i] for i in rows]
-        inputs = [(r.context_ids + r.continuation_ids)[:-1] for r in chunk]
-        longest = max(len(ids) for ids in inputs)
-        x = torch.zeros(len(chunk), longest, dtype=torch.long)  # (B, T)
-        for row, ids in enumerate(inputs):
+    for start in range(0, len(inputs), batch_size):
+        chunk = inputs[start : start + batch_size]
+        x = torch.zeros(len(chunk), len(chunk[0]), dtype=torch.long)  # (B, T), longest first
+        for row, ids in enumerate(chunk):
             x[row, : len(ids)] = torch.tensor(ids)
         log_probs = torch.log_softmax(model(x.to(device)).float(), dim=-1).cpu()  # (B, T, V)
-        for row, r in enumerate(chunk):
-            n = len(r.continuation_ids)
-            end = len(inputs[row])
-            lp = log_probs[row, end - n : end]  # (n, V): positions predicting the continuation
-            target = torch.tensor(r.continuation_ids)  # (n,)
-            total = lp.gather(1, target[:, None]).sum().item()
-            greedy = bool((lp.argmax(dim=-1) == target).all())
-            results[rows[row]] = (total, greedy)
+        n_served = 0
+        for row, ids in enumerate(chunk):
+            for i in served[ids]:
+                target = torch.tensor(requests[i].continuation_ids)  # (n,)
+                n = len(target)
+                lp = log_probs[row, len(ids) - n : len(ids)]  # (n, V): predicting the continuation
+                total = lp.gather(1, target[:, None]).sum().item()
+                greedy = bool((lp.argmax(dim=-1) == target).all())
+                results[i] = (total, greedy)
+                n_served += 1
         if on_batch is not None:  # e.g. a progress bar's update(n)
-            on_batch(len(chunk))
+            on_batch(n_served)
     return results
 
 

@@ -4,16 +4,23 @@
 * :mod:`groundwork.models.llama`: Llama (``Llama``, ``LlamaConfig``).
 * :mod:`groundwork.models.rnn`: RNN, GRU and LSTM cells and stacks; the LSTM language model
   (``LSTMLM``, ``LSTMConfig``).
+* :mod:`groundwork.models.ngram`: n-gram language models with add-k, Witten–Bell and
+  interpolated Kneser–Ney smoothing (``NGramLM``, ``NGramConfig``).
+* :mod:`groundwork.models.cnn`: Kim's convolutional text classifier (``TextCNN``).
+* :mod:`groundwork.models.rnn_classifier`: a BiLSTM text classifier (``BiLSTMClassifier``).
 * :mod:`groundwork.models.info`: parameter counts, FLOPs and memory of a config.
 """
 
 from typing import overload
 
 from groundwork.errors import ConfigError
+from groundwork.models.cnn import TextCNN, TextCNNConfig
 from groundwork.models.gpt import GPT, GPTConfig
 from groundwork.models.info import format_info, info
 from groundwork.models.llama import Llama, LlamaConfig
+from groundwork.models.ngram import NGramConfig, NGramLM
 from groundwork.models.rnn import GRU, LSTM, LSTMLM, RNN, LSTMConfig
+from groundwork.models.rnn_classifier import BiLSTMClassifier, BiLSTMClassifierConfig
 
 ModelConfig = GPTConfig | LlamaConfig | LSTMConfig
 
@@ -42,11 +49,17 @@ __all__ = [
     "LSTM",
     "LSTMLM",
     "RNN",
+    "BiLSTMClassifier",
+    "BiLSTMClassifierConfig",
     "GPTConfig",
     "LSTMConfig",
     "Llama",
     "LlamaConfig",
     "ModelConfig",
+    "NGramConfig",
+    "NGramLM",
+    "TextCNN",
+    "TextCNNConfig",
     "build_model",
     "format_info",
     "info",
