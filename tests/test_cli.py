@@ -344,3 +344,13 @@ def test_classify_command(capsys: pytest.CaptureFixture[str], tmp_path: Path) ->
     assert "F1" in out and (tmp_path / "cnn").is_dir()
     code, _, err = run_cli(capsys, "classify", "--model", "rnn")
     assert code == 2 and "cnn" in err
+
+
+def test_word2vec_command(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    argv = ["word2vec", "--sources", "[shakespeare]", "--epochs", "1", "--dim", "16"]
+    argv += ["--min-count", "20", "--out", str(tmp_path / "w2v"), "--progress", "false"]
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    assert "analog" in out.lower() and (tmp_path / "w2v").is_dir()
+    code, _, err = run_cli(capsys, "word2vec", "--arch", "glove")
+    assert code == 2 and "skipgram" in err

@@ -29,6 +29,7 @@ from groundwork.train.classify import classify
 from groundwork.train.loop import TrainConfig
 from groundwork.train.ngram import ngram
 from groundwork.train.pretrain import DataConfig, ModelArgs
+from groundwork.train.word2vec import word2vec
 
 set_parsing_settings(docstring_parse_attribute_docstrings=True)
 
@@ -578,6 +579,7 @@ def chat(
 
 COMMANDS: dict[str, Callable[..., None] | dict[str, Callable[..., None]]] = {
     "ngram": ngram,
+    "word2vec": word2vec,
     "classify": classify,
     "pretrain": pretrain,
     "sample": sample,
