@@ -30,14 +30,17 @@ def test_compare_markdown_rows_columns_and_notes() -> None:
         "big": _result({("piqa", 0): 0.75, ("piqa", 5): 1.0, ("asdiv", 0): 0.25}),
         "small": _result({("piqa", 0): 0.5, ("asdiv", 0): 0.0}),
     }
+    results["big"]["results"][0]["acc_norm"] = 0.5
     lines = compare_markdown(results).splitlines()
-    assert lines[0] == "| model | piqa 0-shot | piqa 5-shot | asdiv 0-shot |"
-    assert lines[2] == "| big | 75.0 | 100.0 | 25.0 |"
-    assert lines[3] == "| small | 50.0 |  | 0.0 |"  # a missing cell stays empty
-    assert lines[4] == "| *random guess* | 50.0 | 50.0 | 0.0 |"
-    assert "examples per task: asdiv 4, piqa 4" in lines[6]
-    assert "big, piqa 5-shot: 5 of 4 contexts cut" in lines[7]
-    assert "random guess" not in compare_markdown(results, baseline=False)
+    assert (
+        lines[0]
+        == "| task | shots | n | big acc | big acc_norm | small acc | small acc_norm | random |"
+    )
+    assert lines[2] == "| piqa | 0 | 4 | 75.0 | 50.0 | 50.0 |  | 50.0 |"
+    assert lines[3] == "| piqa | 5 | 4 | 100.0 |  |  |  | 50.0 |"  # missing cells stay empty
+    assert lines[4] == "| asdiv | 0 | 4 | 25.0 |  | 0.0 |  | 0.0 |"
+    assert "big piqa 5-shot 5/4" in lines[-1]
+    assert "random" not in compare_markdown(results, baseline=False).splitlines()[0]
 
 
 def test_plot_writes_a_png(tmp_path: Path) -> None:

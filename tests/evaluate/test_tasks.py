@@ -65,3 +65,10 @@ def test_smollm2_on_piqa_and_boolq() -> None:
     for row in rows:
         assert 0 <= row["acc"] <= 1 and 0 <= row["acc_norm"] <= 1
     assert time.perf_counter() - start < 120
+
+
+def test_a_file_sorted_by_label_is_shuffled_so_a_limit_is_a_fair_sample() -> None:
+    task = TASKS["contracts"]
+    first = [task.doc_to_target(d) for d in task.docs()[:20]]
+    assert 5 <= sum(first) <= 15  # the file itself starts with 39 "yes" in a row
+    assert task.docs() == task.docs()  # a fixed order

@@ -6,6 +6,8 @@
   decoding and exact match.
 * :mod:`~groundwork.evaluate.classification`: accuracy, precision, recall, F1 and the confusion
   matrix of a classifier.
+* :mod:`~groundwork.evaluate.word_vectors`: word analogies (3CosAdd) and word similarity
+  (Spearman's rho) of word vectors.
 * :mod:`~groundwork.evaluate.report`: several models side by side with a random-guess baseline
   (a Markdown table, and a plot of accuracy against the number of shots).
 * :mod:`~groundwork.evaluate.tasks`: real tasks (PIQA, BoolQ, MMLU, ...) and a LAMBADA-style
@@ -40,6 +42,7 @@ from groundwork.evaluate.perplexity import (
     sliding_windows,
 )
 from groundwork.evaluate.report import compare_markdown, plot_accuracy_vs_shots, random_baseline
+from groundwork.evaluate.word_vectors import evaluate_analogies, evaluate_similarity
 
 __all__ = [
     "TASKS",
@@ -49,6 +52,8 @@ __all__ = [
     "build_examples",
     "classification_report",
     "compare_markdown",
+    "evaluate_analogies",
+    "evaluate_similarity",
     "evaluate_task",
     "evaluate_tasks",
     "format_markdown",

@@ -2,9 +2,10 @@
 
 A score means little alone: 30% on MMLU is chance level (four letters), 30% on ASDiv is not.
 This module puts several models' :func:`~groundwork.evaluate.harness.evaluate_tasks` results next
-to the score of guessing uniformly at random, in a Markdown table (rows: models; columns: task at
-k shots) and a plot of accuracy against the number of shots, one panel per task (the view of
-Brown et al. 2020, figure 1.2). Chapter 11 (Evaluation) is produced with it.
+to the score of guessing uniformly at random, in a Markdown table (rows: task at k shots;
+columns: each model's ``acc`` and ``acc_norm``, and the random guess) and a plot of accuracy
+against the number of shots, one panel per task (the view of Brown et al. 2020, figure 1.2).
+Chapter 11 (Evaluation) is produced with it.
 """
 
 from collections.abc import Mapping
@@ -20,6 +21,12 @@ RANDOM = "random guess"
 def headline(row: Mapping[str, Any]) -> float:
     """The score a results row is judged by: ``acc`` (multiple choice) or ``exact_match``."""
     return float(row["acc"] if "acc" in row else row["exact_match"])
+
+
+def plotted(row: Mapping[str, Any]) -> float:
+    """The accuracy a plot shows: ``acc_norm`` for multiple choice (answers of different lengths
+    are compared fairly), ``exact_match`` for generation."""
+    return float(row["acc_norm"]) if "acc_norm" in row else headline(row)
 
 
 # --8<-- [start:random_baseline]
@@ -51,43 +58,50 @@ def _columns(results: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, int]]:
 
 
 def compare_markdown(results: Mapping[str, Mapping[str, Any]], *, baseline: bool = True) -> str:
-    """A Markdown table: one row per model (and the random-guess row), one column per task and
-    number of shots; cells hold ``acc`` (or ``exact_match``) in percent, with the number of
-    evaluated examples and of left-truncated contexts under the table.
+    """A Markdown table: one row per task and number of shots; for each model its ``acc`` and
+    ``acc_norm`` (multiple choice) or exact match (generation, in the ``acc`` column), in percent;
+    then the random-guess column. Left-truncated contexts are listed under the table.
 
     Args:
         results: Model name -> its :func:`~groundwork.evaluate.harness.evaluate_tasks` result.
-        baseline: Add the random-guess row.
+        baseline: Add the random-guess column.
     """
     columns = _columns(results)
-    header = "| model | " + " | ".join(f"{t} {k}-shot" for t, k in columns) + " |"
-    lines = [header, "|---|" + "---:|" * len(columns)]
+    names = list(results)
+    header = "| task | shots | n | " + " | ".join(f"{m} acc | {m} acc_norm" for m in names)
+    header += " | random |" if baseline else " |"
+    lines = [header, "|---|---:|---:|" + "---:|---:|" * len(names) + ("---:|" if baseline else "")]
     notes: list[str] = []
-    for name, result in results.items():
-        by_key = {(r["task"], int(r["shots"])): r for r in result["results"]}
-        cells = []
-        for key in columns:
-            row = by_key.get(key)
-            cells.append("" if row is None else f"{100 * headline(row):.1f}")
-            if row is not None and row.get("truncated"):
-                notes.append(
-                    f"{name}, {key[0]} {key[1]}-shot: {row['truncated']} of {row['n']} "
-                    "contexts cut from the left to fit the model's window"
-                )
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    if baseline:
-        limit = next(iter(results.values()))["config"].get("limit") if results else None
-        cells = [f"{100 * random_baseline(t, limit=limit):.1f}" for t, _ in columns]
-        lines.append(f"| *{RANDOM}* | " + " | ".join(cells) + " |")
-    sizes = sorted({(r["task"], r["n"]) for res in results.values() for r in res["results"]})
+    by_key = {
+        name: {(r["task"], int(r["shots"])): r for r in result["results"]}
+        for name, result in results.items()
+    }
+    limit = next(iter(results.values()))["config"].get("limit") if results else None
+    for task, shots in columns:
+        cells: list[str] = []
+        n = ""
+        for name in names:
+            row = by_key[name].get((task, shots))
+            if row is None:
+                cells += ["", ""]
+                continue
+            n = str(row["n"])
+            cells.append(f"{100 * headline(row):.1f}")
+            cells.append(f"{100 * row['acc_norm']:.1f}" if "acc_norm" in row else "")
+            if row.get("truncated"):
+                notes.append(f"{name} {task} {shots}-shot {row['truncated']}/{row['n']}")
+        if baseline:
+            cells.append(f"{100 * random_baseline(task, limit=limit):.1f}")
+        lines.append(f"| {task} | {shots} | {n} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(
-        "Accuracy in percent (exact match for generation tasks); examples per task: "
-        + ", ".join(f"{t} {n}" for t, n in sizes)
-        + "."
+        "Accuracy in percent: `acc` picks the choice with the highest log-likelihood, `acc_norm` "
+        "the highest log-likelihood per byte; generation tasks (exact match) fill `acc` only."
     )
     if notes:
-        lines.append("Truncated: " + "; ".join(notes) + ".")
+        lines.append(
+            "Contexts cut from the left to fit the model's window: " + "; ".join(notes) + "."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -95,7 +109,8 @@ def plot_accuracy_vs_shots(
     results: Mapping[str, Mapping[str, Any]], path: str | Path, *, baseline: bool = True
 ) -> Path:
     """One panel per task: accuracy against the number of shots, a line per model, and the
-    random-guess level dashed. Written atomically as a PNG."""
+    random-guess level dashed (see :func:`plotted` for which accuracy). Written atomically as a
+    PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -114,7 +129,7 @@ def plot_accuracy_vs_shots(
             rows = sorted(
                 (r for r in result["results"] if r["task"] == task), key=lambda r: r["shots"]
             )
-            ax.plot([r["shots"] for r in rows], [headline(r) for r in rows], "o-", label=name)
+            ax.plot([r["shots"] for r in rows], [plotted(r) for r in rows], "o-", label=name)
         if baseline:
             ax.axhline(random_baseline(task, limit=limit), color="grey", ls="--", label=RANDOM)
         ax.set_title(task)
@@ -126,6 +141,7 @@ def plot_accuracy_vs_shots(
         ax.set_xlabel("shots")
     for ax in axes[:, 0]:
         ax.set_ylabel("accuracy")
+    fig.suptitle("acc_norm (multiple choice) or exact match (generation)", fontsize=9)
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
     fig.tight_layout(rect=(0, 0.06, 1, 1))

@@ -6,6 +6,8 @@
   (``LSTMLM``, ``LSTMConfig``).
 * :mod:`groundwork.models.ngram`: n-gram language models with add-k, Witten–Bell and
   interpolated Kneser–Ney smoothing (``NGramLM``, ``NGramConfig``).
+* :mod:`groundwork.models.word2vec`: skip-gram and CBOW with negative sampling or hierarchical
+  softmax (``Word2Vec``, ``Word2VecConfig``).
 * :mod:`groundwork.models.cnn`: Kim's convolutional text classifier (``TextCNN``).
 * :mod:`groundwork.models.rnn_classifier`: a BiLSTM text classifier (``BiLSTMClassifier``).
 * :mod:`groundwork.models.info`: parameter counts, FLOPs and memory of a config.
@@ -21,6 +23,7 @@ from groundwork.models.llama import Llama, LlamaConfig
 from groundwork.models.ngram import NGramConfig, NGramLM
 from groundwork.models.rnn import GRU, LSTM, LSTMLM, RNN, LSTMConfig
 from groundwork.models.rnn_classifier import BiLSTMClassifier, BiLSTMClassifierConfig
+from groundwork.models.word2vec import Word2Vec, Word2VecConfig
 
 ModelConfig = GPTConfig | LlamaConfig | LSTMConfig
 
@@ -60,6 +63,8 @@ __all__ = [
     "NGramLM",
     "TextCNN",
     "TextCNNConfig",
+    "Word2Vec",
+    "Word2VecConfig",
     "build_model",
     "format_info",
     "info",
