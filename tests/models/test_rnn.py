@@ -191,6 +191,8 @@ def test_bad_input_gives_clear_errors() -> None:
         GRU(4, 6, dropout=1.0)
     with pytest.raises(ConfigError, match="nonlinearity"):
         RNN(4, 6, nonlinearity="sigmoid")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="nonlinearity is an option of RNN, not of LSTM"):
+        LSTM(4, 6, nonlinearity="relu")
     with pytest.raises(ConfigError, match="impl"):
         RNN(4, 6, impl="cudnn")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="hidden_size"):

@@ -250,10 +250,13 @@ class _Recurrent(nn.Module):
         batch_first: bool = True,
         dropout: float = 0.0,
         bias: bool = True,
-        nonlinearity: Literal["tanh", "relu"] = "tanh",
         impl: RecurrentImpl = "loop",
+        *,
+        nonlinearity: Literal["tanh", "relu"] = "tanh",
     ) -> None:
         super().__init__()
+        if self.cell_kind != "rnn" and nonlinearity != "tanh":
+            raise ConfigError(f"nonlinearity is an option of RNN, not of {type(self).__name__}")
         if impl not in ("loop", "fused"):
             raise ConfigError(f"impl must be 'loop' or 'fused', got {impl!r}")
         if num_layers < 1:
@@ -396,28 +399,6 @@ class GRU(RNN):
 
     cell_kind = "gru"
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        bidirectional: bool = False,
-        batch_first: bool = True,
-        dropout: float = 0.0,
-        bias: bool = True,
-        impl: RecurrentImpl = "loop",
-    ) -> None:
-        super().__init__(
-            input_size,
-            hidden_size,
-            num_layers,
-            bidirectional,
-            batch_first,
-            dropout,
-            bias,
-            impl=impl,
-        )
-
 
 # --8<-- [start:lstm]
 class LSTM(_Recurrent):
@@ -425,28 +406,6 @@ class LSTM(_Recurrent):
     :class:`RNN` (without ``nonlinearity``)."""
 
     cell_kind = "lstm"
-
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        bidirectional: bool = False,
-        batch_first: bool = True,
-        dropout: float = 0.0,
-        bias: bool = True,
-        impl: RecurrentImpl = "loop",
-    ) -> None:
-        super().__init__(
-            input_size,
-            hidden_size,
-            num_layers,
-            bidirectional,
-            batch_first,
-            dropout,
-            bias,
-            impl=impl,
-        )
 
     def forward(
         self,
