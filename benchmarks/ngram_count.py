@@ -21,8 +21,11 @@ import argparse
 import json
 import os
 import platform
+import resource
 import time
 from pathlib import Path
+
+import numpy as np
 
 from groundwork import corpus
 from groundwork.models.ngram import NGramConfig, NGramLM
@@ -51,6 +54,23 @@ def fit_ours(seqs: list[list[int]], vocab_size: int, eos: int | None, repeats: i
         best = min(best, time.perf_counter() - start)
     assert lm is not None
     return best, lm
+
+
+def model_bytes(lm: NGramLM) -> int:
+    """Bytes held by the model's numpy arrays (counts, keys, per-order statistics)."""
+
+    def walk(value: object) -> int:
+        if isinstance(value, np.ndarray):
+            return value.nbytes
+        if isinstance(value, (list, tuple)):
+            return sum(walk(v) for v in value)
+        if isinstance(value, dict):
+            return sum(walk(v) for v in value.values())
+        if hasattr(value, "__dict__") and not isinstance(value, type):
+            return sum(walk(v) for v in vars(value).values())
+        return 0
+
+    return walk(vars(lm))
 
 
 def fit_nltk(lines: list[list[str]]):  # type: ignore[no-untyped-def]
@@ -100,6 +120,8 @@ def main() -> None:
     check_same_counts(lines[:2000], vocab)
     word_s, word_lm = fit_ours(word_ids, vocab.vocab_size, None, args.repeats)
     bpe_s, bpe_lm = fit_ours(bpe_ids, tok.vocab_size, tok.eot_id, args.repeats)
+    # Peak resident memory of this process so far (corpus, ids and both models; before NLTK).
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     nltk_lines = lines[: args.nltk_lines] if args.nltk_lines else lines
     ref_s, _ = fit_nltk(nltk_lines)
     n_words = sum(len(s) for s in word_ids)
@@ -126,6 +148,7 @@ def main() -> None:
             "vocab_size": vocab.vocab_size,
             "ngrams_per_order": [word_lm.n_ngrams(m) for m in range(1, ORDER + 1)],
             "ours_s": round(word_s, 3),
+            "model_mb": round(model_bytes(word_lm) / 2**20, 1),
         },
         "gpt2_bpe": {
             "sequences": len(bpe_ids),
@@ -133,6 +156,7 @@ def main() -> None:
             "vocab_size": tok.vocab_size,
             "ngrams_per_order": [bpe_lm.n_ngrams(m) for m in range(1, ORDER + 1)],
             "ours_s": round(bpe_s, 3),
+            "model_mb": round(model_bytes(bpe_lm) / 2**20, 1),
         },
         "reference": f"nltk {nltk.__version__} KneserNeyInterpolated({ORDER}).fit with "
         "padded_everygram_pipeline, word level",
@@ -143,11 +167,14 @@ def main() -> None:
         "ratio": round(word_s / ref_full_s, 4),
         "counts_equal_on_first_2000_lines": True,
         "repeats": args.repeats,
+        "peak_rss_mb_before_reference": round(peak_mb),
     }
     print(f"ours      {word_s:8.3f} s  words: {n_words:,} tokens, {len(word_ids):,} lines")
     print(f"ours      {bpe_s:8.3f} s  GPT-2 BPE: {result['gpt2_bpe']['tokens']:,} tokens")
     print(f"reference {ref_s:8.3f} s  NLTK on {n_nltk:,} words ({ref_full_s:.1f} s full corpus)")
     print(f"ratio     {result['ratio']:8.4f}    (ours / reference, words)")
+    words_mb, bpe_mb = result["words"]["model_mb"], result["gpt2_bpe"]["model_mb"]
+    print(f"memory    models {words_mb} MB (words), {bpe_mb} MB (BPE); peak RSS {peak_mb:.0f} MB")
     if not args.no_write:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(result, indent=2) + "\n")
