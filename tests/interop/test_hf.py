@@ -272,3 +272,12 @@ def test_from_hf_rejects_unsupported_options() -> None:
     )
     with pytest.raises(CheckpointError, match="attention_bias"):
         from_hf(transformers.LlamaForCausalLM(llama))
+
+
+def test_a_model_without_a_hugging_face_twin_is_refused(tmp_path: Path) -> None:
+    from groundwork.models import LSTMLM, LSTMConfig
+
+    lstm = LSTMLM(LSTMConfig.from_name("tiny", vocab_size=32))
+    with pytest.raises(ConfigError, match="LSTM models have no Hugging Face twin"):
+        export_hf(lstm, tmp_path / "out")  # type: ignore[arg-type]
+    assert not (tmp_path / "out" / "model.safetensors").exists()

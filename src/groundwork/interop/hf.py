@@ -98,6 +98,11 @@ def hf_config_dict(config: GPTConfig | LlamaConfig) -> dict[str, Any]:
     Raises:
         ConfigError: The config has no Hugging Face twin (e.g. a post-LN or bias-free GPT).
     """
+    if not isinstance(config, GPTConfig | LlamaConfig):
+        raise ConfigError(
+            f"{type(config).__name__.removesuffix('Config')} models have no Hugging Face twin: "
+            "only GPT and Llama models export to (or import from) Hugging Face format"
+        )
     if isinstance(config, GPTConfig):
         if config.norm_position != "pre":
             raise ConfigError("norm_position must be 'pre' to export to Hugging Face GPT-2")
