@@ -173,7 +173,7 @@ def main() -> None:
             "torch_threads": torch.get_num_threads(),
             "gensim_workers": 1,
             "load_average_1min": round(os.getloadavg()[0], 2),
-            "note": "2-core machine shared with other jobs while measuring: times are noisy",
+            "note": "compare times only within one run: both models ran in this process",
         },
         "sentences": len(sentences),
         "train_words": n_words,
@@ -186,7 +186,8 @@ def main() -> None:
     note = (
         f"\nMean over seeds {', '.join(map(str, args.seeds))}; {n_words:,} training words; "
         f"analogies over the {args.restrict_vocab:,} most frequent words; one CPU thread each "
-        "(gensim `workers=1`), on a shared 2-core machine.\n"
+        f"(gensim `workers=1`), on a {os.cpu_count()}-core CPU (1-minute load average "
+        f"{os.getloadavg()[0]:.1f} at the end).\n"
     )
     TABLE.write_text(table + note)
     print(f"wrote {RESULTS.relative_to(ROOT)} and {TABLE.relative_to(ROOT)}")
