@@ -645,7 +645,6 @@ def _classify(
         baseline = majority_baseline(splits)
         _print_report("majority class (ham)", baseline)
         rows.append(("majority class (always ham)", None, baseline, None))
-    config = ClassifyConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
     for name in names:
         config = ClassifyConfig(
             model=name,
