@@ -14,7 +14,6 @@ Run: ``python benchmarks/bpe_train.py`` (target: ratio <= 10).
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ import tokenizers
 
 from groundwork import corpus
 from groundwork.tokenize import ByteLevelBPE
+from machine import machine
 
 SPECIAL = "<|endoftext|>"
 N_MERGES = 8000
@@ -61,17 +61,6 @@ def best_of(fn, texts: list[str], repeats: int) -> tuple[float, list[tuple[str, 
     return min(r[0] for r in runs), runs[0][1]
 
 
-def cpu_model() -> str:
-    """The CPU's model name (Linux), else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="time the best of this many runs")
@@ -102,13 +91,7 @@ def main() -> None:
         "benchmark": "bpe_train",
         "what": f"byte-level BPE training, {N_MERGES} merges, Shakespeare train split",
         "command": "python benchmarks/bpe_train.py",
-        "machine": {
-            "platform": platform.platform(),
-            "processor": cpu_model(),
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "load_average_1min": round(os.getloadavg()[0], 2),
-        },
+        "machine": machine(),
         "documents": len(texts),
         "characters": sum(len(t) for t in texts),
         "vocab_size": VOCAB_SIZE,

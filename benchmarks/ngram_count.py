@@ -19,8 +19,6 @@ Run: ``python benchmarks/ngram_count.py``.
 
 import argparse
 import json
-import os
-import platform
 import resource
 import time
 from pathlib import Path
@@ -29,21 +27,12 @@ import numpy as np
 
 from groundwork import corpus
 from groundwork.models.ngram import NGramConfig, NGramLM
-from groundwork.train.ngram import WordVocabulary, _load_tokenizer, words
+from groundwork.tokenize import gpt2_tokenizer
+from groundwork.train.ngram import WordVocabulary, words
+from machine import machine
 
 ORDER = 5
 RESULTS = Path(__file__).parent / "results" / "ngram_count.json"
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux), else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def fit_ours(seqs: list[list[int]], vocab_size: int, eos: int | None, repeats: int) -> tuple:
@@ -114,7 +103,7 @@ def main() -> None:
     lines = [w for d in docs for line in d.text.split("\n") if (w := words(line))]
     vocab = WordVocabulary.build(lines, min_count=1)
     word_ids = [vocab.encode(s) for s in lines]
-    tok = _load_tokenizer("gpt2")
+    tok = gpt2_tokenizer()
     bpe_ids = [tok.encode(d.text) for d in docs]
 
     check_same_counts(lines[:2000], vocab)
@@ -134,14 +123,7 @@ def main() -> None:
         "what": f"counting a {ORDER}-gram model (modified Kneser-Ney fit) on all of Shakespeare",
         "command": "python benchmarks/ngram_count.py"
         + (f" --nltk-lines {args.nltk_lines}" if args.nltk_lines else ""),
-        "machine": {
-            "platform": platform.platform(),
-            "processor": cpu_model(),
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "load_average_1min": round(os.getloadavg()[0], 2),
-            "note": "2-core machine shared with other jobs at the time",
-        },
+        "machine": machine(),
         "words": {
             "sequences": len(word_ids),
             "tokens": n_words,

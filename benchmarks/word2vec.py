@@ -19,7 +19,6 @@ Run: ``python benchmarks/word2vec.py`` (target: our scores within 10% of gensim'
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from gensim.models import Word2Vec as GensimWord2Vec
 
 from groundwork.models.word2vec import Word2Vec, Word2VecConfig
 from groundwork.train.word2vec import evaluate_vectors, load_sentences, results_table
+from machine import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "word2vec.json"
@@ -164,17 +164,10 @@ def main() -> None:
                 f"--seeds {' '.join(map(str, args.seeds))}",
             ]
         ),
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(),
-            "gensim_workers": 1,
-            "load_average_1min": round(os.getloadavg()[0], 2),
-            "note": "compare times only within one run: both models ran in this process",
-        },
+        "machine": machine(
+            gensim_workers=1,
+            note="compare times only within one run: both models ran in this process",
+        ),
         "sentences": len(sentences),
         "train_words": n_words,
         "restrict_vocab": args.restrict_vocab,

@@ -57,6 +57,13 @@ def _columns(results: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, int]]:
     return list(seen)
 
 
+def _baselines(results: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+    """The random-guess accuracy of every task in ``results``, over the documents evaluated."""
+    limit = next(iter(results.values()))["config"].get("limit") if results else None
+    tasks = dict.fromkeys(task for task, _ in _columns(results))
+    return {task: random_baseline(task, limit=limit) for task in tasks}
+
+
 def compare_markdown(results: Mapping[str, Mapping[str, Any]], *, baseline: bool = True) -> str:
     """A Markdown table: one row per task and number of shots; for each model its ``acc`` and
     ``acc_norm`` (multiple choice) or exact match (generation, in the ``acc`` column), in percent;
@@ -76,7 +83,7 @@ def compare_markdown(results: Mapping[str, Mapping[str, Any]], *, baseline: bool
         name: {(r["task"], int(r["shots"])): r for r in result["results"]}
         for name, result in results.items()
     }
-    limit = next(iter(results.values()))["config"].get("limit") if results else None
+    baselines = _baselines(results) if baseline else {}
     for task, shots in columns:
         cells: list[str] = []
         n = ""
@@ -91,7 +98,7 @@ def compare_markdown(results: Mapping[str, Mapping[str, Any]], *, baseline: bool
             if row.get("truncated"):
                 notes.append(f"{name} {task} {shots}-shot {row['truncated']}/{row['n']}")
         if baseline:
-            cells.append(f"{100 * random_baseline(task, limit=limit):.1f}")
+            cells.append(f"{100 * baselines[task]:.1f}")
         lines.append(f"| {task} | {shots} | {n} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(
@@ -123,7 +130,7 @@ def plot_accuracy_vs_shots(
     fig, axes = plt.subplots(
         n_rows, n_cols, figsize=(3.6 * n_cols, 2.8 * n_rows), squeeze=False, sharex=True
     )
-    limit = next(iter(results.values()))["config"].get("limit") if results else None
+    baselines = _baselines(results) if baseline else {}
     for ax, task in zip(axes.flat, tasks, strict=False):
         for name, result in results.items():
             rows = sorted(
@@ -131,7 +138,7 @@ def plot_accuracy_vs_shots(
             )
             ax.plot([r["shots"] for r in rows], [plotted(r) for r in rows], "o-", label=name)
         if baseline:
-            ax.axhline(random_baseline(task, limit=limit), color="grey", ls="--", label=RANDOM)
+            ax.axhline(baselines[task], color="grey", ls="--", label=RANDOM)
         ax.set_title(task)
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)

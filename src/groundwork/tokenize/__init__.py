@@ -4,7 +4,7 @@ All share :class:`Tokenizer` and read/write the ``tokenizers`` library's ``token
 Chapter: ``docs/chapters/02-tokenization.md``.
 """
 
-from groundwork.tokenize.api import load_tokenizer, train_tokenizer
+from groundwork.tokenize.api import gpt2_tokenizer, load_tokenizer, train_tokenizer
 from groundwork.tokenize.base import Tokenizer
 from groundwork.tokenize.bpe import GPT2_PATTERN, ByteLevelBPE, bytes_to_unicode, learn_merges
 from groundwork.tokenize.char import CharTokenizer
@@ -21,6 +21,7 @@ __all__ = [
     "bert_normalize",
     "bert_pre_tokenize",
     "bytes_to_unicode",
+    "gpt2_tokenizer",
     "learn_merges",
     "load_tokenizer",
     "train_tokenizer",

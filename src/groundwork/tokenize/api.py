@@ -1,4 +1,5 @@
-"""The two entry points most callers need: :func:`load_tokenizer` and :func:`train_tokenizer`.
+"""The entry points most callers need: :func:`load_tokenizer`, :func:`train_tokenizer`, and
+:func:`gpt2_tokenizer`.
 
 Chapter: ``docs/chapters/02-tokenization.md``.
 """
@@ -35,6 +36,14 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     if kind not in _CLASSES:
         raise unsupported(path, f"the model type {kind!r}")
     return _CLASSES[kind].from_json_dict(data, path)
+
+
+def gpt2_tokenizer() -> ByteLevelBPE:
+    """GPT-2's own byte-level BPE, read from the ``gpt2-bpe`` data source (fetched if missing)."""
+    from groundwork import corpus  # corpus sits above tokenize: imported only when needed
+
+    files = corpus.fetch("gpt2-bpe")
+    return ByteLevelBPE.from_gpt2_files(files / "encoder.json", files / "vocab.bpe")
 
 
 def train_tokenizer(

@@ -44,6 +44,7 @@ from groundwork.fileio import read_json, write_json
 from groundwork.models.cnn import TextCNN, TextCNNConfig
 from groundwork.models.rnn_classifier import BiLSTMClassifier, BiLSTMClassifierConfig
 from groundwork.train.checkpoint import load_model_weights, save_model
+from groundwork.train.loop import torch_threads
 from groundwork.train.optim import build_adamw
 
 ModelName = Literal["cnn", "bilstm"]
@@ -610,15 +611,8 @@ def classify(
     """
     if model not in MODELS:
         raise ConfigError(f"unknown model {model!r}; choose one of {list(MODELS)}")
-    if threads < 0:
-        raise ConfigError(f"threads must be >= 0, got {threads}")
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         _classify(model, source, out, epochs, batch_size, lr, seed, markdown, compare)
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _classify(

@@ -151,6 +151,25 @@ class TrainResult:
     stopped: Literal["finished", "time", "signal"]
 
 
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[int]:
+    """Run the body with ``threads`` CPU threads for PyTorch (``None`` or 0: leave PyTorch's
+    setting), then restore the previous setting; yields the number in use.
+
+    Small models (word2vec, text classifiers) are many small kernels, for which one thread is
+    often faster than several.
+    """
+    if threads is not None and threads < 0:
+        raise ConfigError(f"threads must be >= 0, got {threads}")
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous)  # leave the process as we found it
+
+
 def resolve_device(name: str) -> torch.device:
     """'auto' → CUDA when available, else CPU; otherwise the named device, checked."""
     if name == "auto":

@@ -161,8 +161,7 @@ def _load_tokenizer(tokenizer: str | Path):  # type: ignore[no-untyped-def]
     from groundwork import tokenize
 
     if str(tokenizer) == "gpt2":
-        files = corpus.fetch("gpt2-bpe")
-        return tokenize.ByteLevelBPE.from_gpt2_files(files / "encoder.json", files / "vocab.bpe")
+        return tokenize.gpt2_tokenizer()
     return tokenize.load_tokenizer(tokenizer)
 
 

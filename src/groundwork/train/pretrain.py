@@ -109,12 +109,8 @@ def prepare_data(data: DataConfig, *, progress: bool = True) -> tuple[Path, Path
     if data.tokenizer == "gpt2":
         tok_path = home / "tokenizers" / "gpt2.json"
         if not tok_path.exists():
-            files = corpus.fetch("gpt2-bpe")
-            gpt2 = tokenize.ByteLevelBPE.from_gpt2_files(
-                files / "encoder.json", files / "vocab.bpe"
-            )
             tok_path.parent.mkdir(parents=True, exist_ok=True)
-            gpt2.save(tok_path)
+            tokenize.gpt2_tokenizer().save(tok_path)
         tokenizer = tokenize.load_tokenizer(tok_path)
     elif data.tokenizer is not None:
         tok_path = Path(data.tokenizer)

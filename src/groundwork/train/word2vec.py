@@ -39,6 +39,7 @@ from groundwork.evaluate.word_vectors import (
 )
 from groundwork.fileio import atomic_write, write_json
 from groundwork.models.word2vec import Word2Vec, Word2VecConfig
+from groundwork.train.loop import torch_threads
 
 # --8<-- [start:tokenize]
 WORD_PATTERN = re.compile(r"[^\W\d_]+")
@@ -204,15 +205,10 @@ def word2vec(
         seed=seed,
     )
     sentences = load_sentences(sources)
-    previous_threads = torch.get_num_threads()
-    used_threads = threads or previous_threads
-    torch.set_num_threads(used_threads)
-    try:
+    with torch_threads(threads) as used_threads:
         start = time.perf_counter()
         model = Word2Vec.train(sentences, config, progress=progress)
         seconds = time.perf_counter() - start
-    finally:
-        torch.set_num_threads(previous_threads)  # leave the process as we found it
     metrics = {
         "model": "groundwork",
         "arch": arch,
