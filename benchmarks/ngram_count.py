@@ -3,7 +3,7 @@
 Ours is :meth:`groundwork.models.ngram.NGramLM.fit` with interpolated modified Kneser–Ney: padding,
 counting every order 1..5 (raw and continuation counts) and the per-context sums the smoothing
 needs. It runs on two cuts of all Shakespeare documents (every split): words, one line per sequence
-(:mod:`groundwork.train.ngram`), and GPT-2's BPE ids, one document per sequence. Tokenizing is
+(:mod:`groundwork.recipes.ngram`), and GPT-2's BPE ids, one document per sequence. Tokenizing is
 not timed.
 
 The reference is NLTK's counting, ``KneserNeyInterpolated(5).fit(*padded_everygram_pipeline(5,
@@ -27,8 +27,8 @@ import numpy as np
 
 from groundwork import corpus
 from groundwork.models.ngram import NGramConfig, NGramLM
+from groundwork.recipes.ngram import WordVocabulary, words
 from groundwork.tokenize import gpt2_tokenizer
-from groundwork.train.ngram import WordVocabulary, words
 from machine import machine
 
 ORDER = 5

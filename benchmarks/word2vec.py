@@ -1,7 +1,7 @@
 """Benchmark: our word2vec (PyTorch, sparse SGD in batches) vs ``gensim.models.Word2Vec`` (C).
 
 Both train on the same sentences (Shakespeare + wiki-sample, lower-cased words, one sentence per
-line: :func:`groundwork.train.word2vec.load_sentences`) with the same settings (default:
+line: :func:`groundwork.recipes.word2vec.load_sentences`) with the same settings (default:
 skip-gram, negative sampling with 5 noise words, 100 dimensions, window 5, min_count 5,
 sample 1e-3, 5 epochs, alpha 0.025 -> 0.0001), one thread each (``torch.set_num_threads(1)``,
 gensim ``workers=1``). Both are scored by the same code (:mod:`groundwork.evaluate.word_vectors`):
@@ -29,7 +29,7 @@ import torch
 from gensim.models import Word2Vec as GensimWord2Vec
 
 from groundwork.models.word2vec import Word2Vec, Word2VecConfig
-from groundwork.train.word2vec import evaluate_vectors, load_sentences, results_table
+from groundwork.recipes.word2vec import evaluate_vectors, load_sentences, results_table
 from machine import machine
 
 ROOT = Path(__file__).resolve().parent.parent

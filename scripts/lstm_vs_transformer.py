@@ -33,9 +33,9 @@ import torch
 from groundwork import corpus
 from groundwork.fileio import read_yaml
 from groundwork.models import build_model
+from groundwork.recipes.pretrain import DataConfig, ModelArgs, pretrain
 from groundwork.train import TrainConfig
 from groundwork.train.objectives import causal_lm_loss
-from groundwork.train.pretrain import DataConfig, ModelArgs, pretrain
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = {
@@ -118,7 +118,7 @@ def read_curves(run: Path) -> dict[str, Any]:
 
 
 def build_model_from_run(config: dict[str, Any]) -> torch.nn.Module:
-    from groundwork.train.pretrain import model_config_from_dict
+    from groundwork.models.registry import config_from_dict as model_config_from_dict
 
     return build_model(model_config_from_dict(config["model"]))
 

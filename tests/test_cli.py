@@ -210,7 +210,7 @@ def test_pretrain_evaluate_sample_end_to_end(
     transformers = pytest.importorskip("transformers")
     import torch
 
-    from groundwork.train.pretrain import load_run
+    from groundwork.runs import load_run
 
     hf_dir = tmp_path / "hf"
     code, _, err = run_cli(capsys, "export", str(run), str(hf_dir), "--format", "hf")

@@ -724,4 +724,4 @@ def llama_from_gguf(path: str | Path, dtype: torch.dtype = torch.float32) -> "Ll
     config, state = load_llama_gguf(path)
     model = build_model(config_from_hf_dict(config))
     load_hf_state_dict(model, state)
-    return model.to(dtype)  # type: ignore[return-value]
+    return model.to(dtype)

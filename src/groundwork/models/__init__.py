@@ -11,42 +11,27 @@
 * :mod:`groundwork.models.cnn`: Kim's convolutional text classifier (``TextCNN``).
 * :mod:`groundwork.models.rnn_classifier`: a BiLSTM text classifier (``BiLSTMClassifier``).
 * :mod:`groundwork.models.info`: parameter counts, FLOPs and memory of a config.
+* :mod:`groundwork.models.registry`: the one list of architectures (``ARCHITECTURES``).
+* :mod:`groundwork.models.protocol`: the ``CausalLM`` protocol generation and evaluation use.
 """
 
-from typing import overload
-
-from groundwork.errors import ConfigError
 from groundwork.models.cnn import TextCNN, TextCNNConfig
 from groundwork.models.gpt import GPT, GPTConfig
 from groundwork.models.info import format_info, info
 from groundwork.models.llama import Llama, LlamaConfig
 from groundwork.models.ngram import NGramConfig, NGramLM
+from groundwork.models.protocol import CausalLM
+from groundwork.models.registry import ARCHITECTURES, build_model
 from groundwork.models.rnn import GRU, LSTM, LSTMLM, RNN, LSTMConfig
 from groundwork.models.rnn_classifier import BiLSTMClassifier, BiLSTMClassifierConfig
 from groundwork.models.word2vec import Word2Vec, Word2VecConfig
 
 ModelConfig = GPTConfig | LlamaConfig | LSTMConfig
-
-
-@overload
-def build_model(config: GPTConfig | LlamaConfig) -> GPT | Llama: ...
-@overload
-def build_model(config: LSTMConfig) -> LSTMLM: ...
-@overload
-def build_model(config: ModelConfig) -> GPT | Llama | LSTMLM: ...
-def build_model(config: ModelConfig) -> GPT | Llama | LSTMLM:
-    """The model a config describes: ``GPT`` for ``GPTConfig``, ``Llama`` for ``LlamaConfig``,
-    ``LSTMLM`` for ``LSTMConfig``."""
-    if isinstance(config, GPTConfig):
-        return GPT(config)
-    if isinstance(config, LlamaConfig):
-        return Llama(config)
-    if isinstance(config, LSTMConfig):
-        return LSTMLM(config)
-    raise ConfigError(f"no model for config of type {type(config).__name__}")
+"""The configs of the registered causal LMs (for type hints)."""
 
 
 __all__ = [
+    "ARCHITECTURES",
     "GPT",
     "GRU",
     "LSTM",
@@ -54,6 +39,7 @@ __all__ = [
     "RNN",
     "BiLSTMClassifier",
     "BiLSTMClassifierConfig",
+    "CausalLM",
     "GPTConfig",
     "LSTMConfig",
     "Llama",

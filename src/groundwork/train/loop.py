@@ -28,6 +28,7 @@ from torch import nn
 
 from groundwork.errors import CheckpointError, ConfigError, TrainingError
 from groundwork.fileio import read_json, write_json
+from groundwork.runtime import resolve_device
 from groundwork.train import checkpoint as ckpt
 from groundwork.train.flops import mfu, peak_flops, training_flops_per_token
 from groundwork.train.metrics import MetricsLogger, plot_losses
@@ -149,35 +150,6 @@ class TrainResult:
     run_dir: Path
     state: TrainerState
     stopped: Literal["finished", "time", "signal"]
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int | None) -> Iterator[int]:
-    """Run the body with ``threads`` CPU threads for PyTorch (``None`` or 0: leave PyTorch's
-    setting), then restore the previous setting; yields the number in use.
-
-    Small models (word2vec, text classifiers) are many small kernels, for which one thread is
-    often faster than several.
-    """
-    if threads is not None and threads < 0:
-        raise ConfigError(f"threads must be >= 0, got {threads}")
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield torch.get_num_threads()
-    finally:
-        torch.set_num_threads(previous)  # leave the process as we found it
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' → CUDA when available, else CPU; otherwise the named device, checked."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device is {name!r} but no CUDA device is available; use 'cpu'")
-    return device
 
 
 def _model_flops_per_token(model: nn.Module, seq_len: int) -> float | None:

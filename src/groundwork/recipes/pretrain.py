@@ -17,17 +17,24 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from groundwork.errors import CheckpointError, ConfigError, TokenizerError, did_you_mean
-from groundwork.fileio import read_yaml, write_yaml
-from groundwork.models import GPTConfig, LlamaConfig, LSTMConfig, ModelConfig, build_model
+from groundwork.errors import CheckpointError, ConfigError, did_you_mean
+from groundwork.models import registry
+from groundwork.models.registry import build_model
+from groundwork.numerics import loss_to_bits_per_byte
+from groundwork.runs import load_run, plain, read_config, write_config, write_run
 from groundwork.train import checkpoint as ckpt
-from groundwork.train.loop import TrainConfig, TrainResult, evaluate_loss, resolve_device, train
+from groundwork.train.loop import TrainConfig, TrainResult, evaluate_loss, train
 
-ARCHS: dict[str, type[GPTConfig] | type[LlamaConfig] | type[LSTMConfig]] = {
-    "gpt": GPTConfig,
-    "llama": LlamaConfig,
-    "lstm": LSTMConfig,
-}
+__all__ = [
+    "DataConfig",
+    "ModelArgs",
+    "evaluate_run",
+    "load_run",
+    "prepare_data",
+    "pretrain",
+    "resume_pretraining",
+    "write_run",
+]
 
 
 @dataclass(kw_only=True)
@@ -35,8 +42,8 @@ class ModelArgs:
     """Which model to train: an architecture, a named preset, and fields of the preset to change.
     ``vocab_size`` always comes from the tokenizer."""
 
-    arch: Literal["gpt", "llama", "lstm"] = "gpt"
-    """Architecture: GPT-2 style, Llama style, or an LSTM language model."""
+    arch: str = "gpt"
+    """Architecture: a registered causal LM (gpt, llama, lstm; `groundwork model list`)."""
     preset: str = "tiny"
     """Named config of that architecture (e.g. tiny, gpt2-124m, smollm2-135m)."""
     d_model: int | None = None
@@ -58,19 +65,22 @@ class ModelArgs:
     rnn_impl: Literal["loop", "fused"] | None = None
     """LSTM only: "fused" (PyTorch's kernel) or "loop" (our cells) (None: the preset's)."""
 
-    def build_config(self, vocab_size: int) -> ModelConfig:
+    def build_config(self, vocab_size: int) -> Any:
         """The full model config: the preset, these overrides, and ``vocab_size``."""
-        if self.arch not in ARCHS:
-            raise ConfigError(f"model.arch {self.arch!r}: {did_you_mean(self.arch, ARCHS)}")
-        cls = ARCHS[self.arch]
-        names = {f.name for f in dataclasses.fields(cls)}
+        if self.arch not in registry.names(causal_lm=True):
+            raise ConfigError(
+                f"model.arch {self.arch!r}: "
+                f"{did_you_mean(self.arch, registry.names(causal_lm=True))}"
+            )
+        arch = registry.get(self.arch)
+        names = arch.field_names()
         overrides = {
             k: v for k, v in asdict(self).items() if k not in ("arch", "preset") and v is not None
         }
         for key in overrides:
             if key not in names:
                 raise ConfigError(f"model.{key} is not an option of {self.arch} models")
-        return cls.from_name(self.preset, **overrides, vocab_size=vocab_size)
+        return arch.config(self.preset, **overrides, vocab_size=vocab_size)
 
 
 @dataclass(kw_only=True)
@@ -193,7 +203,8 @@ def pretrain(
         model: Architecture, preset and overrides (default: the tiny GPT).
         data: Source and tokenizer (default: Shakespeare with a 4096-token BPE).
         train_config: The loop's settings.
-        out: The run directory; an existing run there is replaced (use :func:`resume` to continue).
+        out: The run directory; an existing run there is replaced (continue one with
+            :func:`resume_pretraining`).
     """
     from groundwork import corpus
 
@@ -216,20 +227,18 @@ def pretrain(
     out.mkdir(parents=True, exist_ok=True)
     if tok_path.resolve() != (out / "tokenizer.json").resolve():
         shutil.copyfile(tok_path, out / "tokenizer.json")
-    write_yaml(
-        out / ckpt.CONFIG_FILE,
-        {
-            "model": {"arch": arch_of(model_config), **_plain(asdict(model_config))},
-            "data": {**_plain(asdict(data)), "shards": str(shards)},
-            "train": _plain(asdict(cfg)),
-        },
+    write_config(
+        out,
+        model=model_config,
+        data={**plain(data), "shards": str(shards)},
+        train=cfg,
     )
     torch.manual_seed(cfg.seed)
     net = build_model(model_config)
     return _run(net, shards, cfg, out, resume=False)
 
 
-def resume(run_dir: Path, *, overrides: dict[str, Any] | None = None) -> TrainResult:
+def resume_pretraining(run_dir: Path, *, overrides: dict[str, Any] | None = None) -> TrainResult:
     """Continue the run in ``run_dir`` from its last checkpoint (optionally with some ``train``
     settings changed, e.g. ``{"max_steps": 2000}``)."""
     run_dir = Path(run_dir)
@@ -237,10 +246,10 @@ def resume(run_dir: Path, *, overrides: dict[str, Any] | None = None) -> TrainRe
         raise CheckpointError(
             f"cannot resume {run_dir}: no {ckpt.STATE_FILE} there (is it a run directory?)"
         )
-    config = read_yaml(run_dir / ckpt.CONFIG_FILE)
+    config = read_config(run_dir)
     train_fields = {**config["train"], **(overrides or {})}
     cfg = TrainConfig(**train_fields)
-    net = build_model(model_config_from_dict(config["model"]))
+    net = build_model(registry.config_from_dict(config["model"]))
     shards = Path(config["data"]["shards"])
     if not (shards / "meta.json").exists():
         data = DataConfig(**{k: v for k, v in config["data"].items() if k != "shards"})
@@ -265,67 +274,6 @@ def _run(net: nn.Module, shards: Path, cfg: TrainConfig, out: Path, *, resume: b
     )
 
 
-def arch_of(config: ModelConfig) -> str:
-    """The architecture name (``gpt``/``llama``/``lstm``) of a model config."""
-    return next(name for name, cls in ARCHS.items() if isinstance(config, cls))
-
-
-def write_run(model: nn.Module, out: Path, *, tokenizer: Path | None = None) -> Path:
-    """Write a run directory holding just a model (``config.yaml``, ``model.safetensors``) and,
-    if given, its ``tokenizer.json``: what `groundwork import` produces."""
-    out = Path(out)
-    config: ModelConfig = model.config  # type: ignore[assignment]
-    section = {"arch": arch_of(config), **_plain(asdict(config))}
-    write_yaml(out / ckpt.CONFIG_FILE, {"model": section})
-    ckpt.save_model(model, out / ckpt.MODEL_FILE)
-    if tokenizer is not None:
-        shutil.copyfile(tokenizer, out / "tokenizer.json")
-    return out
-
-
-def model_config_from_dict(fields: dict[str, Any]) -> ModelConfig:
-    """Rebuild a model config from the ``model`` section of a run's ``config.yaml``."""
-    fields = dict(fields)
-    arch = fields.pop("arch", "gpt")
-    if arch not in ARCHS:
-        raise CheckpointError(f"config.yaml names an unknown architecture {arch!r}")
-    try:
-        return ARCHS[arch](**fields)
-    except TypeError as err:
-        raise CheckpointError(f"config.yaml's model section does not fit {arch}: {err}") from err
-
-
-def load_run(
-    run_dir: Path, *, device: str = "auto", weights: bool = True
-) -> tuple[nn.Module, Any, dict[str, Any]]:
-    """Load a run directory: ``(model in eval mode, tokenizer, config dict)``.
-
-    Raises:
-        CheckpointError: not a run directory, or weights that do not fit its config.
-    """
-    from groundwork import tokenize
-
-    run_dir = Path(run_dir)
-    if not (run_dir / ckpt.CONFIG_FILE).exists():
-        raise CheckpointError(
-            f"{run_dir} is not a run directory (no {ckpt.CONFIG_FILE}); "
-            "train one with `groundwork pretrain`"
-        )
-    config = read_yaml(run_dir / ckpt.CONFIG_FILE)
-    net = build_model(model_config_from_dict(config["model"]))
-    if weights:
-        ckpt.load_model_weights(net, run_dir / ckpt.MODEL_FILE)
-    net.to(resolve_device(device)).eval()
-    tok_file = run_dir / "tokenizer.json"
-    try:
-        tokenizer: tokenize.Tokenizer = tokenize.load_tokenizer(tok_file)
-    except TokenizerError:
-        if not tok_file.exists():
-            raise
-        tokenizer = tokenize.HFTokenizer.from_file(tok_file)  # e.g. an imported model's
-    return net, tokenizer, config
-
-
 def evaluate_run(
     run_dir: Path, *, split: str = "val", batch_size: int = 16, device: str = "auto"
 ) -> dict[str, float | int | str]:
@@ -347,22 +295,66 @@ def evaluate_run(
         device=next(net.parameters()).device,
     )
     loss = total / count
-    bpt = _bytes_per_token(meta, split)
+    bpb = loss_to_bits_per_byte(loss, _bytes_per_token(meta, split))
     return {
         "split": split,
         "tokens": count,
         "loss_nats_per_token": loss,
         "perplexity": math.exp(loss),
-        "bits_per_byte": loss / math.log(2) / bpt if bpt else float("nan"),
+        "bits_per_byte": float("nan") if bpb is None else bpb,
     }
 
 
-def _plain(obj: Any) -> Any:
-    """Make a config dict YAML-safe (paths to strings, tuples to lists)."""
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
+# --------------------------------------------------------------------------------------------
+# the command
+def pretrain_command(
+    *,
+    model: ModelArgs,
+    data: DataConfig,
+    train: TrainConfig,
+    out: Path = Path("runs/pretrain"),
+    resume: Path | None = None,
+    samples: int = 0,
+) -> None:
+    """Train a language model from scratch on a data source; writes a run directory.
+
+    Use --config RECIPE.yaml (see configs/) and override any field, e.g. --train.lr 3e-4.
+    Ctrl-C or SIGTERM finishes the current step, saves a checkpoint and exits;
+    continue with --resume RUN_DIR.
+
+    Args:
+        model: Architecture, preset and overridden fields.
+        data: Data source and tokenizer.
+        train: Steps, batch, optimizer, schedule, precision, evaluation.
+        out: Run directory to write.
+        resume: Continue the run in this directory from its last checkpoint instead (train
+            options given on the command line, e.g. --train.max-steps, override the run's).
+        samples: Print this many samples from the model at the end.
+    """
+    if resume is not None:
+        defaults = dataclasses.asdict(TrainConfig())
+        changed = {k: v for k, v in dataclasses.asdict(train).items() if v != defaults[k]}
+        result = resume_pretraining(resume, overrides=changed)
+    else:
+        result = pretrain(model=model, data=data, train_config=train, out=out)
+    state = result.state
+    run = result.run_dir
+    if result.stopped == "signal":
+        print(
+            f"stopped at step {state.step}; checkpoint saved in {run}. "
+            f"Resume with: groundwork pretrain --resume {run}"
+        )
+        return
+    summary = evaluate_run(run, device="auto")
+    print(
+        f"step {state.step} ({state.tokens_seen:,} tokens, {state.elapsed_seconds:.0f} s): "
+        f"validation loss {summary['loss_nats_per_token']:.4f} nats/token, "
+        f"perplexity {summary['perplexity']:.2f}, "
+        f"{summary['bits_per_byte']:.3f} bits per byte"
+    )
+    print(f"run directory: {run} (loss plot: {run / 'plots' / 'loss.png'})")
+    from groundwork.recipes.generate import sample
+
+    for i in range(samples):
+        print(f"--- sample {i + 1} ---")
+        sample(run, prompt="\n", max_new_tokens=200, seed=i)

@@ -39,7 +39,7 @@ from groundwork.evaluate.word_vectors import (
 )
 from groundwork.fileio import atomic_write, write_json
 from groundwork.models.word2vec import Word2Vec, Word2VecConfig
-from groundwork.train.loop import torch_threads
+from groundwork.runtime import torch_threads
 
 # --8<-- [start:tokenize]
 WORD_PATTERN = re.compile(r"[^\W\d_]+")

@@ -7,15 +7,15 @@ import yaml
 
 from groundwork import corpus, tokenize
 from groundwork.errors import CheckpointError, ConfigError, DataError
-from groundwork.train import TrainConfig
-from groundwork.train.pretrain import (
+from groundwork.recipes.pretrain import (
     DataConfig,
     ModelArgs,
     evaluate_run,
     load_run,
     pretrain,
-    resume,
+    resume_pretraining,
 )
+from groundwork.train import TrainConfig
 
 TINY_MODEL = ModelArgs(d_model=32, n_layers=1, n_heads=2, max_seq_len=32)
 
@@ -76,7 +76,7 @@ def test_resume_continues_with_more_steps(run_dir: Path, tmp_path: Path) -> None
 
     copy = tmp_path / "copy"
     shutil.copytree(run_dir, copy)
-    state = resume(copy, overrides={"max_steps": 6}).state
+    state = resume_pretraining(copy, overrides={"max_steps": 6}).state
     assert state.step == 6
 
 

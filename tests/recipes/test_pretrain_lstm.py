@@ -8,16 +8,16 @@ import torch
 from groundwork import corpus, tokenize
 from groundwork.errors import ConfigError
 from groundwork.models import LSTMLM
-from groundwork.train import TrainConfig
-from groundwork.train.pretrain import (
+from groundwork.recipes.pretrain import (
     DataConfig,
     ModelArgs,
     evaluate_run,
     load_run,
     pretrain,
-    resume,
+    resume_pretraining,
     write_run,
 )
+from groundwork.train import TrainConfig
 
 TINY_LSTM = ModelArgs(arch="lstm", d_model=16, d_hidden=24, n_layers=1, max_seq_len=32)
 
@@ -71,7 +71,7 @@ def test_resume_and_write_run_round_trip(run_dir: Path, tmp_path: Path) -> None:
 
     copy = tmp_path / "copy"
     shutil.copytree(run_dir, copy)
-    assert resume(copy, overrides={"max_steps": 6}).state.step == 6
+    assert resume_pretraining(copy, overrides={"max_steps": 6}).state.step == 6
     model, _, _ = load_run(copy, device="cpu")
     written = write_run(model, tmp_path / "written", tokenizer=copy / "tokenizer.json")
     again, _, _ = load_run(written, device="cpu")

@@ -5,7 +5,7 @@ import pytest
 from groundwork import corpus
 from groundwork.errors import ConfigError, UnknownNameError
 from groundwork.models.ngram import NGramConfig, NGramLM
-from groundwork.train.ngram import (
+from groundwork.recipes.ngram import (
     UNK,
     WordVocabulary,
     evaluate_ngrams,

@@ -10,8 +10,8 @@ import torch
 
 from groundwork.errors import CheckpointError, ConfigError, DataError, EmptyCorpusError
 from groundwork.fileio import read_json, write_json
-from groundwork.train import classify as clf
-from groundwork.train.classify import (
+from groundwork.recipes import classify as clf
+from groundwork.recipes.classify import (
     ClassifyConfig,
     Splits,
     Vocabulary,

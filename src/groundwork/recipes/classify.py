@@ -43,8 +43,8 @@ from groundwork.evaluate.classification import ClassificationReport, classificat
 from groundwork.fileio import read_json, write_json
 from groundwork.models.cnn import TextCNN, TextCNNConfig
 from groundwork.models.rnn_classifier import BiLSTMClassifier, BiLSTMClassifierConfig
+from groundwork.runtime import torch_threads
 from groundwork.train.checkpoint import load_model_weights, save_model
-from groundwork.train.loop import torch_threads
 from groundwork.train.optim import build_adamw
 
 ModelName = Literal["cnn", "bilstm"]

@@ -10,7 +10,7 @@ import torch
 from groundwork.errors import ConfigError, EmptyCorpusError
 from groundwork.evaluate.word_vectors import WORDSIM353, benchmark_file
 from groundwork.models.word2vec import Word2Vec
-from groundwork.train import word2vec as runner
+from groundwork.recipes import word2vec as runner
 
 
 def test_text_to_sentences_lowercases_splits_lines_and_drops_punctuation() -> None:

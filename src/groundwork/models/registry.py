@@ -1,0 +1,169 @@
+"""The one list of model architectures: name -> config class, model class, presets, and the
+pieces other layers need (Hugging Face adapter, parameter counts).
+
+Everything that must know which architectures exist (building a model from a config, rebuilding it
+from a run's ``config.yaml``, ``groundwork model info``/``model list``, pretraining, Hugging Face
+import/export) reads this table and nothing else. Adding a family is one model file plus one
+:func:`register` call at the bottom of this module (``docs/architecture.md`` walks through it).
+"""
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from groundwork.errors import CheckpointError, ConfigError, UnknownNameError, did_you_mean
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One registered model family."""
+
+    name: str
+    """Short name used in configs and on the command line (``gpt``, ``llama``, ``lstm``)."""
+    config_cls: Any
+    """The config dataclass (with a ``from_name(preset, **overrides)`` classmethod)."""
+    model_cls: Callable[[Any], nn.Module]
+    """Builds the model from a config."""
+    presets: Mapping[str, Mapping[str, Any]]
+    """Named configs (keyword arguments of ``config_cls``)."""
+    description: str
+    """One line for ``groundwork model list``."""
+    causal_lm: bool = True
+    """A next-token model (:class:`~groundwork.models.protocol.CausalLM`): pretrainable,
+    decodable, scorable."""
+    hf: Any = None
+    """Its Hugging Face adapter (:class:`groundwork.models.hf_adapter.HFAdapter`), or ``None``
+    when the family has no ``transformers`` twin."""
+    parameter_counts: Callable[[Any], dict[str, int]] | None = None
+    """Parameters by component of a config (for ``groundwork model info``)."""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    """Anything else a layer above wants to hang on the entry."""
+
+    def config(self, preset: str, **overrides: Any) -> Any:
+        """The config of a named preset with some fields changed."""
+        return self.config_cls.from_name(preset, **overrides)
+
+    def field_names(self) -> set[str]:
+        """The config's field names."""
+        return {f.name for f in dataclasses.fields(self.config_cls)}
+
+
+ARCHITECTURES: dict[str, Architecture] = {}
+"""Registered architectures by name, in registration order."""
+
+
+def register(arch: Architecture) -> Architecture:
+    """Add an architecture to the table (names are unique)."""
+    if arch.name in ARCHITECTURES:
+        raise ConfigError(f"architecture {arch.name!r} is registered twice")
+    ARCHITECTURES[arch.name] = arch
+    return arch
+
+
+def get(name: str) -> Architecture:
+    """The architecture called ``name``, or ``UnknownNameError`` with a suggestion."""
+    if name not in ARCHITECTURES:
+        raise UnknownNameError(
+            f"unknown architecture {name!r}: {did_you_mean(name, ARCHITECTURES)}"
+        )
+    return ARCHITECTURES[name]
+
+
+def names(*, causal_lm: bool | None = None) -> list[str]:
+    """Registered architecture names (only the causal LMs, or only the others, if asked)."""
+    return [a.name for a in ARCHITECTURES.values() if causal_lm is None or a.causal_lm == causal_lm]
+
+
+def arch_of(config: Any) -> Architecture:
+    """The architecture a config object belongs to."""
+    for arch in ARCHITECTURES.values():
+        if type(config) is arch.config_cls:
+            return arch
+    raise ConfigError(f"no registered architecture has configs of type {type(config).__name__}")
+
+
+def build_model(config: Any) -> Any:
+    """The model a config describes (freshly initialised, in training mode)."""
+    return arch_of(config).model_cls(config)
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A config as a plain dict with its architecture name under ``arch`` (for ``config.yaml``)."""
+    return {"arch": arch_of(config).name, **dataclasses.asdict(config)}
+
+
+def config_from_dict(fields: Mapping[str, Any]) -> Any:
+    """Rebuild a config from :func:`config_to_dict`'s output (a run's ``model`` section).
+
+    Raises:
+        CheckpointError: unknown architecture, or fields that do not fit it.
+    """
+    fields = dict(fields)
+    name = fields.pop("arch", "gpt")
+    if name not in ARCHITECTURES:
+        hint = did_you_mean(name, ARCHITECTURES)
+        raise CheckpointError(f"config.yaml names an unknown architecture {name!r}: {hint}")
+    arch = ARCHITECTURES[name]
+    for key, value in fields.items():  # YAML has no tuples
+        if isinstance(value, list):
+            fields[key] = tuple(value)
+    try:
+        return arch.config_cls(**fields)
+    except TypeError as err:
+        raise CheckpointError(f"config.yaml's model section does not fit {name}: {err}") from err
+
+
+def find_preset(name: str, arch: str | None = None, **overrides: Any) -> Any:
+    """The config of preset ``name``: of architecture ``arch`` if given, else of the first
+    registered architecture that has a preset of that name.
+
+    Raises:
+        UnknownNameError: no architecture has such a preset (the message lists the close ones).
+    """
+    if arch is not None:
+        return get(arch).config(name, **overrides)
+    for entry in ARCHITECTURES.values():
+        if name in entry.presets:
+            return entry.config(name, **overrides)
+    every = [p for a in ARCHITECTURES.values() for p in a.presets]
+    raise UnknownNameError(f"no architecture has a preset {name!r}: {did_you_mean(name, every)}")
+
+
+def _register_builtin() -> None:
+    from groundwork.models.gpt import GPT, GPT_PRESETS, GPTConfig
+    from groundwork.models.llama import LLAMA_PRESETS, Llama, LlamaConfig
+    from groundwork.models.rnn import LSTM_PRESETS, LSTMLM, LSTMConfig
+
+    register(
+        Architecture(
+            name="gpt",
+            config_cls=GPTConfig,
+            model_cls=GPT,
+            presets=GPT_PRESETS,
+            description="GPT-2: learned positions, pre-LN LayerNorm, GELU MLP (Radford 2019)",
+        )
+    )
+    register(
+        Architecture(
+            name="llama",
+            config_cls=LlamaConfig,
+            model_cls=Llama,
+            presets=LLAMA_PRESETS,
+            description="Llama: RoPE, RMSNorm, SwiGLU, grouped-query attention (Touvron 2023)",
+        )
+    )
+    register(
+        Architecture(
+            name="lstm",
+            config_cls=LSTMConfig,
+            model_cls=LSTMLM,
+            presets=LSTM_PRESETS,
+            description="LSTM language model with tied embeddings (Merity 2018)",
+        )
+    )
+
+
+_register_builtin()

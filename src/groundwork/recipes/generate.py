@@ -1,0 +1,157 @@
+"""The decoding commands: `groundwork sample`, `generate` and `chat` on a run directory or a
+named pretrained model. Chapter 10 (Decoding)."""
+
+from pathlib import Path
+from typing import Any, Literal
+
+from groundwork.errors import ConfigError, UnknownNameError, did_you_mean
+
+
+def load_model(name: str) -> tuple[Any, Any, str | None]:
+    """A run directory or a named pretrained model: ``(model, tokenizer, chat_template)``."""
+    from groundwork.pretrained import PRETRAINED, load
+    from groundwork.runs import load_run
+
+    if Path(name, "config.yaml").exists():
+        net, tokenizer, _ = load_run(Path(name))
+        return net, tokenizer, None
+    if name in PRETRAINED:
+        smol = load(name)
+        return smol.model, smol.tokenizer, smol.chat_template
+    raise UnknownNameError(
+        f"{name!r} is neither a run directory nor a named model: {did_you_mean(name, PRETRAINED)}"
+    )
+
+
+def sample(
+    run: Path,
+    prompt: str = "\n",
+    max_new_tokens: int = 200,
+    temperature: float = 0.8,
+    top_k: int | None = 50,
+    seed: int = 0,
+) -> None:
+    """Sample text from a trained run's model.
+
+    Args:
+        run: A run directory (from `groundwork pretrain`).
+        prompt: Text to continue.
+        max_new_tokens: Number of tokens to generate.
+        temperature: Sampling temperature (0: greedy).
+        top_k: Sample among the k most likely tokens (none: all).
+        seed: Random seed.
+    """
+    import torch
+
+    from groundwork.generate import sample as sample_ids
+    from groundwork.runs import load_run
+
+    net, tokenizer, _ = load_run(run)
+    ids = sample_ids(
+        net,
+        tokenizer.encode(prompt),
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        max_seq_len=getattr(getattr(net, "config", None), "max_seq_len", None),
+        stop_id=tokenizer.eot_id,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    print(prompt + tokenizer.decode([i for i in ids if i != tokenizer.eot_id]))
+
+
+def generate(
+    model: str,
+    prompt: str = "",
+    strategy: Literal["sample", "greedy", "beam"] = "sample",
+    max_new_tokens: int = 128,
+    temperature: float = 0.8,
+    top_k: int | None = None,
+    top_p: float | None = 0.95,
+    min_p: float | None = None,
+    repetition_penalty: float | None = None,
+    num_beams: int = 4,
+    length_penalty: float = 1.0,
+    stop: str | None = None,
+    seed: int | None = None,
+) -> None:
+    """Continue a prompt with a trained run or a named model, streaming to the terminal.
+
+    Args:
+        model: A run directory or a named model (smollm2-135m-instruct).
+        prompt: The text to continue.
+        strategy: sample (temperature/top-k/top-p/min-p), greedy, or beam search.
+        max_new_tokens: Generate at most this many tokens.
+        temperature: Sampling temperature.
+        top_k: Sample among the k most likely tokens.
+        top_p: Nucleus sampling: smallest set of tokens with this much probability.
+        min_p: Drop tokens below min_p times the top token's probability.
+        repetition_penalty: Penalise tokens already present (>1 discourages repeats).
+        num_beams: Beams for --strategy beam.
+        length_penalty: Beam search length normalisation exponent.
+        stop: Stop when the text contains this string.
+        seed: Random seed for sampling.
+    """
+    from groundwork.generate.beam import beam_search
+    from groundwork.generate.config import GenerationConfig
+    from groundwork.generate.stream import stream
+
+    if not prompt:
+        raise ConfigError("--prompt is empty: give some text to continue")
+    net, tokenizer, _ = load_model(model)
+    greedy = strategy != "sample"
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        temperature=0.0 if greedy else temperature,
+        top_k=None if greedy else top_k,
+        top_p=None if greedy else top_p,
+        min_p=None if greedy else min_p,
+        repetition_penalty=repetition_penalty,
+        num_beams=num_beams if strategy == "beam" else 1,
+        length_penalty=length_penalty,
+        stop_strings=(stop,) if stop else (),
+        seed=seed,
+    )
+    ids = tokenizer.encode(prompt)
+    print(prompt, end="", flush=True)
+    if strategy == "beam":
+        eos = () if tokenizer.eot_id is None else (tokenizer.eot_id,)
+        best, _ = beam_search(net, ids, config, eos_ids=eos)[0]
+        print(tokenizer.decode([i for i in best if i not in eos]))
+        return
+    for piece in stream(net, tokenizer, ids, config):
+        print(piece, end="", flush=True)
+    print()
+
+
+def chat(
+    model: str = "smollm2-135m-instruct",
+    system: str | None = None,
+    max_new_tokens: int = 256,
+    temperature: float = 0.7,
+    top_p: float | None = 0.9,
+    seed: int | None = None,
+) -> None:
+    """Chat with a model in the terminal (/help lists the commands; Ctrl-C stops an answer).
+
+    Args:
+        model: A named chat model (smollm2-135m-instruct).
+        system: A system prompt.
+        max_new_tokens: Longest answer in tokens.
+        temperature: Sampling temperature (0: greedy).
+        top_p: Nucleus sampling threshold.
+        seed: Random seed.
+    """
+    from groundwork.generate.chat import run_chat
+    from groundwork.generate.config import GenerationConfig
+
+    net, tokenizer, template = load_model(model)
+    if template is None:
+        raise ConfigError(
+            f"{model} has no chat template; chat needs an instruction-tuned model such as "
+            "smollm2-135m-instruct (use `groundwork generate` for plain continuation)"
+        )
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed
+    )
+    run_chat(net, tokenizer, template, config=config, system=system)

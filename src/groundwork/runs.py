@@ -1,0 +1,196 @@
+"""The run directory: the one format every command that produces a model writes, and
+:func:`load_run`, which reads any kind back.
+
+```
+runs/<name>/
+  config.yaml            kind + the model section (architecture and its fields) + the recipe's
+                         own sections (data, train, ...): enough to rebuild the model
+  model.safetensors      weights (Hugging Face key names where the family has a twin)
+  tokenizer.json         the tokenizer (``tokenizers``-loadable), when the kind has one
+  trainer_state.json     step, tokens seen, RNG states, best validation metric (trained runs)
+  optimizer.safetensors  optimizer moments (for exact resume)
+  metrics.jsonl, plots/, tb/   what the training engine logged
+```
+
+``kind`` says what the model is: ``lm`` (a registered causal LM, the default) or one of the
+kinds added by the recipes that register a loader with :func:`register_kind` (a text classifier,
+word vectors, an n-gram model). ``load_run(dir)`` returns ``(model, tokenizer, config)`` for any
+of them. Writes are atomic (:mod:`groundwork.fileio`). See ``docs/architecture.md``.
+"""
+
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from torch import nn
+
+from groundwork.errors import CheckpointError, ConfigError, TokenizerError, did_you_mean
+from groundwork.fileio import read_yaml, write_yaml
+from groundwork.models import registry
+from groundwork.runtime import resolve_device
+from groundwork.train import checkpoint as ckpt
+
+CONFIG_FILE = ckpt.CONFIG_FILE
+MODEL_FILE = ckpt.MODEL_FILE
+TOKENIZER_FILE = "tokenizer.json"
+STATE_FILE = ckpt.STATE_FILE
+OPTIMIZER_FILE = ckpt.OPTIMIZER_FILE
+
+
+class Run(NamedTuple):
+    """What :func:`load_run` returns (unpacks as ``model, tokenizer, config``)."""
+
+    model: Any
+    """The model, in eval mode, on the requested device."""
+    tokenizer: Any
+    """Its tokenizer (``None`` for kinds without one)."""
+    config: dict[str, Any]
+    """The run's ``config.yaml`` as a dict."""
+
+
+Loader = Callable[[Path, dict[str, Any], bool], tuple[nn.Module | Any, Any]]
+"""``(run_dir, config, weights) -> (model, tokenizer)`` for one kind of run."""
+
+_LOADERS: dict[str, Loader] = {}
+
+
+def register_kind(kind: str, loader: Loader) -> None:
+    """Teach :func:`load_run` to read runs of ``kind`` (recipes call this for their outputs)."""
+    _LOADERS[kind] = loader
+
+
+def plain(obj: Any) -> Any:
+    """Make a config YAML-safe: dataclasses to dicts, paths to strings, tuples to lists."""
+    if is_dataclass(obj) and not isinstance(obj, type):
+        obj = asdict(obj)
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [plain(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def is_run(path: Path | str) -> bool:
+    """Whether ``path`` is a run directory (holds a ``config.yaml``)."""
+    return Path(path, CONFIG_FILE).is_file()
+
+
+def write_config(out: Path, *, kind: str = "lm", model: Any = None, **sections: Any) -> Path:
+    """Write ``config.yaml``: ``kind``, the ``model`` section (a registered config, or a plain
+    dict) and any other sections (dataclasses or dicts), atomically."""
+    out = Path(out)
+    body: dict[str, Any] = {"kind": kind}
+    if model is not None:
+        body["model"] = plain(model if isinstance(model, dict) else registry.config_to_dict(model))
+    body.update({name: plain(value) for name, value in sections.items() if value is not None})
+    write_yaml(out / CONFIG_FILE, body)
+    return out
+
+
+def write_run(
+    model: nn.Module,
+    out: Path,
+    *,
+    tokenizer: Path | None = None,
+    kind: str = "lm",
+    **sections: Any,
+) -> Path:
+    """Write a run directory holding a model: ``config.yaml`` (its config and ``sections``),
+    ``model.safetensors`` and, if given, a copy of ``tokenizer.json``. What `groundwork import`
+    produces; the training engine adds its state beside it."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_config(out, kind=kind, model=model.config, **sections)
+    ckpt.save_model(model, out / MODEL_FILE)
+    if tokenizer is not None and Path(tokenizer).resolve() != (out / TOKENIZER_FILE).resolve():
+        shutil.copyfile(tokenizer, out / TOKENIZER_FILE)
+    return out
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    """A run's ``config.yaml``, or ``CheckpointError`` saying it is not a run directory."""
+    run_dir = Path(run_dir)
+    if not is_run(run_dir):
+        hint = ""
+        if (run_dir / "config.json").is_file():
+            hint = (
+                " (it holds a config.json: an output of an older groundwork version; "
+                "train it again to get a run directory)"
+            )
+        raise CheckpointError(
+            f"{run_dir} is not a run directory (no {CONFIG_FILE}){hint}; "
+            "train one with `groundwork pretrain`"
+        )
+    config = read_yaml(run_dir / CONFIG_FILE)
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{run_dir / CONFIG_FILE} does not hold a mapping")
+    return config
+
+
+def load_tokenizer(run_dir: Path) -> Any:
+    """The run's ``tokenizer.json`` (ours, or any ``tokenizers`` file), or ``None`` if absent."""
+    from groundwork import tokenize
+
+    tok_file = Path(run_dir) / TOKENIZER_FILE
+    if not tok_file.exists():
+        return None
+    try:
+        return tokenize.load_tokenizer(tok_file)
+    except TokenizerError:
+        return tokenize.HFTokenizer.from_file(tok_file)  # e.g. an imported model's
+
+
+def _load_lm(run_dir: Path, config: dict[str, Any], weights: bool) -> tuple[nn.Module, Any]:
+    if "model" not in config:
+        raise CheckpointError(f"{run_dir / CONFIG_FILE} has no model section")
+    net = registry.build_model(registry.config_from_dict(config["model"]))
+    if weights:
+        ckpt.load_model_weights(net, run_dir / MODEL_FILE)
+    tokenizer = load_tokenizer(run_dir)
+    if tokenizer is None:
+        raise CheckpointError(f"{run_dir} has no {TOKENIZER_FILE}")
+    return net, tokenizer
+
+
+register_kind("lm", _load_lm)
+
+
+def load_run(run_dir: Path | str, *, device: str = "auto", weights: bool = True) -> Run:
+    """Load any run directory: ``(model in eval mode, tokenizer, config dict)``.
+
+    Raises:
+        CheckpointError: not a run directory, an unknown kind, or weights that do not fit.
+    """
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    kind = str(config.get("kind", "lm"))
+    if kind not in _LOADERS:
+        raise CheckpointError(
+            f"{run_dir}: unknown run kind {kind!r}: {did_you_mean(kind, _LOADERS)}"
+        )
+    model, tokenizer = _LOADERS[kind](run_dir, config, weights)
+    if isinstance(model, nn.Module):
+        model.to(resolve_device(device)).eval()
+    return Run(model, tokenizer, config)
+
+
+def check_writable(out: Path, *, overwrite: bool = False, resume_hint: bool = True) -> None:
+    """Refuse to write a new run over an existing one unless ``overwrite`` is set.
+
+    Raises:
+        ConfigError: ``out`` already holds a run (the message names ``--resume`` and
+            ``--overwrite``).
+    """
+    out = Path(out)
+    if overwrite or not out.exists():
+        return
+    if is_run(out) or (out / MODEL_FILE).exists():
+        hint = f"continue it with --resume {out}, " if resume_hint else ""
+        raise ConfigError(
+            f"{out} already holds a run; {hint}choose another --out, or pass --overwrite to "
+            "replace it"
+        )
