@@ -25,7 +25,6 @@ Chapter 4 of the docs ("Recurrent and convolutional models") shows the results.
 """
 
 import math
-import re
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -44,6 +43,7 @@ from groundwork.fileio import read_json, write_json
 from groundwork.models.cnn import TextCNN, TextCNNConfig
 from groundwork.models.rnn_classifier import BiLSTMClassifier, BiLSTMClassifierConfig
 from groundwork.runtime import torch_threads
+from groundwork.tokenize.words import Vocabulary, tokenize_words
 from groundwork.train.checkpoint import load_model_weights, save_model
 from groundwork.train.optim import build_adamw
 
@@ -52,86 +52,6 @@ MODELS: tuple[str, ...] = ("cnn", "bilstm")
 LABELS: tuple[str, ...] = ("ham", "spam")
 """Class names by id; the positive class (scored by F1) is ``spam`` (id 1)."""
 POSITIVE = 1
-PAD, UNK = "<pad>", "<unk>"
-
-# --8<-- [start:tokenize]
-TOKEN_PATTERN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[^\w\s]")
-"""Words (letters/digits, optional apostrophe suffix) or single punctuation/symbol characters."""
-
-
-def tokenize_words(text: str) -> list[str]:
-    """Lowercase and split into words and punctuation.
-
-    >>> tokenize_words("WINNER!! Call 09061701461 to claim £900. Don't miss")
-    ['winner', '!', '!', 'call', '09061701461', 'to', 'claim', '£', '900', '.', "don't", 'miss']
-    """
-    return TOKEN_PATTERN.findall(text.lower())
-
-
-# --8<-- [end:tokenize]
-
-
-@dataclass
-class Vocabulary:
-    """A word vocabulary: ``<pad>`` = 0, ``<unk>`` = 1, then words by falling training count."""
-
-    tokens: list[str]
-    """Token strings by id."""
-    min_count: int = 1
-    """The count threshold the vocabulary was built with."""
-    index: dict[str, int] = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        if self.tokens[:2] != [PAD, UNK]:
-            raise CheckpointError(f"a vocabulary must start with {PAD!r}, {UNK!r}")
-        self.index = {t: i for i, t in enumerate(self.tokens)}
-
-    @classmethod
-    def build(cls, texts: Sequence[str], *, min_count: int = 2) -> "Vocabulary":
-        """Words occurring at least ``min_count`` times in ``texts`` (ties broken alphabetically).
-
-        >>> Vocabulary.build(["a b a", "b a c"], min_count=2).tokens
-        ['<pad>', '<unk>', 'a', 'b']
-        """
-        if min_count < 1:
-            raise ConfigError(f"min_count must be >= 1, got {min_count}")
-        counts = Counter(w for t in texts for w in tokenize_words(t))
-        words = sorted(
-            (w for w, n in counts.items() if n >= min_count), key=lambda w: (-counts[w], w)
-        )
-        return cls([PAD, UNK, *words], min_count=min_count)
-
-    @property
-    def pad_id(self) -> int:
-        return 0
-
-    @property
-    def unk_id(self) -> int:
-        return 1
-
-    def __len__(self) -> int:
-        return len(self.tokens)
-
-    def encode(self, text: str, max_len: int | None = None) -> list[int]:
-        """Word ids of ``text``, cut to ``max_len``; a text without tokens is ``[unk_id]``."""
-        ids = [self.index.get(w, self.unk_id) for w in tokenize_words(text)][:max_len]
-        return ids or [self.unk_id]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "tokens": self.tokens,
-            "min_count": self.min_count,
-            "pattern": TOKEN_PATTERN.pattern,
-            "lowercase": True,
-        }
-
-    @classmethod
-    def from_json(cls, data: Any) -> "Vocabulary":
-        if not isinstance(data, dict) or not isinstance(data.get("tokens"), list):
-            raise CheckpointError("vocab.json must hold an object with a 'tokens' list")
-        return cls(list(data["tokens"]), min_count=int(data.get("min_count", 1)))
-
-
 # ---------------------------------------------------------------------------------------------
 # data
 
