@@ -158,6 +158,33 @@ def _load_lm(run_dir: Path, config: dict[str, Any], weights: bool) -> tuple[nn.M
 
 register_kind("lm", _load_lm)
 
+VOCAB_FILE = "vocab.json"
+"""A word-level run's vocabulary (:class:`groundwork.tokenize.words.Vocabulary` as JSON)."""
+
+
+def _load_classifier(run_dir: Path, config: dict[str, Any], weights: bool) -> tuple[nn.Module, Any]:
+    """A text classifier run: a registered classifier (``cnn``, ``bilstm``) over a word
+    vocabulary (``vocab.json``); ``config["labels"]`` names the classes."""
+    from groundwork.fileio import read_json
+    from groundwork.tokenize.words import Vocabulary
+
+    if "model" not in config:
+        raise CheckpointError(f"{run_dir / CONFIG_FILE} has no model section")
+    model_config = registry.config_from_dict(config["model"])
+    vocab = Vocabulary.from_json(read_json(run_dir / VOCAB_FILE))
+    if model_config.vocab_size != len(vocab):
+        raise CheckpointError(
+            f"{run_dir}: the model expects {model_config.vocab_size} words but {VOCAB_FILE} has "
+            f"{len(vocab)}; the files come from different runs"
+        )
+    net = registry.build_model(model_config)
+    if weights:
+        ckpt.load_model_weights(net, run_dir / MODEL_FILE)
+    return net, vocab
+
+
+register_kind("classifier", _load_classifier)
+
 
 def load_run(run_dir: Path | str, *, device: str = "auto", weights: bool = True) -> Run:
     """Load any run directory: ``(model in eval mode, tokenizer, config dict)``.

@@ -133,9 +133,11 @@ def find_preset(name: str, arch: str | None = None, **overrides: Any) -> Any:
 
 
 def _register_builtin() -> None:
+    from groundwork.models.cnn import TextCNN, TextCNNConfig
     from groundwork.models.gpt import GPT, GPT_PRESETS, GPTConfig
     from groundwork.models.llama import LLAMA_PRESETS, Llama, LlamaConfig
     from groundwork.models.rnn import LSTM_PRESETS, LSTMLM, LSTMConfig
+    from groundwork.models.rnn_classifier import BiLSTMClassifier, BiLSTMClassifierConfig
 
     register(
         Architecture(
@@ -162,6 +164,26 @@ def _register_builtin() -> None:
             model_cls=LSTMLM,
             presets=LSTM_PRESETS,
             description="LSTM language model with tied embeddings (Merity 2018)",
+        )
+    )
+    register(
+        Architecture(
+            name="cnn",
+            config_cls=TextCNNConfig,
+            model_cls=TextCNN,
+            presets={},
+            description="Kim's convolutional text classifier (Kim 2014)",
+            causal_lm=False,
+        )
+    )
+    register(
+        Architecture(
+            name="bilstm",
+            config_cls=BiLSTMClassifierConfig,
+            model_cls=BiLSTMClassifier,
+            presets={},
+            description="Bidirectional LSTM text classifier (Graves & Schmidhuber 2005)",
+            causal_lm=False,
         )
     )
 
