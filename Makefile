@@ -30,12 +30,13 @@ demo: setup
 	$(BIN)/groundwork tokenizer train --source shakespeare --vocab-size 2048 --out $(DEMO_DATA)/tokenizer.json
 	$(BIN)/groundwork tokenizer encode $(DEMO_DATA)/tokenizer.json "To be, or not to be, that is the question."
 	$(BIN)/groundwork data prepare --source shakespeare --tokenizer $(DEMO_DATA)/tokenizer.json --out $(DEMO_DATA)/shards
-	$(BIN)/groundwork pretrain --config configs/shakespeare-tiny.yaml --data.shards $(DEMO_DATA)/shards --samples 3
+	$(BIN)/groundwork pretrain --config configs/shakespeare-tiny.yaml --data.shards $(DEMO_DATA)/shards --samples 3 --overwrite
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/ruff format --check src tests benchmarks scripts
 	$(BIN)/mypy src
+	$(BIN)/lint-imports --no-cache
 
 format: setup
 	$(BIN)/ruff check --fix src tests benchmarks scripts

@@ -27,8 +27,9 @@ import numpy as np
 
 from groundwork import corpus
 from groundwork.models.ngram import NGramConfig, NGramLM
-from groundwork.recipes.ngram import WordVocabulary, words
+from groundwork.recipes.ngram import word_vocabulary, words
 from groundwork.tokenize import gpt2_tokenizer
+from groundwork.tokenize.words import Vocabulary
 from machine import machine
 
 ORDER = 5
@@ -73,9 +74,9 @@ def fit_nltk(lines: list[list[str]]):  # type: ignore[no-untyped-def]
     return time.perf_counter() - start, ref
 
 
-def check_same_counts(lines: list[list[str]], vocab: WordVocabulary) -> None:
+def check_same_counts(lines: list[list[str]], vocab: Vocabulary) -> None:
     """Our raw counts equal NLTK's for every n-gram that does not end in padding."""
-    ids = [vocab.encode(s) for s in lines]
+    ids = [vocab.ids(s) for s in lines]
     lm = NGramLM(NGramConfig(order=ORDER)).fit(ids, vocab.vocab_size)
     _, ref = fit_nltk([[vocab.tokens[i] for i in s] for s in ids])
     name = {lm.bos_id: "<s>", lm.eos_id: "</s>"}
@@ -101,8 +102,8 @@ def main() -> None:
 
     docs = corpus.load_documents("shakespeare", split="all")
     lines = [w for d in docs for line in d.text.split("\n") if (w := words(line))]
-    vocab = WordVocabulary.build(lines, min_count=1)
-    word_ids = [vocab.encode(s) for s in lines]
+    vocab = word_vocabulary(lines, min_count=1)
+    word_ids = [vocab.ids(s) for s in lines]
     tok = gpt2_tokenizer()
     bpe_ids = [tok.encode(d.text) for d in docs]
 

@@ -102,7 +102,7 @@ def main() -> None:
                 ):
                     seconds, model = train(sentences, cfg)
                     if name == "groundwork":
-                        words, vectors = model.vocab.words, model.vectors
+                        words, vectors = model.vocab.tokens, model.vectors
                     else:
                         words, vectors = model.wv.index_to_key, model.wv.vectors
                     metrics = evaluate_vectors(words, vectors, restrict_vocab=args.restrict_vocab)

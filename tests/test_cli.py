@@ -148,6 +148,35 @@ def test_readme_commands_run(
     assert (tmp_path / "lengths.png").stat().st_size > 1000
 
 
+def _documented_commands() -> list[tuple[str, list[str]]]:
+    """Every ``groundwork ...`` line of a ``bash`` block in the README and the docs."""
+    root = Path(__file__).parents[1]
+    found = []
+    for path in [root / "README.md", *sorted((root / "docs").rglob("*.md"))]:
+        text = path.read_text(encoding="utf-8")
+        for block in re.findall(r"```(?:bash|sh|console)\n(.*?)```", text, flags=re.DOTALL):
+            for line in block.replace("\\\n", " ").splitlines():
+                line = re.split(r"\s#", line.strip().removeprefix("$ "))[0]
+                if line.startswith("groundwork "):
+                    found.append((f"{path.relative_to(root)}: {line}", shlex.split(line)[1:]))
+    return found
+
+
+def test_documented_commands_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every command the README and the docs show is accepted as written (the README's first
+    block also runs, in test_readme_commands_run)."""
+    monkeypatch.chdir(Path(__file__).parents[1])  # --config paths are relative to the repo
+    commands = _documented_commands()
+    assert any("chat smollm2-135m-instruct" in where for where, _ in commands)
+    parser = cli.build_parser()
+    for where, argv in commands:
+        args = cli._option_values(cli._normalise_argv(argv))
+        try:
+            parser.parse_args(args)
+        except Exception as err:
+            pytest.fail(f"{where}: {cli._explain_parse_error(str(err), args)}")
+
+
 TINY = [
     "--model.n_layers",
     "1",

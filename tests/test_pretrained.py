@@ -1,6 +1,7 @@
 """``groundwork.load``: SmolLM2 from its GGUF into our Llama, cached as safetensors."""
 
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -47,3 +48,27 @@ def test_cache_is_hugging_face_layout(smol: Pretrained) -> None:
 def test_unknown_model() -> None:
     with pytest.raises(UnknownNameError, match="did you mean 'smollm2-135m-instruct'"):
         groundwork.load("smollm2-135m")
+
+
+def test_the_source_preset_describes_the_loaded_model(smol: Pretrained) -> None:
+    """``groundwork model info smollm2-135m-instruct`` reads the preset, not the weights."""
+    from dataclasses import asdict
+
+    from groundwork.models import info
+    from groundwork.pretrained import PRETRAINED
+
+    preset = PRETRAINED["smollm2-135m-instruct"].config()
+    assert info(preset)["parameters"]["total"] == smol.model.num_parameters()
+    loaded = asdict(smol.model.config)
+    assert loaded.pop("rms_norm_eps") == pytest.approx(preset.rms_norm_eps)  # float32 in GGUF
+    assert {k: v for k, v in asdict(preset).items() if k != "rms_norm_eps"} == loaded
+
+
+def test_conversion_writes_the_gguf_special_token_ids(tmp_path: Path) -> None:
+    import json
+
+    from groundwork.pretrained import PRETRAINED, _convert
+
+    _convert(PRETRAINED["smollm2-135m-instruct"], tmp_path / "cache")
+    config = json.loads((tmp_path / "cache" / "config.json").read_text())
+    assert (config["bos_token_id"], config["eos_token_id"]) == (1, 2)  # <|im_start|>, <|im_end|>

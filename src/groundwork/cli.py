@@ -2,9 +2,16 @@
 
 Every subcommand is a plain typed function in :mod:`groundwork.recipes` whose docstring becomes
 its ``--help``; this module only builds the parser from those functions (through jsonargparse) and
-dispatches, so everything the CLI does can be done from Python too. Options are spelled with
-dashes or underscores (``--vocab-size`` or ``--vocab_size``); a misspelt option is an error that
-names the closest valid one.
+dispatches, so everything the CLI does can be done from Python too. The conventions, the same
+for every command:
+
+* what the command acts on comes first, as a positional argument (``groundwork chat MODEL``,
+  ``groundwork sample RUN``); everything else is an option;
+* options are spelled with dashes or underscores (``--vocab-size`` or ``--vocab_size``);
+* an option that takes a list takes ``a,b`` as well as ``[a, b]``;
+* a boolean option may stand alone (``--json`` means ``--json true``);
+* a misspelt command, option or config key is an error that names the closest valid one, and a
+  value of the wrong type says what the option takes.
 
 Errors the user can cause (:class:`groundwork.errors.GroundworkError`) are printed on one line and
 exit with status 2; ``--debug`` anywhere on the command line shows the full traceback instead.
@@ -12,10 +19,12 @@ exit with status 2; ``--debug`` anywhere on the command line shows the full trac
 
 import dataclasses
 import inspect
+import json
 import re
 import sys
 import typing
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
@@ -32,7 +41,7 @@ from groundwork.recipes.data import (
 )
 from groundwork.recipes.evaluate import evaluate
 from groundwork.recipes.generate import chat, generate, sample
-from groundwork.recipes.models import export, import_, model_info
+from groundwork.recipes.models import export, import_, model_info, model_list
 from groundwork.recipes.ngram import ngram
 from groundwork.recipes.pretrain import pretrain_command
 from groundwork.recipes.word2vec import word2vec
@@ -49,7 +58,7 @@ COMMANDS: dict[str, Callable[..., None] | dict[str, Callable[..., None]]] = {
     "pretrain": pretrain_command,
     "sample": sample,
     "evaluate": evaluate,
-    "model": {"info": model_info},
+    "model": {"info": model_info, "list": model_list},
     "generate": generate,
     "chat": chat,
     "export": export,
@@ -65,9 +74,14 @@ COMMANDS: dict[str, Callable[..., None] | dict[str, Callable[..., None]]] = {
         "encode": tokenizer_encode,
     },
 }
+"""The command tree: a command name and its recipe function, or a group (``data``, ``model``,
+``tokenizer``) of subcommands."""
+
+OPTIONAL_POSITIONALS: dict[Callable[..., None], tuple[str, ...]] = {chat: ("model",)}
+"""Parameters with a default that are still given positionally (``groundwork chat [MODEL]``)."""
 
 GROUP_HELP = {
-    "model": "Look inside model configs: parameters, FLOPs, memory.",
+    "model": "List the architectures and presets; look inside a model: parameters, FLOPs, memory.",
     "data": "Real data sources: fetch, inspect, and prepare token shards.",
     "tokenizer": "Train tokenizers and look at how they split text.",
 }
@@ -79,30 +93,81 @@ def _is_str_list(annotation: Any) -> bool:
 
 def _command_parser(fn: Callable[..., None]) -> ArgumentParser:
     """A parser for one command: required list-of-str parameters become ``nargs='+'``
-    positionals, the rest come from the signature and docstring through jsonargparse."""
+    positionals, those of :data:`OPTIONAL_POSITIONALS` ``nargs='?'`` ones, and the rest come
+    from the signature and docstring through jsonargparse (required ones positional)."""
     parser = ArgumentParser(description=_summary(fn), exit_on_error=False, allow_abbrev=False)
     if any(dataclasses.is_dataclass(t) for t in _dataclass_params(fn).values()):
         parser.add_argument("--config", action=ActionConfigFile, help="A YAML recipe (configs/).")
+    many = _list_positionals(fn)
+    for name in many:
+        parser.add_argument(name, nargs="+", help=_param_doc(fn, name))
+    params = inspect.signature(fn).parameters
+    optional = OPTIONAL_POSITIONALS.get(fn, ())
+    for name in optional:
+        parser.add_argument(
+            name, nargs="?", default=params[name].default, help=_param_doc(fn, name)
+        )
+    parser.add_function_arguments(fn, as_positional=True, skip={*many, *optional})
+    return parser
+
+
+def _list_positionals(fn: Callable[..., None]) -> list[str]:
+    """Required list-of-str parameters: one or more positional words (``data fetch A B``)."""
     hints = typing.get_type_hints(fn)
-    many = [
+    return [
         name
         for name, p in inspect.signature(fn).parameters.items()
         if p.default is inspect.Parameter.empty and _is_str_list(hints.get(name))
     ]
-    for name in many:
-        parser.add_argument(name, nargs="+", help=_param_doc(fn, name))
-    parser.add_function_arguments(fn, as_positional=True, skip=set(many))
-    return parser
+
+
+def _options(fn: Callable[..., None]) -> dict[str, tuple[Any, Any]]:
+    """Every option of a command, as jsonargparse names it (``max_new_tokens``, ``train.lr``),
+    with its type and default; config dataclasses are walked into."""
+    out: dict[str, tuple[Any, Any]] = {}
+
+    def walk(prefix: str, fields: dict[str, tuple[Any, Any]]) -> None:
+        for name, (hint, default) in fields.items():
+            inner = _dataclass_in(hint)
+            if inner is None:
+                out[prefix + name] = (hint, default)
+                continue
+            hints = typing.get_type_hints(inner)
+            walk(
+                f"{prefix}{name}.",
+                {f.name: (hints[f.name], f.default) for f in dataclasses.fields(inner)},
+            )
+
+    hints = typing.get_type_hints(fn)
+    params = inspect.signature(fn).parameters
+    walk("", {n: (hints.get(n, Any), p.default) for n, p in params.items() if n in hints})
+    for name in _list_positionals(fn):
+        out.pop(name, None)
+    return out
 
 
 def _dataclass_params(fn: Callable[..., None]) -> dict[str, Any]:
     """Parameters whose type is (optionally) a config dataclass."""
     out = {}
     for name, hint in typing.get_type_hints(fn).items():
-        args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
-        if len(args) == 1 and dataclasses.is_dataclass(args[0]):
-            out[name] = args[0]
+        inner = _dataclass_in(hint)
+        if inner is not None:
+            out[name] = inner
     return out
+
+
+def _dataclass_in(hint: Any) -> Any:
+    """The config dataclass ``hint`` is (``X`` or ``X | None``), else ``None``."""
+    inner = _without_none(hint)
+    return inner if isinstance(inner, type) and dataclasses.is_dataclass(inner) else None
+
+
+def _without_none(hint: Any) -> Any:
+    """``X`` for ``X | None`` (or ``Optional[X]``); ``hint`` itself otherwise."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if len(args) == 1 and type(None) in typing.get_args(hint):
+        return args[0]
+    return hint
 
 
 def _summary(fn: Callable[..., None]) -> str:
@@ -183,26 +248,68 @@ def _known_options(fn: Callable[..., None]) -> list[str]:
     )
 
 
-def _bare_flags(argv: list[str]) -> list[str]:
-    """Let a boolean option stand alone: ``--json`` means ``--json true``."""
+def _option_values(argv: list[str]) -> list[str]:
+    """Let a boolean option stand alone (``--json`` means ``--json true``), and let a list
+    option take ``a,b`` (``--sources shakespeare,wiki-sample`` means ``[shakespeare,
+    wiki-sample]``); ``argv`` has been through :func:`_normalise_argv`."""
     _, fn = _find_command(argv)
     if fn is None:
         return argv
-    hints = typing.get_type_hints(fn)
-    flags = {f"--{name}" for name, hint in hints.items() if hint is bool}
+    options = {f"--{name}": hint for name, (hint, _) in _options(fn).items()}
     out: list[str] = []
-    for i, arg in enumerate(argv):
-        out.append(arg)
-        following = argv[i + 1].lower() if i + 1 < len(argv) else ""
-        if arg in flags and following not in ("true", "false", "yes", "no"):
-            out.append("true")
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        flag, eq, value = arg.partition("=")
+        hint = _without_none(options.get(flag))
+        following = argv[i + 1] if i + 1 < len(argv) else None
+        if "--" in argv[:i]:
+            out.append(arg)
+        elif hint is bool and not eq:
+            out.append(arg)
+            if following is None or following.lower() not in ("true", "false", "yes", "no"):
+                out.append("true")
+        elif typing.get_origin(hint) in (list, tuple) and eq:
+            out.append(f"{flag}={_as_list(value, hint)}")
+        elif typing.get_origin(hint) in (list, tuple) and following is not None:
+            out += [arg, _as_list(following, hint)]
+            i += 1
+        else:
+            out.append(arg)
+        i += 1
     return out
 
 
+def _as_list(value: str, hint: Any) -> str:
+    """``a,b`` as the list jsonargparse parses (``["a", "b"]``); a ``[...]`` value unchanged."""
+    if value.lstrip().startswith("[") or value.startswith("-"):
+        return value
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    element_types = {t for t in typing.get_args(hint) if t is not Ellipsis}
+    if element_types <= {str, Path}:
+        return json.dumps(items)  # quoted: "no" or "1" stay strings
+    return "[" + ", ".join(items) + "]"
+
+
 def _explain_parse_error(message: str, argv: Sequence[str]) -> str:
-    """Turn a parse error into one line; an unknown option or config key gets the closest valid
-    one ('did you mean ...')."""
+    """Turn a parse error into one plain line: an unknown command, option or config key gets the
+    closest valid one ('did you mean ...'), a value of the wrong type what the option takes."""
     words, fn = _find_command(argv)
+    choice = re.search(r"argument (sub)?command: invalid choice: '([^']*)'", message)
+    if choice:
+        group = words[0] if choice.group(1) and words else ""
+        entry = COMMANDS.get(group, COMMANDS)
+        names = [f"{group} {n}".strip() for n in entry] if isinstance(entry, dict) else []
+        bad = f"{group} {choice.group(2)}".strip()
+        return f"unknown command {bad!r}: {did_you_mean(bad, names)}"
+    missing = re.search(r'expected "(\w+)\.subcommand" to be one of \{([^}]*)\}', message)
+    if missing:
+        commands = missing.group(2).replace(",", ", ")
+        return f"`groundwork {missing.group(1)}` needs a command: {commands} (see --help)"
+    required = re.search(r"arguments are required: (.+)$", message.strip())
+    if required and fn is not None:
+        names = [n.rsplit(".", 1)[-1].upper() for n in required.group(1).split(", ")]
+        return f"`groundwork {' '.join(words)}` needs {' '.join(names)} (see --help)"
     unknown = re.search(r"[Uu]nrecognized arguments: (--?[\w.-]+)", message) or re.search(
         r"does not accept (?:option|key) '([\w.-]+)'", message
     )
@@ -212,15 +319,35 @@ def _explain_parse_error(message: str, argv: Sequence[str]) -> str:
         return (
             f"unknown option {bad} for `groundwork {' '.join(words)}` (or in its --config): {hint}"
         )
+    key = re.search(r'Parser key "([\w.]+)"', message)
+    if key and fn is not None and key.group(1) in _options(fn):
+        hint, default = _options(fn)[key.group(1)]
+        got = re.search(r"(?:Got|Given) value: (.*)$", message.strip())
+        shown = f" (got {got.group(1)!r})" if got else ""
+        return f"--{key.group(1).replace('_', '-')} {_expects(hint, default)}{shown}"
     lines = [line for line in message.strip().splitlines() if line.strip()]
     return " ".join(line.strip() for line in lines[-2:]) if lines else "invalid arguments"
+
+
+def _expects(hint: Any, default: Any) -> str:
+    """What an option of type ``hint`` takes, in words (``must be one of: cnn, bilstm``)."""
+    inner = _without_none(hint)
+    none = " or none" if inner is not hint else ""
+    if typing.get_origin(inner) is typing.Literal:
+        return "must be one of: " + ", ".join(str(v) for v in typing.get_args(inner)) + none
+    if typing.get_origin(inner) in (list, tuple):
+        items = [str(v) for v in default] if isinstance(default, list | tuple) and default else []
+        example = f"{','.join(items)} or [{items[0]}]" if items else "a,b or [a, b]"
+        return f"takes a list: {example}{none}"
+    words = {bool: "true or false", int: "an integer", float: "a number", Path: "a path"}
+    return f"takes {words.get(inner, 'text')}{none}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``groundwork`` command; returns the exit status (0 ok, 2 user error)."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
-    args = _bare_flags(_normalise_argv([a for a in args if a != "--debug"]))
+    args = _option_values(_normalise_argv([a for a in args if a != "--debug"]))
     parser = build_parser()
     if not args:
         parser.print_help()

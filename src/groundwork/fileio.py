@@ -9,7 +9,7 @@ chapter 7 (Data) rely on it.
 import contextlib
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -19,18 +19,35 @@ import yaml
 from groundwork.errors import CheckpointError
 
 
+def _new_temp_file(path: Path) -> Path:
+    """Create an empty, uniquely named file beside ``path`` and return its path.
+
+    Unlike :func:`tempfile.mkstemp` (mode 0600, private), the file gets the mode any new file
+    gets, ``0o666`` less the umask: what ends up at ``path`` must be as readable as if it had
+    been written there directly.
+    """
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(f"cannot create a temporary file beside {path}")  # pragma: no cover
+
+
 # --8<-- [start:atomic]
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success move it over ``path`` atomically.
 
-    If the body raises, the temporary file is removed and ``path`` is untouched.
+    If the body raises, the temporary file is removed and ``path`` is untouched. The file gets
+    the usual mode of a new file (``0o666`` less the umask).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _new_temp_file(path)
     try:
         yield tmp
         with open(tmp, "rb") as f:

@@ -13,11 +13,13 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from groundwork.errors import UnknownNameError, did_you_mean
+from groundwork.models import registry
 from groundwork.tokenize.wrapped import HFTokenizer
 
 
@@ -30,6 +32,16 @@ class PretrainedSource:
     gguf_file: str
     """The GGUF file inside it."""
     description: str
+    """One line for ``groundwork model list``."""
+    arch: str
+    """Its architecture in the registry (:mod:`groundwork.models.registry`)."""
+    preset: str
+    """The registry preset with its shape, so ``groundwork model info`` can describe the model
+    without loading (or downloading) the weights."""
+
+    def config(self) -> Any:
+        """The model's config, from the registry preset (no weights are read)."""
+        return registry.find_preset(self.preset, self.arch)
 
 
 PRETRAINED: dict[str, PretrainedSource] = {
@@ -38,6 +50,8 @@ PRETRAINED: dict[str, PretrainedSource] = {
         gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
         description="SmolLM2-135M-Instruct (Hugging Face, 2024): a 134.5M-parameter Llama-style "
         "chat model, 4-bit (Q4_1) GGUF, Apache-2.0",
+        arch="llama",
+        preset="smollm2-135m",
     ),
 }
 
@@ -90,10 +104,12 @@ def _convert(source: PretrainedSource, cache: Path) -> None:
 
     gguf_path = corpus.fetch(source.data_source) / source.gguf_file
     metadata = GGUFFile(gguf_path).metadata
+    eos = metadata.get("tokenizer.ggml.eos_token_id")
+    bos = metadata.get("tokenizer.ggml.bos_token_id", eos)
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{cache.name}.", dir=cache.parent))
     try:
-        export_hf(llama_from_gguf(gguf_path), tmp)
+        export_hf(llama_from_gguf(gguf_path), tmp, eos_token_id=eos, bos_token_id=bos)
         tokenizer_from_gguf(metadata).save(str(tmp / "tokenizer.json"))
         template = chat_template_from_gguf(metadata)
         if template is not None:

@@ -12,10 +12,17 @@ runs/<name>/
   metrics.jsonl, plots/, tb/   what the training engine logged
 ```
 
-``kind`` says what the model is: ``lm`` (a registered causal LM, the default) or one of the
-kinds added by the recipes that register a loader with :func:`register_kind` (a text classifier,
-word vectors, an n-gram model). ``load_run(dir)`` returns ``(model, tokenizer, config)`` for any
-of them. Writes are atomic (:mod:`groundwork.fileio`). See ``docs/architecture.md``.
+``kind`` says what the model is, and so which files hold it:
+
+* ``lm`` (the default): a registered causal LM, ``model.safetensors`` + ``tokenizer.json``;
+* ``classifier``: a registered text classifier (``cnn``, ``bilstm``), ``model.safetensors`` +
+  ``vocab.json`` (the word vocabulary) and the class ``labels`` in ``config.yaml``;
+* ``word2vec``: word vectors, ``vectors.safetensors`` + ``vocab.json`` (+ ``vectors.txt``);
+* ``ngram``: an n-gram LM's counts, ``model.npz`` + ``vocab.json`` or ``tokenizer.json``.
+
+``load_run(dir)`` returns ``(model, tokenizer or vocabulary, config)`` for any of them; a new kind
+is taught to it with :func:`register_kind`. Writes are atomic (:mod:`groundwork.fileio`).
+See ``docs/architecture.md``.
 """
 
 import shutil
@@ -121,6 +128,12 @@ def read_config(run_dir: Path) -> dict[str, Any]:
                 " (it holds a config.json: an output of an older groundwork version; "
                 "train it again to get a run directory)"
             )
+        elif (run_dir / "word2vec_config.json").is_file():
+            hint = (
+                " (it holds word vectors from an older groundwork version: load them with "
+                "groundwork.models.word2vec.Word2Vec.load, or run `groundwork word2vec --out DIR` "
+                "again)"
+            )
         raise CheckpointError(
             f"{run_dir} is not a run directory (no {CONFIG_FILE}){hint}; "
             "train one with `groundwork pretrain`"
@@ -221,3 +234,58 @@ def check_writable(out: Path, *, overwrite: bool = False, resume_hint: bool = Tr
             f"{out} already holds a run; {hint}choose another --out, or pass --overwrite to "
             "replace it"
         )
+
+
+# --- word-level kinds: word2vec and n-gram runs ---
+
+NGRAM_MODEL_FILE = "model.npz"
+"""An n-gram run's counts (:meth:`groundwork.models.ngram.NGramLM.save`)."""
+
+
+def _load_word2vec(run_dir: Path, config: dict[str, Any], weights: bool) -> tuple[Any, Any]:
+    """Word vectors (``groundwork word2vec``): the
+    :class:`~groundwork.models.word2vec.Word2Vec` model and its word vocabulary."""
+    from groundwork.models.word2vec import Word2Vec, Word2VecConfig
+
+    try:
+        model_config = Word2VecConfig(**config["model"])
+    except (KeyError, TypeError, ConfigError) as err:
+        raise CheckpointError(
+            f"{run_dir / CONFIG_FILE} has no valid word2vec model section ({err})"
+        ) from err
+    model = Word2Vec.load(run_dir, model_config, weights=weights)
+    return model, model.vocab
+
+
+def _load_ngram(run_dir: Path, config: dict[str, Any], weights: bool) -> tuple[Any, Any]:
+    """An n-gram model (``groundwork ngram --out``) and what cut its text into ids: a word
+    vocabulary (``vocab.json``) or a tokenizer (``tokenizer.json``), checked to be the one the
+    counts were made with."""
+    from groundwork.fileio import read_json
+    from groundwork.models.ngram import NGramConfig, NGramLM, vocab_fingerprint
+    from groundwork.tokenize.words import Vocabulary
+
+    vocab: Any
+    if (run_dir / VOCAB_FILE).is_file():
+        vocab = Vocabulary.from_json(read_json(run_dir / VOCAB_FILE))
+        tokens = list(vocab.tokens)
+    else:
+        vocab = load_tokenizer(run_dir)
+        if vocab is None:
+            raise CheckpointError(f"{run_dir} has neither {VOCAB_FILE} nor {TOKENIZER_FILE}")
+        tokens = [vocab.id_to_token(i) for i in range(vocab.vocab_size)]
+    if not weights:
+        try:
+            return NGramLM(NGramConfig(**config["model"])), vocab
+        except (KeyError, TypeError, ConfigError) as err:
+            raise CheckpointError(
+                f"{run_dir / CONFIG_FILE} has no valid n-gram model section ({err})"
+            ) from err
+    model = NGramLM.load(
+        run_dir / NGRAM_MODEL_FILE, vocab_size=len(tokens), fingerprint=vocab_fingerprint(tokens)
+    )
+    return model, vocab
+
+
+register_kind("word2vec", _load_word2vec)
+register_kind("ngram", _load_ngram)

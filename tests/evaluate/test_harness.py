@@ -217,3 +217,19 @@ def test_errors(tmp_path: Path) -> None:
         build_examples(_task([{"q": "q", "choices": ["a"], "gold": 0}]), 0, limit=0)
     with pytest.raises(ConfigError, match="doc_to_choices"):
         _task([], doc_to_choices=None)
+
+
+@pytest.mark.parametrize("name", ["harness", "task", "tasks"])
+def test_docstring_examples(name: str) -> None:
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(f"groundwork.evaluate.{name}"))
+    assert result.failed == 0 and result.attempted > 0
+
+
+def test_the_registry_is_shared_and_filled_by_importing_the_package() -> None:
+    from groundwork.evaluate import harness, task
+
+    assert harness.TASKS is task.TASKS and "piqa" in task.TASKS
+    assert harness.get_task("piqa") is task.get_task("piqa")

@@ -118,10 +118,56 @@ def test_empty_prompt_is_an_error(model: GPT | Llama) -> None:
         generate(model, [], config)
 
 
-def test_too_long_is_an_error(model: GPT | Llama) -> None:
-    with pytest.raises(ConfigError, match="max_seq_len 64"):
-        generate(model, [[1] * 60], GenerationConfig(max_new_tokens=5))
-    generate(model, [[1] * 59], GenerationConfig(max_new_tokens=5, temperature=0))  # fits exactly
+def test_a_prompt_longer_than_the_context_is_an_error(model: GPT | Llama) -> None:
+    with pytest.raises(ConfigError, match="prompt 1 has 65 tokens, more than the model's context"):
+        generate(model, [[1], [1] * 65], GenerationConfig(max_new_tokens=1))
+    with pytest.raises(ConfigError, match="the prompt has 65 tokens"):
+        generate(model, [[1] * 65], GenerationConfig(max_new_tokens=1))
+    out = generate(model, [[1] * 64], GenerationConfig(max_new_tokens=5, temperature=0))
+    assert len(out.sequences[0]) == 5  # the prompt fills the context; then the window slides
+
+
+def test_past_the_context_the_window_slides(model: GPT | Llama) -> None:
+    """80 new tokens with a context of 64: every step reads the last 64 tokens, cached (the
+    cache prefilled again once the window moves) or not, batched or alone, exactly like the
+    plain nanoGPT-style sampler that crops its input."""
+    from groundwork.generate import sample
+
+    config = GenerationConfig(max_new_tokens=80, temperature=0)
+    cached = generate(model, PROMPTS, config, return_logits=True)
+    uncached = generate_uncached(model, PROMPTS, config, return_logits=True)
+    assert cached.sequences == uncached.sequences
+    assert cached.logits is not None and uncached.logits is not None
+    # 80 steps of rounding with large random weights: a looser tolerance than TOL
+    torch.testing.assert_close(cached.logits, uncached.logits, rtol=1e-4, atol=1e-4)
+    for prompt, row in zip(PROMPTS, cached.sequences, strict=True):
+        assert len(row) == 80
+        assert sample(model, prompt, max_new_tokens=80, temperature=0, max_seq_len=64) == row
+
+
+def test_beam_search_slides_too(model: GPT | Llama) -> None:
+    from groundwork.generate import beam_search
+
+    config = GenerationConfig(max_new_tokens=70, num_beams=3, num_return_sequences=3)
+    cached = beam_search(model, PROMPTS[0], config)
+    assert [len(tokens) for tokens, _ in cached] == [70, 70, 70]
+    uncached = beam_search(model, PROMPTS[0], config, use_cache=False)
+    assert [t for t, _ in cached] == [t for t, _ in uncached]
+    for (_, a), (_, b) in zip(cached, uncached, strict=True):
+        assert a == pytest.approx(b, rel=1e-5)
+
+
+def test_recurrent_models_have_no_window() -> None:
+    from groundwork.generate.decode import context_window
+    from groundwork.models import LSTMLM, LSTMConfig
+
+    torch.manual_seed(0)
+    lstm = LSTMLM(LSTMConfig.from_name("tiny", max_seq_len=8)).eval()
+    assert context_window(lstm) is None
+    config = GenerationConfig(max_new_tokens=20, temperature=0)
+    long_prompt = list(range(10, 30))  # longer than max_seq_len: fine, nothing is cut
+    cached = generate(lstm, [long_prompt], config)
+    assert cached.sequences == generate_uncached(lstm, [long_prompt], config).sequences
 
 
 def test_ids_outside_the_vocabulary_are_an_error(model: GPT | Llama) -> None:
@@ -146,6 +192,12 @@ def test_beam_search_is_refused(model: GPT | Llama) -> None:
         dict(min_p=2.0),
         dict(repetition_penalty=0.0),
         dict(max_new_tokens=0),
+        dict(max_new_tokens=-5),
+        dict(temperature=float("nan")),
+        dict(temperature=float("inf")),
+        dict(top_p=float("nan")),
+        dict(repetition_penalty=float("nan")),
+        dict(length_penalty=float("inf")),
     ],
 )
 def test_invalid_sampling_values(bad: dict[str, float]) -> None:

@@ -1,6 +1,7 @@
 """Streaming: GPT-2's real byte-level tokenizer and a scripted model that emits chosen ids."""
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -27,6 +28,7 @@ class Scripted(nn.Module):
     def __init__(self, script: list[int], prompt_len: int, vocab_size: int) -> None:
         super().__init__()
         self.script, self.prompt_len, self.vocab_size = script, prompt_len, vocab_size
+        self.config = SimpleNamespace(vocab_size=vocab_size, max_seq_len=1024)  # CausalLM's
         self.dummy = nn.Parameter(torch.zeros(1))  # so the decoder can find a device
 
     def new_kv_cache(self, batch: int, max_seq_len: int | None = None) -> KVCache:

@@ -6,6 +6,7 @@ checkpoint written by ``export_hf`` loads in ``AutoModelForCausalLM.from_pretrai
 """
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,11 @@ import torch.nn.functional as F
 
 from groundwork.errors import CheckpointError, ConfigError
 from groundwork.interop.hf import (
+    config_from_hf_dict,
     export_hf,
     from_hf,
     gpt2_key_map,
+    hf_config_dict,
     hf_state_dict,
     import_hf,
     load_hf_state_dict,
@@ -281,3 +284,103 @@ def test_a_model_without_a_hugging_face_twin_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="LSTM models have no Hugging Face twin"):
         export_hf(lstm, tmp_path / "out")  # type: ignore[arg-type]
     assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# Adapters from the registry, and the special token ids of an export
+
+
+def test_every_adapter_maps_every_key_of_its_model() -> None:
+    from groundwork.models import registry
+
+    assert set(registry.hf_adapters()) == {"gpt", "llama"}
+    for name, adapter in registry.hf_adapters().items():
+        arch = registry.get(name)
+        for overrides in ({}, {"tie_embeddings": False}, {"n_layers": 3}):
+            if name == "gpt" and overrides.get("tie_embeddings") is False:
+                continue  # no GPT-2 twin
+            config = arch.config("tiny", **overrides)
+            with torch.device("meta"):
+                model = arch.model_cls(config)
+            key_map = adapter.key_map(config)
+            assert set(model.state_dict()) <= set(key_map), name
+            assert len(set(key_map.values())) == len(key_map), f"{name}: two keys map to one"
+            # The config survives the trip through config.json's fields.
+            assert config_from_hf_dict(hf_config_dict(config)) == config
+
+
+def test_config_from_hf_dict_picks_the_adapter_by_model_type() -> None:
+    d = hf_config_dict(LlamaConfig.from_name("tiny", rope_scaling={"kind": "linear", "factor": 2}))
+    assert d["model_type"] == "llama" and d["architectures"] == ["LlamaForCausalLM"]
+    assert isinstance(config_from_hf_dict(d), LlamaConfig)
+    d = hf_config_dict(GPTConfig.from_name("tiny"))
+    assert d["model_type"] == "gpt2" and d["architectures"] == ["GPT2LMHeadModel"]
+    assert isinstance(config_from_hf_dict(d), GPTConfig)
+    with pytest.raises(CheckpointError, match=r"model_type 'bert' is not supported \(gpt2, llama"):
+        config_from_hf_dict({**d, "model_type": "bert"})
+
+
+def _load_with_transformers(
+    path: Path, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> tuple[Any, Any, list[str]]:
+    """``AutoConfig`` and ``AutoModelForCausalLM`` of ``path``, and the warnings about token ids
+    ``transformers`` logged while loading them (its ``warning_once`` cache cleared first)."""
+    logging.Logger.warning_once.cache_clear()  # type: ignore[attr-defined]
+    capfd.readouterr()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        config = transformers.AutoConfig.from_pretrained(path)
+        model = transformers.AutoModelForCausalLM.from_pretrained(path).eval()
+    text = capfd.readouterr().err + caplog.text
+    return config, model, [line for line in text.splitlines() if "token_id" in line]
+
+
+def test_transformers_warns_about_ids_outside_the_vocabulary(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """What the export avoids (and that the check below can see it)."""
+    export_hf(GPT(GPTConfig.from_name("tiny", vocab_size=64)), tmp_path)
+    written = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**written, "eos_token_id": 50256}))
+    _, _, warnings = _load_with_transformers(tmp_path, capfd, caplog)
+    assert warnings and "50256" in warnings[0]
+
+
+@pytest.mark.parametrize(("eos", "expected"), [(3, 3), (None, None), (64, None)])
+def test_export_hf_writes_token_ids_inside_the_vocabulary(
+    eos: int | None,
+    expected: int | None,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    model = GPT(GPTConfig.from_name("tiny", vocab_size=64)).eval()
+    export_hf(model, tmp_path, eos_token_id=eos)
+    written = json.loads((tmp_path / "config.json").read_text())
+    assert written["bos_token_id"] == expected
+    assert written["eos_token_id"] == expected
+    config, loaded, warnings = _load_with_transformers(tmp_path, capfd, caplog)
+    assert (config.bos_token_id, config.eos_token_id) == (expected, expected)
+    assert warnings == []
+    idx = torch.randint(0, 64, (1, 8))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(idx).logits, model(idx), **TOL)
+
+
+def test_export_hf_without_ids_loads_without_token_warnings(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """GPT-2's default ids (50256) name no token of a small vocabulary: they are not written."""
+    export_hf(GPT(GPTConfig.from_name("tiny", vocab_size=2048)), tmp_path / "gpt")
+    export_hf(Llama(LlamaConfig.from_name("tiny", vocab_size=64)), tmp_path / "llama")
+    for name in ("gpt", "llama"):
+        config, _, warnings = _load_with_transformers(tmp_path / name, capfd, caplog)
+        assert config.eos_token_id is None and config.bos_token_id is None
+        assert warnings == []
+
+
+def test_export_hf_keeps_a_separate_bos_id(tmp_path: Path) -> None:
+    model = Llama(LlamaConfig.from_name("tiny", vocab_size=64))
+    export_hf(model, tmp_path, eos_token_id=2, bos_token_id=1)
+    written = json.loads((tmp_path / "config.json").read_text())
+    assert (written["bos_token_id"], written["eos_token_id"]) == (1, 2)

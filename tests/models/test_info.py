@@ -65,3 +65,50 @@ def test_format_info_table() -> None:
     assert "134,515,008" in text
     assert "FLOPs per token (T = 8192)" in text
     assert "bf16" in text
+
+
+@pytest.mark.parametrize("name", ["gpt", "llama", "lstm"])
+def test_every_registered_family_counts_its_parameters(name: str) -> None:
+    from groundwork.models import registry
+
+    config = registry.find_preset("tiny", name)
+    report = info(config)
+    assert report["architecture"] == name
+    with torch.device("meta"):
+        model = registry.build_model(config)
+    assert report["parameters"]["total"] == model.num_parameters()
+
+
+def test_attention_term_only_for_attention_models() -> None:
+    from groundwork.models import LSTMConfig
+
+    lstm = info(LSTMConfig.from_name("tiny"), seq_len=100)["flops_per_token"]
+    assert lstm["forward"] == 2 * lstm["matmul_params"]
+    llama = LlamaConfig.from_name("tiny", d_head=24)  # d_attn = n_heads * d_head != d_model
+    flops = info(llama, seq_len=100)["flops_per_token"]
+    assert flops["forward"] - 2 * flops["matmul_params"] == 2 * 2 * 100 * 4 * 24
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_the_output_head_is_one_matmul_tied_or_not(tie: bool) -> None:
+    """N counts the head's matrix once, whether it is shared with the embeddings or not."""
+    config = LlamaConfig.from_name("tiny", tie_embeddings=tie)
+    report = info(config)
+    params = report["parameters"]
+    head = config.vocab_size * config.d_model
+    non_embedding = params["attention"] + params["mlp"] + params["norms"]
+    assert report["flops_per_token"]["matmul_params"] == non_embedding + head
+
+
+def test_a_config_outside_the_registry_is_refused() -> None:
+    from dataclasses import dataclass
+
+    from groundwork.errors import ConfigError
+
+    @dataclass
+    class OtherConfig:
+        vocab_size: int = 10
+        max_seq_len: int = 8
+
+    with pytest.raises(ConfigError, match="OtherConfig"):
+        info(OtherConfig())

@@ -2,12 +2,14 @@
 saving, errors."""
 
 import collections
+import doctest
 import math
 
 import numpy as np
 import pytest
 
 from groundwork.errors import CheckpointError, ConfigError, DataError, EmptyCorpusError
+from groundwork.models import ngram, ngram_counts
 from groundwork.models.ngram import (
     FALLBACK_DISCOUNTS,
     SMOOTHINGS,
@@ -201,9 +203,9 @@ def test_save_load_round_trip_and_vocabulary_mismatch(tmp_path) -> None:  # type
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"order": 0}, "order must be an integer >= 1"),
-        ({"order": -2}, "order must be an integer >= 1"),
-        ({"order": 2.5}, "order must be an integer >= 1"),
+        ({"order": 0}, "order must be a positive integer"),
+        ({"order": -2}, "order must be a positive integer"),
+        ({"order": 2.5}, "order must be a positive integer"),
         ({"smoothing": "kneser-nay"}, "did you mean 'kneser-ney'"),
         ({"smoothing": "good-turing"}, "unknown smoothing"),
         ({"k": 0}, "k must be a positive number"),
@@ -325,3 +327,14 @@ def test_nltk_unigram_level_differs_as_documented() -> None:
     unseen = 6
     assert ref.unmasked_score(name(unseen), (name(THE),)) == 0.0
     assert lm.prob(unseen, [THE]) == pytest.approx(0.75 * 0.525 / 8, rel=1e-12)
+
+
+@pytest.mark.parametrize("module", [ngram, ngram_counts])
+def test_docstring_examples(module) -> None:  # type: ignore[no-untyped-def]
+    result = doctest.testmod(module)
+    assert result.failed == 0 and result.attempted > 0
+
+
+def test_numpy_vocab_size_is_accepted() -> None:
+    lm = NGramLM(NGramConfig(order=2)).fit([[0, 1]], vocab_size=np.int64(3))
+    assert lm.vocab_size == 3 and isinstance(lm.vocab_size, int)

@@ -1,8 +1,10 @@
 """word2vec: hand-derived gradients vs autograd, the Huffman tree, noise and subsampling by hand,
 the exact word2vec.c update, windows, a tiny training run that learns, saving, and bad input."""
 
+import dataclasses
 import doctest
 import itertools
+import json
 import math
 import random
 
@@ -10,10 +12,11 @@ import numpy as np
 import pytest
 import torch
 
+from groundwork import runs
 from groundwork.errors import CheckpointError, ConfigError, EmptyCorpusError, TrainingError
 from groundwork.models import word2vec as w2v
+from groundwork.models import word2vec_examples, word2vec_softmax
 from groundwork.models.word2vec import (
-    Vocab,
     Word2Vec,
     Word2VecConfig,
     build_vocab,
@@ -25,11 +28,20 @@ from groundwork.models.word2vec import (
     negative_sampling_grads,
     negative_sampling_loss,
     noise_distribution,
+    training_examples,
 )
+from groundwork.tokenize.words import Vocabulary
 
 
-def test_docstring_examples() -> None:
-    assert doctest.testmod(w2v).failed == 0
+def vocab_of(words: list[str], counts: list[int]) -> Vocabulary:
+    """A word2vec vocabulary: no special tokens, with counts."""
+    return Vocabulary(words, counts=counts, specials=(), pattern=None)
+
+
+@pytest.mark.parametrize("module", [w2v, word2vec_softmax, word2vec_examples])
+def test_docstring_examples(module) -> None:  # type: ignore[no-untyped-def]
+    result = doctest.testmod(module)
+    assert result.failed == 0 and result.attempted > 0
 
 
 # --- gradients --------------------------------------------------------------------------------
@@ -95,7 +107,7 @@ def test_step_is_the_word2vec_c_update_for_one_example() -> None:
     """One skip-gram/hs step on one (input, target) pair, written the way word2vec.c does it:
     f = sigma(syn0[in] . syn1[p]); g = (1 - code - f) * alpha; neu1e += g syn1[p];
     syn1[p] += g syn0[in]; and at the end syn0[in] += neu1e."""
-    vocab = Vocab(["a", "b", "c", "d"], [4, 2, 1, 1])
+    vocab = vocab_of(["a", "b", "c", "d"], [4, 2, 1, 1])
     model = Word2Vec(vocab, Word2VecConfig(dim=3, loss="hs", min_count=1))
     g = torch.Generator().manual_seed(3)
     model.output = torch.randn(3, 3, generator=g)
@@ -116,7 +128,7 @@ def test_step_is_the_word2vec_c_update_for_one_example() -> None:
 def test_hs_caps_the_summed_update_of_a_node_hit_many_times() -> None:
     """100 copies of one example: each node on the path gets 100 equal updates in the batch;
     summed they would be 100 single steps, capped they are max_row_updates = 8 single steps."""
-    vocab = Vocab(["a", "b", "c", "d"], [4, 2, 1, 1])
+    vocab = vocab_of(["a", "b", "c", "d"], [4, 2, 1, 1])
     model = Word2Vec(vocab, Word2VecConfig(dim=3, loss="hs", min_count=1, max_row_updates=8))
     model.output = torch.randn(3, 3, generator=torch.Generator().manual_seed(4))
     before = model.output.clone()
@@ -181,7 +193,7 @@ def test_noise_distribution_is_count_to_the_three_quarters() -> None:
 
 
 def test_noise_samples_follow_the_distribution() -> None:
-    vocab = Vocab(["a", "b", "c"], [81, 16, 1])
+    vocab = vocab_of(["a", "b", "c"], [81, 16, 1])
     model = Word2Vec(vocab, Word2VecConfig(dim=2, min_count=1))
     u = torch.rand(200_000, generator=torch.Generator().manual_seed(0))
     counts = torch.bincount(torch.searchsorted(model._noise_cdf, u), minlength=3).double()
@@ -213,20 +225,22 @@ def test_learning_rate_decays_linearly() -> None:
 
 def test_vocab_sorted_by_count_ties_first_seen_and_min_count() -> None:
     vocab = build_vocab([["b", "a", "c", "a"], ["c", "d", "b", "e"]], min_count=2)
-    assert vocab.words == ["b", "a", "c"] and vocab.counts == [2, 2, 2]
-    assert vocab.encode(["a", "zzz", "d", "c"]) == [1, 2]
-    assert build_vocab([["x", "y", "y"]], min_count=1, max_vocab=1).words == ["y"]
+    assert vocab.tokens == ["b", "a", "c"] and vocab.counts == [2, 2, 2]
+    assert vocab.ids(["a", "zzz", "d", "c"]) == [1, 2]  # unknown words are dropped
+    assert build_vocab([["x", "y", "y"]], min_count=1, max_vocab=1).tokens == ["y"]
 
 
 def test_dynamic_window_and_sentence_boundaries() -> None:
     """Skip-gram examples are (context -> centre) pairs inside each centre's shrunk window."""
-    model = Word2Vec(Vocab(list("abcd"), [1] * 4), Word2VecConfig(dim=2, window=2, min_count=1))
     words = np.array([0, 1, 2, 3])
     raw = np.arange(4)
 
     def pairs(sent: list[int], reach: list[int]) -> set[tuple[int, int]]:
         out = set()
-        for inputs, targets, _ in model._examples(words, np.array(sent), np.array(reach), raw):
+        batches = training_examples(
+            words, np.array(sent), np.array(reach), raw, arch="skipgram", window=2, batch_size=2048
+        )
+        for inputs, targets, _ in batches:
             out |= set(zip(inputs.tolist(), targets.tolist(), strict=True))
         return out
 
@@ -239,12 +253,15 @@ def test_dynamic_window_and_sentence_boundaries() -> None:
 
 
 def test_cbow_examples_hold_the_context_of_each_centre() -> None:
-    model = Word2Vec(
-        Vocab(list("abcd"), [1] * 4), Word2VecConfig(arch="cbow", dim=2, window=2, min_count=1)
-    )
     words, raw = np.array([0, 1, 2, 3]), np.arange(4)
-    ((inputs, targets, _),) = model._examples(
-        words, np.zeros(4, dtype=int), np.array([1, 2, 1, 2]), raw
+    ((inputs, targets, _),) = training_examples(
+        words,
+        np.zeros(4, dtype=int),
+        np.array([1, 2, 1, 2]),
+        raw,
+        arch="cbow",
+        window=2,
+        batch_size=2048,
     )
     assert targets.tolist() == [0, 1, 2, 3]
     # columns are offsets -2, -1, +1, +2; -1 marks "no word"
@@ -314,11 +331,11 @@ def test_save_load_round_trip_and_text_format(tmp_path) -> None:
     model = Word2Vec.train(sentences, Word2VecConfig(dim=4, min_count=1, epochs=1, loss="hs"))
     model.save(tmp_path / "run")
     again = Word2Vec.load(tmp_path / "run")
-    assert again.vocab.words == model.vocab.words and again.config == model.config
+    assert again.vocab == model.vocab and again.config == model.config
     assert torch.equal(again.input, model.input) and torch.equal(again.output, model.output)
     model.save_word2vec_format(tmp_path / "v.txt")
     lines = (tmp_path / "v.txt").read_text().splitlines()
-    assert lines[0] == f"{len(model.vocab)} 4" and lines[1].split()[0] == model.vocab.words[0]
+    assert lines[0] == f"{len(model.vocab)} 4" and lines[1].split()[0] == model.vocab.tokens[0]
 
 
 @pytest.mark.parity
@@ -328,7 +345,7 @@ def test_gensim_loads_the_text_format(tmp_path) -> None:
     model = Word2Vec.train(sentences, Word2VecConfig(dim=4, min_count=1, epochs=1))
     model.save_word2vec_format(tmp_path / "v.txt")
     kv = gensim_models.KeyedVectors.load_word2vec_format(tmp_path / "v.txt")
-    assert kv.index_to_key == model.vocab.words
+    assert kv.index_to_key == model.vocab.tokens
     np.testing.assert_allclose(kv.vectors, model.vectors.numpy(), rtol=0, atol=1e-6)
 
 
@@ -337,9 +354,38 @@ def test_load_errors(tmp_path) -> None:
         Word2Vec.load(tmp_path / "missing")
     sentences, _, _ = _two_clusters()
     Word2Vec.train(sentences, Word2VecConfig(dim=4, min_count=1, epochs=1)).save(tmp_path / "a")
-    (tmp_path / "a" / "vocab.json").write_text('{"words": ["l0"], "counts": [3]}')
+    (tmp_path / "a" / "vocab.json").write_text('{"tokens": ["l0"], "counts": [3], "specials": []}')
     with pytest.raises(CheckpointError, match="does not match"):
         Word2Vec.load(tmp_path / "a")
+    (tmp_path / "a" / "config.yaml").write_text("kind: word2vec\nmodel: {dim: 0}\n")
+    with pytest.raises(CheckpointError, match=r"cannot load word2vec.*dim"):
+        Word2Vec.load(tmp_path / "a")
+
+
+def test_a_saved_model_is_a_run_directory(tmp_path) -> None:
+    sentences, _, _ = _two_clusters()
+    model = Word2Vec.train(sentences, Word2VecConfig(dim=4, min_count=1, epochs=1))
+    model.save(tmp_path / "run")
+    loaded, vocab, config = runs.load_run(tmp_path / "run")
+    assert config["kind"] == "word2vec" and config["model"]["dim"] == 4
+    assert isinstance(loaded, Word2Vec) and vocab is loaded.vocab and vocab == model.vocab
+    assert torch.equal(loaded.vectors, model.vectors) and loaded.config == model.config
+    fresh, _, _ = runs.load_run(tmp_path / "run", weights=False)
+    assert fresh.vectors.shape == model.vectors.shape
+    assert not fresh.output.any() and model.output.any()  # freshly initialised: zeros
+
+
+def test_directories_of_older_versions_still_load(tmp_path) -> None:
+    """Before run directories: word2vec_config.json, and a vocab.json of words and counts."""
+    sentences, _, _ = _two_clusters()
+    model = Word2Vec.train(sentences, Word2VecConfig(dim=4, min_count=1, epochs=1))
+    model.save_weights(tmp_path)
+    (tmp_path / "word2vec_config.json").write_text(json.dumps(dataclasses.asdict(model.config)))
+    vocab = {"words": model.vocab.tokens, "counts": model.vocab.counts}
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    again = Word2Vec.load(tmp_path)
+    assert again.vocab.tokens == model.vocab.tokens and again.config == model.config
+    assert torch.equal(again.vectors, model.vectors)
 
 
 # --- bad input ----------------------------------------------------------------------------------
@@ -381,7 +427,7 @@ def test_bad_config(kwargs: dict, match: str) -> None:
 
 def test_hs_does_not_need_negative_and_unknown_word_lookup() -> None:
     Word2VecConfig(loss="hs", negative=0)  # fine: negative is unused by hierarchical softmax
-    model = Word2Vec(Vocab(["a", "b"], [2, 1]), Word2VecConfig(dim=2, min_count=1))
+    model = Word2Vec(vocab_of(["a", "b"], [2, 1]), Word2VecConfig(dim=2, min_count=1))
     with pytest.raises(KeyError, match="not in the vocabulary"):
         model.nearest("zzz")
     with pytest.raises(KeyError, match="not in the vocabulary"):

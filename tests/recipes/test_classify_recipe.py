@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from groundwork.errors import CheckpointError, ConfigError, DataError, EmptyCorpusError
 from groundwork.fileio import read_json, write_json
@@ -28,6 +29,7 @@ from groundwork.recipes.classify import (
     tokenize_words,
     train_classifier,
 )
+from groundwork.runs import load_run
 
 
 def ex(i: int, text: str, label: str = "ham") -> dict[str, str]:
@@ -185,8 +187,9 @@ def test_loading_a_broken_output_dir_raises(small: Splits, tmp_path: Path) -> No
         train_classifier(part, ClassifyConfig(epochs=1, model_overrides={"n_filters": 2})),
         tmp_path / "run",
     )
-    vocab = read_json(run / "vocab.json")
-    write_json(run / "vocab.json", {**vocab, "tokens": vocab["tokens"][:-1]})
+    vocab = read_json(run / "vocab.json")  # one word fewer (and its count, if recorded)
+    fewer = {k: v[:-1] if k in ("tokens", "counts") and v else v for k, v in vocab.items()}
+    write_json(run / "vocab.json", fewer)
     with pytest.raises(CheckpointError, match="different runs"):
         load_classifier(run)
 
@@ -209,6 +212,30 @@ def test_command_compares_models_into_a_table(
     ]
     assert (tmp_path / "runs" / "cnn" / "model.safetensors").exists()
     assert (tmp_path / "runs" / "bilstm" / "vocab.json").exists()
+
+
+def test_the_output_is_a_classifier_run_that_is_not_replaced_silently(
+    small: Splits, tmp_path: Path
+) -> None:
+    part = Splits(train=small.train[:100], val=small.val[:30], test=small.test[:30])
+    config = ClassifyConfig(epochs=2, model_overrides={"n_filters": 4})
+    run = tmp_path / "run"
+    result = train_classifier(part, config, run)
+    written = yaml.safe_load((run / "config.yaml").read_text())
+    assert written["kind"] == "classifier" and written["labels"] == ["ham", "spam"]
+    assert written["model"]["arch"] == "cnn" and written["train"]["max_len"] == 100
+    for name in ("model.safetensors", "vocab.json", "metrics.json", "metrics.jsonl"):
+        assert (run / name).is_file(), name
+    state = read_json(run / "trainer_state.json")
+    assert state["step"] == len(result.history) * 2  # 100 messages in batches of 64: 2 a epoch
+    net, vocab, _ = load_run(run, device="cpu")
+    assert net.config == result.net.config and vocab.tokens == result.vocab.tokens
+    with pytest.raises(ConfigError, match=r"already holds a run; choose .* pass --overwrite"):
+        train_classifier(part, config, run)
+    with pytest.raises(ConfigError, match="--overwrite"):
+        classify(out=run, epochs=1)
+    again = train_classifier(part, config, run, overwrite=True)
+    assert again.history == result.history  # same seed, same run
 
 
 def test_docstring_examples() -> None:

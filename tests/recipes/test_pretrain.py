@@ -1,5 +1,6 @@
 """Pretraining from a recipe: data preparation, run directories, and their bad inputs."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from groundwork.recipes.pretrain import (
     pretrain,
     resume_pretraining,
 )
-from groundwork.train import TrainConfig
+from groundwork.train import TrainConfig, read_metrics
 
 TINY_MODEL = ModelArgs(d_model=32, n_layers=1, n_heads=2, max_seq_len=32)
 
@@ -128,3 +129,60 @@ def test_sequence_longer_than_the_model(char_shards: tuple[Path, Path], tmp_path
             train_config=tiny_train(seq_len=64),
             out=tmp_path,
         )
+
+
+def test_an_existing_run_is_not_replaced_unless_asked(run_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    shards = Path(yaml.safe_load((copy / "config.yaml").read_text())["data"]["shards"])
+    kw: dict = dict(model=TINY_MODEL, data=DataConfig(shards=shards), out=copy)
+    with pytest.raises(ConfigError, match=r"already holds a run; continue it with --resume .*"):
+        pretrain(train_config=tiny_train(max_steps=2), **kw)
+    with pytest.raises(ConfigError, match="--overwrite"):
+        pretrain(train_config=tiny_train(max_steps=2), **kw)
+    result = pretrain(train_config=tiny_train(max_steps=2), overwrite=True, **kw)
+    assert result.state.step == 2
+    assert [r["step"] for r in read_metrics(copy / "metrics.jsonl") if "val_loss" in r] == [2]
+
+
+def test_the_command_says_why_it_stopped_and_resume_continues(
+    char_shards: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from groundwork.recipes import pretrain as recipe
+
+    _, shards = char_shards
+    out = tmp_path / "run"
+    monkeypatch.setattr(recipe, "evaluate_run", lambda run, device: FAKE_SUMMARY)  # seconds
+    # A time budget too small for even one step: every invocation takes one step and stops.
+    cfg = tiny_train(max_time=1e-9, progress=True)
+    recipe.pretrain_command(model=TINY_MODEL, data=DataConfig(shards=shards), train=cfg, out=out)
+    printed = capsys.readouterr().out
+    assert re.search(r"pretraining gpt \([\d,]+ parameters\) on cpu: steps 0 -> 4 ", printed)
+    assert "of 64 tokens each (batch 2 x 32 tokens x 1 accumulated)" in printed
+    assert "step 1: val loss (first 1 batch of 2x32) " in printed
+    assert "stopped at step 1 of 4: train.max_time (1e-09 s) reached" in printed
+    assert f"Resume with: groundwork pretrain --resume {out}" in printed
+    assert "full validation split (12,345 tokens): loss 1.0000 nats/token" in printed
+
+    again = dict(model=ModelArgs(), data=DataConfig(), train=cfg, resume=out)
+    recipe.pretrain_command(**again)  # type: ignore[arg-type]
+    printed = capsys.readouterr().out
+    assert "steps 1 -> 4" in printed and "stopped at step 2 of 4: train.max_time" in printed
+    unlimited = {**again, "train": tiny_train(max_time=1e6, progress=False)}
+    recipe.pretrain_command(**unlimited)  # type: ignore[arg-type]
+    assert "finished at step 4 of 4: train.max_steps (4) reached" in capsys.readouterr().out
+    recipe.pretrain_command(**unlimited)  # type: ignore[arg-type]
+    assert "nothing to do" in capsys.readouterr().out
+
+
+FAKE_SUMMARY = {
+    "tokens": 12345,
+    "loss_nats_per_token": 1.0,
+    "perplexity": 2.7,
+    "bits_per_byte": 1.4,
+}

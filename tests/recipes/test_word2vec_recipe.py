@@ -7,6 +7,7 @@ import random
 import pytest
 import torch
 
+from groundwork import runs
 from groundwork.errors import ConfigError, EmptyCorpusError
 from groundwork.evaluate.word_vectors import WORDSIM353, benchmark_file
 from groundwork.models.word2vec import Word2Vec
@@ -99,6 +100,14 @@ def test_word2vec_command_end_to_end(tmp_path, monkeypatch, capsys) -> None:
     model = Word2Vec.load(out)
     assert model.vectors.shape == (metrics["vocab_size"], 8)
     assert (out / "vectors.txt").read_text().startswith(f"{metrics['vocab_size']} 8\n")
+    # a run directory: load_run gives the model, its vocabulary (which splits text as the
+    # runner did) and the config
+    loaded, vocab, config = runs.load_run(out)
+    assert config["kind"] == "word2vec" and config["model"]["dim"] == 8
+    assert config["data"]["word_pattern"] == runner.WORD_PATTERN.pattern
+    assert torch.equal(loaded.vectors, model.vectors) and vocab.tokens == model.vocab.tokens
+    assert vocab.split("The TIGER's") == ["the", "tiger", "s"]
+    assert not (out / "word2vec_config.json").exists()
 
 
 def test_word2vec_command_bad_config(tmp_path) -> None:
@@ -106,3 +115,10 @@ def test_word2vec_command_bad_config(tmp_path) -> None:
         runner.word2vec(out=tmp_path, dim=0, progress=False)
     with pytest.raises(ConfigError, match="arch"):
         runner.word2vec(out=tmp_path, arch="glove", progress=False)  # type: ignore[arg-type]
+
+
+def test_docstring_examples() -> None:
+    import doctest
+
+    result = doctest.testmod(runner)
+    assert result.failed == 0 and result.attempted > 0

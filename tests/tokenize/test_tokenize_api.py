@@ -17,14 +17,16 @@ from groundwork.tokenize import (
     bpe,
     char,
     load_tokenizer,
+    merges,
     train_tokenizer,
     wordpiece,
+    words,
 )
 
 TEXTS = ["It is a truth universally acknowledged.", "That a single man in possession..."] * 5
 
 
-@pytest.mark.parametrize("module", [api, base, bpe, char, wordpiece])
+@pytest.mark.parametrize("module", [api, base, bpe, char, merges, wordpiece, words])
 def test_docstring_examples(module) -> None:
     result = doctest.testmod(module)
     assert result.failed == 0 and result.attempted > 0

@@ -1,5 +1,6 @@
-"""The training loop: the loss falls, resume equals an uninterrupted run bit for bit, SIGTERM
-checkpoints and stops cleanly, a NaN stops the run and keeps the last good checkpoint."""
+"""Pretraining a causal LM with the engine: the loss falls, resume equals an uninterrupted run bit
+for bit, SIGTERM checkpoints and stops cleanly, a NaN stops the run and keeps the last good
+checkpoint, evaluation lines say what they measure."""
 
 import os
 import signal
@@ -14,7 +15,7 @@ from torch import nn
 from groundwork.corpus import Document, TokenShards, prepare_shards
 from groundwork.errors import CheckpointError, ConfigError, TrainingError
 from groundwork.fileio import read_json
-from groundwork.train import TrainConfig, read_metrics, train
+from groundwork.train import TrainConfig, read_metrics, train_causal_lm
 
 TEXT = (
     "Shall I compare thee to a summer's day? Thou art more lovely and more temperate: "
@@ -86,7 +87,7 @@ def fresh_model(seed: int = 0) -> TinyLM:
 
 def test_loss_falls_and_the_run_directory_is_complete(shards: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    result = train(
+    result = train_causal_lm(
         fresh_model(),
         TokenShards(shards, "train"),
         TokenShards(shards, "val"),
@@ -134,14 +135,14 @@ class SignalAt:
 
 def test_sigterm_then_resume_equals_an_uninterrupted_run(shards: Path, tmp_path: Path) -> None:
     cfg = config(max_steps=20, grad_accum=2)
-    whole = train(
+    whole = train_causal_lm(
         fresh_model(), TokenShards(shards), TokenShards(shards, "val"), cfg, tmp_path / "a"
     )
     assert whole.stopped == "finished"
 
     # SIGTERM arrives during step 8 (its 15th micro-batch): the step finishes, a checkpoint is
     # written, the loop returns; then a new process-like start resumes from the checkpoint.
-    first = train(
+    first = train_causal_lm(
         fresh_model(),
         SignalAt(TokenShards(shards), at=15),
         TokenShards(shards, "val"),
@@ -151,7 +152,7 @@ def test_sigterm_then_resume_equals_an_uninterrupted_run(shards: Path, tmp_path:
     assert first.stopped == "signal" and first.state.step == 8
     assert read_json(tmp_path / "b" / "trainer_state.json")["step"] == 8
     torch.manual_seed(1234)  # a resumed process starts with unrelated RNG state
-    second = train(
+    second = train_causal_lm(
         fresh_model(seed=99),
         TokenShards(shards),
         TokenShards(shards, "val"),
@@ -188,7 +189,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(
     torch.manual_seed(0)
     run = tmp_path / "run"
     with pytest.raises(TrainingError, match=r"became nan at step 7.*intact \(step 5\)"):
-        train(
+        train_causal_lm(
             PoisonAfter(calls=6),
             TokenShards(shards),
             TokenShards(shards, "val"),
@@ -209,16 +210,20 @@ def test_bad_configs_name_the_field() -> None:
 
 def test_resume_without_a_checkpoint(shards: Path, tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="cannot resume"):
-        train(fresh_model(), TokenShards(shards), None, config(), tmp_path / "none", resume=True)
+        train_causal_lm(
+            fresh_model(), TokenShards(shards), None, config(), tmp_path / "none", resume=True
+        )
 
 
 def test_context_longer_than_the_data(shards: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="seq_len"):
-        train(fresh_model(), TokenShards(shards, "val"), None, config(seq_len=10_000), tmp_path)
+        train_causal_lm(
+            fresh_model(), TokenShards(shards, "val"), None, config(seq_len=10_000), tmp_path
+        )
 
 
 def test_bf16_autocast_on_cpu_trains(shards: Path, tmp_path: Path) -> None:
-    result = train(
+    result = train_causal_lm(
         fresh_model(),
         TokenShards(shards),
         TokenShards(shards, "val"),
@@ -229,3 +234,22 @@ def test_bf16_autocast_on_cpu_trains(shards: Path, tmp_path: Path) -> None:
     assert result.state.step == 6 and all(0 < v < 10 for v in losses)
     weights = load_file(str(tmp_path / "model.safetensors"))
     assert all(t.dtype == torch.float32 for t in weights.values()), "fp32 master weights"
+
+
+def test_evaluation_lines_say_what_they_measure(
+    shards: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = config(max_steps=5, eval_every=5, progress=True)
+    train_causal_lm(
+        fresh_model(),
+        TokenShards(shards),
+        TokenShards(shards, "val"),
+        cfg,
+        tmp_path,
+        bytes_per_token=1.0,
+    )
+    out = capsys.readouterr().out
+    assert "step 5: val loss (first 2 batches of 4x16) " in out and "bits/byte" in out
+    quiet = config(max_steps=5, eval_every=5, progress=False)
+    train_causal_lm(fresh_model(), TokenShards(shards), TokenShards(shards, "val"), quiet, tmp_path)
+    assert capsys.readouterr() == ("", "")

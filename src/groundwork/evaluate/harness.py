@@ -27,183 +27,37 @@ Few-shot examples are drawn with a seeded RNG per test example (``Random(seed, i
 task's few-shot split or, when it has none, from the evaluated split *excluding the example
 itself*; results do not depend on ``limit`` or batch size.
 
+What a task is (:class:`~groundwork.evaluate.task.Task`) and the registry of tasks live in
+:mod:`groundwork.evaluate.task`; their names are re-exported here.
+
 Chapter 11 (Evaluation) of the docs; chapter 1 relates log-likelihood to perplexity.
 """
 
-import json
 import math
 import random
-import re
-import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
-from groundwork.errors import (
-    ConfigError,
-    DataError,
-    EmptyCorpusError,
-    UnknownNameError,
-    did_you_mean,
-)
+from groundwork.checks import non_negative_int, positive_int
+from groundwork.errors import ConfigError, EmptyCorpusError
 from groundwork.evaluate.perplexity import model_max_len
+from groundwork.evaluate.task import (
+    TASKS,
+    Doc,
+    Example,
+    Task,
+    get_task,
+    normalize_answer,
+    read_jsonl,
+    register_task,
+)
+from groundwork.runtime import eval_mode
+from groundwork.tables import markdown_table
 from groundwork.tokenize.base import Tokenizer
-
-Doc = dict[str, Any]
-"""One raw record of a task's data file."""
-
-
-@dataclass
-class Example:
-    """One rendered test item."""
-
-    context: str
-    """Everything the model reads before the answer (description, shots, question)."""
-    choices: list[str]
-    """Candidate continuations (multiple choice), each starting with the target delimiter;
-    empty for generation tasks."""
-    gold: int | str
-    """Index of the right choice, or the expected answer text (generation)."""
-
-
-def normalize_answer(text: str) -> str:
-    """Lower-case, drop punctuation and articles, squeeze spaces (SQuAD-style).
-
-    >>> normalize_answer("  The Answer: 42! ")
-    'answer 42'
-    """
-    text = text.lower()
-    text = "".join(ch for ch in text if ch not in string.punctuation)
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
-
-
-@dataclass(kw_only=True)
-class Task:
-    """A declarative evaluation task: where its documents come from and how to render them."""
-
-    name: str
-    """Registry name, e.g. ``"piqa"``."""
-    docs: Callable[[], list[Doc]]
-    """Loads the evaluated documents (in a fixed order)."""
-    doc_to_text: Callable[[Doc], str]
-    """The question part of a document, e.g. ``"Question: ...\\nAnswer:"``."""
-    doc_to_target: Callable[[Doc], int | str]
-    """The gold answer: an index into the choices, or the answer text (generation)."""
-    doc_to_choices: Callable[[Doc], list[str]] | None = None
-    """The candidate answers (multiple choice)."""
-    kind: Literal["multiple_choice", "generate"] = "multiple_choice"
-    """Score choices by log-likelihood, or decode greedily and compare."""
-    fewshot_docs: Callable[[], list[Doc]] | None = None
-    """A separate split to draw shots from; ``None``: the evaluated split minus the example."""
-    description: str = ""
-    """Text put before everything else (e.g. the subject of an exam)."""
-    fewshot_separator: str = "\n\n"
-    """Between shots, and between the last shot and the question."""
-    target_delimiter: str = " "
-    """Between a question and its answer."""
-    max_new_tokens: int = 16
-    """Generation tasks: decode at most this many tokens (stopping at a newline)."""
-    normalize: Callable[[str], str] = normalize_answer
-    """Generation tasks: applied to prediction and gold before comparing."""
-    about: str = ""
-    """One line for listings: what the task is and where it comes from."""
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("multiple_choice", "generate"):
-            raise ConfigError(f"task {self.name!r}: kind must be multiple_choice or generate")
-        if self.kind == "multiple_choice" and self.doc_to_choices is None:
-            raise ConfigError(f"multiple-choice task {self.name!r} needs doc_to_choices")
-
-    def target_text(self, doc: Doc) -> str:
-        """The answer as text (what a solved shot shows after the question)."""
-        target = self.doc_to_target(doc)
-        if self.kind == "multiple_choice":
-            assert self.doc_to_choices is not None
-            return self.doc_to_choices(doc)[int(target)]
-        return str(target)
-
-    # --8<-- [start:render]
-    def render(self, doc: Doc, shots: Sequence[Doc]) -> Example:
-        """The :class:`Example` of ``doc`` preceded by the solved ``shots``."""
-        parts = [self.doc_to_text(s) + self.target_delimiter + self.target_text(s) for s in shots]
-        context = self.fewshot_separator.join([*parts, self.doc_to_text(doc)])
-        if self.description:
-            context = self.description + self.fewshot_separator + context
-        gold = self.doc_to_target(doc)
-        if self.kind == "generate":
-            return Example(context=context, choices=[], gold=str(gold))
-        assert self.doc_to_choices is not None
-        choices = [self.target_delimiter + c for c in self.doc_to_choices(doc)]
-        return Example(context=context, choices=choices, gold=int(gold))
-
-    # --8<-- [end:render]
-
-
-# --- reading task files ---------------------------------------------------------------------
-
-
-def read_jsonl(path: str | Path, required: Sequence[str] = ()) -> list[Doc]:
-    """Read a JSON-lines task file, checking that every record has the ``required`` fields.
-
-    Raises:
-        DataError: a missing file, a line that is not a JSON object, or a missing field (the
-            message names file, line and field).
-        EmptyCorpusError: the file holds no records.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"task file {path} does not exist")
-    docs = []
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                doc = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}, line {line_no}: not valid JSON ({err})") from err
-            if not isinstance(doc, dict):
-                raise DataError(f"{path}, line {line_no}: expected a JSON object")
-            for name in required:
-                if name not in doc:
-                    raise DataError(f"{path}, line {line_no}: missing field {name!r}")
-            docs.append(doc)
-    if not docs:
-        raise EmptyCorpusError(f"task file {path} holds no examples")
-    return docs
-
-
-# --- the registry ---------------------------------------------------------------------------
-
-TASKS: dict[str, Task] = {}
-"""Registered tasks by name; :mod:`groundwork.evaluate.tasks` fills it."""
-
-
-def register_task(task: Task) -> Task:
-    """Add ``task`` to :data:`TASKS` (replacing one of the same name) and return it."""
-    TASKS[task.name] = task
-    return task
-
-
-def get_task(name: str | Task) -> Task:
-    """The registered task called ``name`` (a :class:`Task` is returned as is).
-
-    Raises:
-        UnknownNameError: no such task (with the closest name).
-    """
-    if isinstance(name, Task):
-        return name
-    import groundwork.evaluate.tasks  # noqa: F401  (registers the real tasks)
-
-    if name not in TASKS:
-        raise UnknownNameError(f"unknown task {name!r}: {did_you_mean(name, TASKS)}")
-    return TASKS[name]
-
 
 # --- few-shot sampling ----------------------------------------------------------------------
 
@@ -465,10 +319,9 @@ def build_examples(
         ConfigError: a bad ``limit`` or ``shots``, or more shots than examples available.
         EmptyCorpusError: the task has no documents.
     """
-    if shots < 0:
-        raise ConfigError(f"shots must be >= 0, got {shots}")
-    if limit is not None and limit < 1:
-        raise ConfigError(f"limit must be >= 1, got {limit}")
+    non_negative_int("shots", shots)
+    if limit is not None:
+        positive_int("limit", limit)
     docs = task.docs()
     if not docs:
         raise EmptyCorpusError(f"task {task.name!r} has no examples")
@@ -496,9 +349,7 @@ def evaluate_task(
     task = get_task(task)
     examples = build_examples(task, shots, limit=limit, seed=seed)
     desc = f"{task.name} {shots}-shot"
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         if task.kind == "multiple_choice":
             scores = score_multiple_choice(
                 model, tokenizer, examples, batch_size=batch_size, progress=progress, desc=desc
@@ -513,8 +364,6 @@ def evaluate_task(
                 progress=progress,
                 desc=desc,
             )
-    finally:
-        model.train(was_training)
     if not keep_examples:
         scores.pop("examples")
     return dict(task=task.name, shots=shots, kind=task.kind, **scores)
@@ -587,22 +436,19 @@ def format_markdown(results: dict[str, Any]) -> str:
     | piqa | 0 | 8 | acc | 0.5000 | 0.1900 | 0 |
     | piqa | 0 | 8 | acc_norm | 0.6250 | 0.1800 | 0 |
     """
-    lines = [
-        "| task | shots | n | metric | value | ± stderr | truncated |",
-        "|---|---:|---:|---|---:|---:|---:|",
-    ]
-    for row in results["results"]:
+    header = ["task", "shots", "n", "metric", "value", "± stderr", "truncated"]
+    rows = []
+    for r in results["results"]:
         for metric in ("acc", "acc_norm", "exact_match"):
-            if metric in row:
-                lines.append(
-                    f"| {row['task']} | {row['shots']} | {row['n']} | {metric} | "
-                    f"{row[metric]:.4f} | {row[metric + '_stderr']:.4f} | {row['truncated']} |"
-                )
-    return "\n".join(lines)
+            if metric in r:
+                value, stderr = f"{r[metric]:.4f}", f"{r[metric + '_stderr']:.4f}"
+                rows.append([r["task"], r["shots"], r["n"], metric, value, stderr, r["truncated"]])
+    return markdown_table(header, rows, align="lrrlrrr").rstrip("\n")  # print() adds the newline
 
 
 __all__ = [
     "TASKS",
+    "Doc",
     "Example",
     "Request",
     "Task",

@@ -27,14 +27,17 @@ Chapter 1 (Language models) defines perplexity; chapter 11 (Evaluation) uses it.
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from groundwork.errors import ConfigError, EmptyCorpusError
+from groundwork.models.protocol import CausalLM, max_seq_len
+from groundwork.numerics import bits_per_byte as nats_to_bits_per_byte
+from groundwork.runtime import eval_mode
 from groundwork.tokenize.base import Tokenizer
-from groundwork.train.objectives import bits_per_byte as nats_to_bits_per_byte
 
 
 @dataclass
@@ -62,11 +65,10 @@ class PerplexityResult:
         return self.nats_per_token * self.tokens
 
 
-def model_max_len(model: nn.Module) -> int | None:
-    """The longest sequence ``model`` accepts (``config.max_seq_len``), or ``None`` if unknown."""
-    config = getattr(model, "config", None)
-    value = getattr(config, "max_seq_len", None)
-    return int(value) if value is not None else None
+def model_max_len(model: nn.Module) -> int:
+    """The longest sequence ``model`` accepts: ``config.max_seq_len`` of the
+    :class:`~groundwork.models.protocol.CausalLM` protocol, which every causal LM satisfies."""
+    return max_seq_len(cast(CausalLM, model))
 
 
 # --8<-- [start:sliding_windows]
@@ -141,13 +143,10 @@ def token_nll(
 
 def _check_window(model: nn.Module, window: int | None, stride: int | None) -> tuple[int, int]:
     limit = model_max_len(model)
-    if window is None:
-        if limit is None:
-            raise ConfigError("the model has no config.max_seq_len: pass window=")
-        window = limit
+    window = limit if window is None else window
     if window < 2:
         raise ConfigError(f"window must be >= 2 tokens, got {window}")
-    if limit is not None and window > limit:
+    if window > limit:
         raise ConfigError(f"window {window} is longer than the model's max_seq_len {limit}")
     stride = window if stride is None else stride
     if not 1 <= stride <= window:
@@ -231,10 +230,8 @@ def perplexity_of_texts(
         ConfigError: a bad ``window`` or ``stride``.
     """
     window, stride = _check_window(model, window, stride)
-    was_training = model.training
-    model.eval()
     total, n_tokens, n_bytes = 0.0, 0, 0
-    try:
+    with eval_mode(model):
         for text in texts:
             ids = tokenizer.encode(text)
             if len(ids) < 2:
@@ -245,8 +242,6 @@ def perplexity_of_texts(
             total += nats
             n_tokens += count
             n_bytes += len(text.encode("utf-8"))
-    finally:
-        model.train(was_training)
     if n_tokens == 0:
         raise EmptyCorpusError("no text to score: give a text of at least two tokens")
     return _result(total, n_tokens, n_bytes, window, stride)

@@ -12,10 +12,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from groundwork.evaluate.harness import Task, get_task
+from groundwork.evaluate.task import Task, get_task
 from groundwork.fileio import atomic_path
+from groundwork.tables import markdown_table
 
 RANDOM = "random guess"
+METRICS = ("acc", "acc_norm")
+"""The columns of each model in :func:`compare_markdown`."""
 
 
 def headline(row: Mapping[str, Any]) -> float:
@@ -75,15 +78,15 @@ def compare_markdown(results: Mapping[str, Mapping[str, Any]], *, baseline: bool
     """
     columns = _columns(results)
     names = list(results)
-    header = "| task | shots | n | " + " | ".join(f"{m} acc | {m} acc_norm" for m in names)
-    header += " | random |" if baseline else " |"
-    lines = [header, "|---|---:|---:|" + "---:|---:|" * len(names) + ("---:|" if baseline else "")]
+    header = ["task", "shots", "n", *(f"{m} {metric}" for m in names for metric in METRICS)]
+    header += ["random"] if baseline else []
     notes: list[str] = []
     by_key = {
         name: {(r["task"], int(r["shots"])): r for r in result["results"]}
         for name, result in results.items()
     }
     baselines = _baselines(results) if baseline else {}
+    rows = []
     for task, shots in columns:
         cells: list[str] = []
         n = ""
@@ -99,8 +102,8 @@ def compare_markdown(results: Mapping[str, Mapping[str, Any]], *, baseline: bool
                 notes.append(f"{name} {task} {shots}-shot {row['truncated']}/{row['n']}")
         if baseline:
             cells.append(f"{100 * baselines[task]:.1f}")
-        lines.append(f"| {task} | {shots} | {n} | " + " | ".join(cells) + " |")
-    lines.append("")
+        rows.append([task, shots, n, *cells])
+    lines = [markdown_table(header, rows, align="l" + "r" * (len(header) - 1))]
     lines.append(
         "Accuracy in percent: `acc` picks the choice with the highest log-likelihood, `acc_norm` "
         "the highest log-likelihood per byte; generation tasks (exact match) fill `acc` only."

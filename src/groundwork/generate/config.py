@@ -1,5 +1,6 @@
 """What to generate and how: one dataclass shared by every decoding strategy. Chapter 10."""
 
+import math
 from dataclasses import dataclass
 
 from groundwork.errors import ConfigError
@@ -37,22 +38,24 @@ class GenerationConfig:
     """Seed for sampling (None: nondeterministic)."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
-            raise ConfigError(
-                f"max_new_tokens must be a positive integer, got {self.max_new_tokens}"
-            )
-        if self.temperature < 0:
+        # Written as `not (ok)` so that NaN, which fails every comparison, is refused too.
+        n = self.max_new_tokens
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ConfigError(f"max_new_tokens must be a positive integer, got {n!r}")
+        if not 0 <= self.temperature < math.inf:
             raise ConfigError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
-        if self.top_k is not None and self.top_k < 1:
+        if self.top_k is not None and not self.top_k >= 1:
             raise ConfigError(f"top_k must be >= 1, got {self.top_k}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.min_p is not None and not 0 <= self.min_p <= 1:
             raise ConfigError(f"min_p must be in [0, 1], got {self.min_p}")
-        if self.repetition_penalty is not None and self.repetition_penalty <= 0:
+        if self.repetition_penalty is not None and not 0 < self.repetition_penalty < math.inf:
             raise ConfigError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
-        if self.num_beams < 1:
+        if not self.num_beams >= 1:
             raise ConfigError(f"num_beams must be >= 1, got {self.num_beams}")
+        if not math.isfinite(self.length_penalty):
+            raise ConfigError(f"length_penalty must be a finite number, got {self.length_penalty}")
         if not 1 <= self.num_return_sequences <= max(1, self.num_beams):
             raise ConfigError(
                 f"num_return_sequences must be between 1 and num_beams ({self.num_beams}), "

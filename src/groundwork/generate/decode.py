@@ -15,6 +15,12 @@ sits in the same (last) column::
 The attention mask hides the padding from every query, and position ids restart at 0 at each
 row's first real token, so rotary (Llama) and learned (GPT-2) positions match the unpadded prompt.
 
+A model reads at most ``model.config.max_seq_len`` tokens at once. Generation may go past that:
+once the sequence is longer, every step reads only its last ``max_seq_len`` tokens (a sliding
+window, as nanoGPT's ``generate`` crops its context), and with a KV cache the cropped window is
+prefilled again, since its positions have all moved. Recurrent models (the LSTM) carry their
+whole past in a fixed-size state and have no window (:func:`context_window`).
+
 The sampling strategies come from :mod:`groundwork.generate.processors` (Holtzman et al. 2020,
 top-p; Fan et al. 2018, top-k; Keskar et al. 2019, repetition penalty; Nguyen et al. 2024,
 min-p). Chapter 10 (Decoding) of the docs.
@@ -30,6 +36,7 @@ from torch import nn
 from groundwork.errors import ConfigError
 from groundwork.generate.config import GenerationConfig
 from groundwork.generate.processors import process_logits, sample_next
+from groundwork.models.protocol import CausalLM, max_seq_len, vocab_size
 from groundwork.nn import KVCache
 
 SYNC_EVERY = 8
@@ -60,44 +67,44 @@ class _Batch:
     """``L``, the padded prompt length."""
 
 
-def _model_limit(model: nn.Module) -> int | None:
-    config = getattr(model, "config", None)
-    return getattr(config, "max_seq_len", None)
+def context_window(model: nn.Module) -> int | None:
+    """The most tokens ``model`` reads in one forward pass: its ``config.max_seq_len``, or
+    ``None`` for a recurrent model, whose state (what :meth:`~CausalLM.new_kv_cache` gives it
+    instead of a :class:`~groundwork.nn.KVCache`) carries any length of past."""
+    lm = cast(CausalLM, model)
+    if not isinstance(lm.new_kv_cache(1, 1), KVCache):
+        return None
+    return max_seq_len(lm)
 
 
-def check_prompts(
-    model: nn.Module, prompts: Sequence[Sequence[int]], config: GenerationConfig
-) -> None:
+def check_prompts(model: nn.Module, prompts: Sequence[Sequence[int]]) -> None:
     """Raise :class:`~groundwork.errors.ConfigError` for prompts the model cannot continue.
+
+    Generation itself may run past the model's context (the window slides); a prompt may not,
+    since cutting the user's text is the caller's decision.
 
     Raises:
         ConfigError: no prompts; an empty prompt; an id outside the vocabulary; a prompt
-            longer than ``model.config.max_seq_len - config.max_new_tokens`` (we refuse rather
-            than truncate, so the caller decides what to cut); ``num_beams > 1``.
+            longer than the model's context (:func:`context_window`).
     """
     if not prompts:
         raise ConfigError("no prompts given: pass a list of token-id lists")
-    limit = _model_limit(model)
-    vocab_size = getattr(getattr(model, "config", None), "vocab_size", None)
+    limit = context_window(model)
+    vocab = vocab_size(cast(CausalLM, model))
     for i, prompt in enumerate(prompts):
+        name = f"prompt {i}" if len(prompts) > 1 else "the prompt"
         if len(prompt) == 0:
-            raise ConfigError(f"prompt {i} is empty: give at least one token")
-        if vocab_size is not None and not all(0 <= t < vocab_size for t in prompt):
-            bad = next(t for t in prompt if not 0 <= t < vocab_size)
+            raise ConfigError(f"{name} is empty: give at least one token")
+        if not all(0 <= t < vocab for t in prompt):
+            bad = next(t for t in prompt if not 0 <= t < vocab)
             raise ConfigError(
-                f"prompt {i} holds token id {bad}, outside the model's vocabulary "
-                f"0..{vocab_size - 1}"
+                f"{name} holds token id {bad}, outside the model's vocabulary 0..{vocab - 1}"
             )
-        if limit is not None and len(prompt) + config.max_new_tokens > limit:
+        if limit is not None and len(prompt) > limit:
             raise ConfigError(
-                f"prompt {i} has {len(prompt)} tokens and max_new_tokens is "
-                f"{config.max_new_tokens}: together {len(prompt) + config.max_new_tokens} > "
-                f"the model's max_seq_len {limit}; shorten the prompt or lower max_new_tokens"
+                f"{name} has {len(prompt)} tokens, more than the model's context of {limit} "
+                "(max_seq_len): shorten it"
             )
-    if config.num_beams > 1:
-        raise ConfigError(
-            f"num_beams={config.num_beams}: use groundwork.generate.beam for beam search"
-        )
 
 
 def _left_pad(
@@ -141,6 +148,9 @@ def decode_steps(
     decides nothing about stopping. The caller stops by leaving the loop; ``finished``, when
     given, returns a ``(B,)`` bool tensor of rows whose next ids should be ``pad_id``.
 
+    Each step reads at most the model's context (:func:`context_window`) of the latest tokens:
+    past it the window slides, and the KV cache is filled again from the cropped window.
+
     Args:
         model: Maps ids ``(B, T)`` (with ``attention_mask``, ``position_ids``, ``kv_cache``
             keywords) to logits ``(B, T, V)``; has ``new_kv_cache`` when ``use_cache``.
@@ -150,29 +160,37 @@ def decode_steps(
         use_cache: Prefill once and feed one token per step (``False``: rerun the whole prefix).
         finished: Callback giving the rows already finished.
     """
-    check_prompts(model, prompts, config)
+    check_prompts(model, prompts)
+    if config.num_beams > 1:
+        raise ConfigError(
+            f"num_beams={config.num_beams}: use groundwork.generate.beam for beam search"
+        )
+    lm = cast(CausalLM, model)
     device = next(model.parameters()).device
     batch = _left_pad(prompts, config.max_new_tokens, pad_id, device)
-    L = batch.prompt_len
+    L, total = batch.prompt_len, batch.prompt_len + config.max_new_tokens
+    window = context_window(model) or total  # the most columns one forward pass reads
+    pad_end = L - min(len(p) for p in prompts)  # columns 0..pad_end-1 hold some padding
     generator = None
     if config.seed is not None:
         generator = torch.Generator(device=device).manual_seed(config.seed)
-    # Position of each column: 0 at a row's first real token (padding gets 0 too, unused).
-    positions = (batch.mask.cumsum(dim=-1) - 1).clamp(min=0)  # (B, L + max_new_tokens)
-    cache = None
-    if use_cache:  # allocated once, for the longest row: prompt + every new token
-        new_kv_cache = cast(Callable[..., KVCache], model.new_kv_cache)
-        cache = new_kv_cache(len(prompts), max_seq_len=L + config.max_new_tokens)
+    cache = lm.new_kv_cache(len(prompts), max_seq_len=min(total, window)) if use_cache else None
 
-    # Without padding the model can take its plain causal path (and skip checking the mask).
-    padded = any(len(p) != L for p in prompts)
+    def forward(start: int, end: int, fed: int) -> torch.Tensor:
+        """Logits ``(B, V)`` after columns ``start..end-1``, feeding the model the last ``fed``
+        of them (the others are in the cache)."""
+        mask = batch.mask[:, start:end]  # (B, end - start)
+        positions = (mask.cumsum(dim=-1) - 1).clamp(min=0)  # 0 at each row's first real token
+        logits = model(
+            batch.ids[:, end - fed : end],
+            attention_mask=mask if start < pad_end else None,  # no padding: plain causal path
+            position_ids=positions[:, -fed:],
+            kv_cache=cache,
+        )
+        return logits[:, -1]  # (B, V)
+
     end = L  # columns 0..end-1 are filled
-    logits = model(
-        batch.ids[:, :end],
-        attention_mask=batch.mask[:, :end] if padded else None,
-        position_ids=positions[:, :end],
-        kv_cache=cache,
-    )[:, -1]  # (B, V): prefill, keep the last position's logits
+    logits = forward(0, end, end)  # prefill
     for step in range(config.max_new_tokens):
         seen = _penalty_ids(batch, end) if config.repetition_penalty else batch.ids[:, :end]
         scores = process_logits(logits.float(), seen, config)  # (B, V)
@@ -184,13 +202,14 @@ def decode_steps(
         yield next_ids, logits
         if step == config.max_new_tokens - 1:
             break
-        start = end - 1 if cache is not None else 0  # cached: only the newest token
-        logits = model(
-            batch.ids[:, start:end],
-            attention_mask=batch.mask[:, :end] if padded else None,
-            position_ids=positions[:, start:end],
-            kv_cache=cache,
-        )[:, -1]  # (B, V)
+        start = max(0, end - window)  # the window: at most `window` latest columns
+        if cache is None:
+            logits = forward(start, end, end - start)  # rerun the whole window
+        elif start == 0:
+            logits = forward(0, end, 1)  # only the newest token; the rest is cached
+        else:  # the window slid: every position moved, so fill the cache again
+            cast(KVCache, cache).reset()
+            logits = forward(start, end, end - start)
 
 
 # --8<-- [end:decode_loop]
@@ -232,9 +251,9 @@ def generate(
         The new tokens of each prompt (and the logits if asked).
 
     Raises:
-        ConfigError: an empty prompt; prompt + ``max_new_tokens`` longer than the model's
-            ``config.max_seq_len`` (nothing is truncated); ``num_beams > 1``; stop strings
-            without ``decode``.
+        ConfigError: an empty prompt; a prompt longer than the model's ``config.max_seq_len``
+            (nothing is truncated; generation past it slides the window); ``num_beams > 1``;
+            stop strings without ``decode``.
     """
     if config.stop_strings and decode is None:
         raise ConfigError(

@@ -42,8 +42,10 @@ import torch
 
 from groundwork.errors import ConfigError
 from groundwork.generate.config import GenerationConfig
+from groundwork.generate.decode import check_prompts, context_window
 from groundwork.generate.processors import process_logits, sample_next
 from groundwork.models import GPT, Llama
+from groundwork.models.protocol import vocab_size
 
 
 @dataclass
@@ -149,17 +151,26 @@ def speculative_generate(
         The new tokens, and the draft's acceptance counts.
 
     Raises:
-        ConfigError: Empty prompt, ``k < 1``, or vocabularies of different sizes.
+        ConfigError: Empty prompt, ``k < 1``, vocabularies of different sizes, or prompt +
+            ``max_new_tokens`` longer than a model's context (the window does not slide here:
+            rolling a cache back past a slide is not possible).
     """
-    if not prompt_ids:
-        raise ConfigError("the prompt is empty: give at least one token")
     if k < 1:
         raise ConfigError(f"k (draft tokens per round) must be >= 1, got {k}")
-    if target.config.vocab_size != draft.config.vocab_size:
+    if vocab_size(target) != vocab_size(draft):
         raise ConfigError(
-            f"draft and target vocabularies differ: {draft.config.vocab_size} vs "
-            f"{target.config.vocab_size} tokens"
+            f"draft and target vocabularies differ: {vocab_size(draft)} vs "
+            f"{vocab_size(target)} tokens"
         )
+    check_prompts(target, [prompt_ids])
+    for model in (target, draft):
+        limit = context_window(model)
+        if limit is not None and len(prompt_ids) + config.max_new_tokens > limit:
+            raise ConfigError(
+                f"prompt ({len(prompt_ids)} tokens) + max_new_tokens ({config.max_new_tokens}) "
+                f"exceeds a model's context of {limit}: speculative decoding keeps one window; "
+                "shorten the prompt or lower max_new_tokens"
+            )
     device = next(target.parameters()).device
     generator = None
     if config.do_sample and config.seed is not None:

@@ -56,6 +56,21 @@ def partial_stop_len(text: str, stop_strings: Sequence[str]) -> int:
 # --8<-- [end:stream_helpers]
 
 
+def check_stop_strings(tokenizer: Tokenizer, stop_strings: Sequence[str]) -> None:
+    """Refuse a stop string the tokenizer can never produce (one that does not survive
+    encode/decode, e.g. a character outside a character tokenizer's vocabulary).
+
+    Raises:
+        ConfigError: naming the stop string.
+    """
+    for stop in stop_strings:
+        if tokenizer.decode(tokenizer.encode(stop)) != stop:
+            raise ConfigError(
+                f"the stop string {stop!r} can never be generated: this tokenizer cannot "
+                "produce it (it does not survive encode/decode); remove it or change it"
+            )
+
+
 # --8<-- [start:stream]
 def stream(
     model: nn.Module,
@@ -86,12 +101,7 @@ def stream(
         ConfigError: as :func:`~groundwork.generate.decode.generate` (empty or too long prompt),
             or a stop string this tokenizer can never produce.
     """
-    for stop in config.stop_strings:  # e.g. a character outside a char tokenizer's vocabulary
-        if tokenizer.decode(tokenizer.encode(stop)) != stop:
-            raise ConfigError(
-                f"the stop string {stop!r} can never be generated: this tokenizer cannot "
-                "produce it (it does not survive encode/decode); remove it or change it"
-            )
+    check_stop_strings(tokenizer, config.stop_strings)
     stop_ids = set(config.stop_ids)
     if stop_at_eot and tokenizer.eot_id is not None:
         stop_ids.add(tokenizer.eot_id)

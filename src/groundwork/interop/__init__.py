@@ -1,7 +1,9 @@
 """Interoperability with other ecosystems' checkpoint formats.
 
-* :mod:`groundwork.interop.hf`: Hugging Face ``transformers`` (GPT-2, Llama), in memory and on disk.
-* :mod:`groundwork.interop.gguf`: GGUF files (imported on demand, not here).
+* :mod:`groundwork.interop.hf`: Hugging Face ``transformers``, in memory and on disk, for every
+  registered architecture with an adapter (GPT-2, Llama; the adapters live next to the models).
+* :mod:`groundwork.interop.gguf`: Llama-architecture GGUF files (imported on demand, not here),
+  read by :mod:`groundwork.interop.gguf_file` and :mod:`groundwork.interop.gguf_quants`.
 """
 
 from groundwork.interop.hf import (
@@ -9,6 +11,7 @@ from groundwork.interop.hf import (
     export_hf,
     from_hf,
     gpt2_key_map,
+    hf_adapter,
     hf_config_dict,
     hf_state_dict,
     import_hf,
@@ -21,6 +24,7 @@ __all__ = [
     "export_hf",
     "from_hf",
     "gpt2_key_map",
+    "hf_adapter",
     "hf_config_dict",
     "hf_state_dict",
     "import_hf",

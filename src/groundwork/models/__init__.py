@@ -10,8 +10,12 @@
   softmax (``Word2Vec``, ``Word2VecConfig``).
 * :mod:`groundwork.models.cnn`: Kim's convolutional text classifier (``TextCNN``).
 * :mod:`groundwork.models.rnn_classifier`: a BiLSTM text classifier (``BiLSTMClassifier``).
+* :mod:`groundwork.models.decoder`: what GPT and Llama share (init, KV cache, parameter count).
+* :mod:`groundwork.models.hf_adapter`: the Hugging Face adapter type; the adapters themselves are
+  :mod:`groundwork.models.gpt_hf` and :mod:`groundwork.models.llama_hf`.
 * :mod:`groundwork.models.info`: parameter counts, FLOPs and memory of a config.
-* :mod:`groundwork.models.registry`: the one list of architectures (``ARCHITECTURES``).
+* :mod:`groundwork.models.registry`: the one list of architectures (``ARCHITECTURES``), with their
+  presets, Hugging Face adapters and parameter counts.
 * :mod:`groundwork.models.protocol`: the ``CausalLM`` protocol generation and evaluation use.
 """
 

@@ -11,7 +11,9 @@ References:
     * karpathy/nanoGPT ``model.py`` (the layout of this file).
 
 The parameter names differ from Hugging Face's ``GPT2LMHeadModel`` (which also stores its linear
-weights transposed); :mod:`groundwork.interop.hf` holds the key map. Chapter 5 of the docs.
+weights transposed); :mod:`groundwork.models.gpt_hf` holds the key map. The KV cache, parameter
+count and initialisation shared with Llama are in :mod:`groundwork.models.decoder`. Chapter 5 of
+the docs.
 """
 
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from torch import nn
 
 from groundwork.errors import ConfigError
 from groundwork.models.config import check_choice, check_divides, check_positive, preset
+from groundwork.models.decoder import DecoderLM, init_weights
 from groundwork.nn import (
     GELUMLP,
     Attention,
@@ -103,7 +106,7 @@ GPT_PRESETS: dict[str, dict[str, Any]] = {
 
 
 # --8<-- [start:gpt]
-class GPT(nn.Module):
+class GPT(DecoderLM):
     """GPT-2: token + position embeddings, ``n_layers`` blocks, final LayerNorm, output head.
 
     Args:
@@ -142,21 +145,11 @@ class GPT(nn.Module):
             else nn.Identity()
         )
         self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
-        self.apply(self._init_weights)
+        # GPT-2's init; the projections that write into the residual stream are scaled down so
+        # its variance does not grow with depth.
+        init_weights(self, c.n_layers)
         if c.tie_embeddings:
             self.lm_head.weight = self.wte.weight  # one matrix reads tokens in and writes them out
-        # GPT-2: scale the init of projections that write into the residual stream, so its
-        # variance does not grow with depth.
-        for name, p in self.named_parameters():
-            if name.endswith(("o_proj.weight", "down_proj.weight")):
-                nn.init.normal_(p, mean=0.0, std=0.02 / (2 * c.n_layers) ** 0.5)
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear | nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
 
     def forward(
         self,
@@ -196,27 +189,28 @@ class GPT(nn.Module):
 
     # --8<-- [end:gpt]
 
-    def new_kv_cache(self, batch: int, max_seq_len: int | None = None) -> KVCache:
-        """An empty :class:`~groundwork.nn.KVCache` for this model, on its device and dtype.
+    def embedding_weights(self) -> list[torch.Tensor]:
+        """Token and learned position embeddings."""
+        return [self.wte.weight, self.wpe.weight]
 
-        Args:
-            batch: Number of sequences decoded together.
-            max_seq_len: Longest sequence to hold (default: ``config.max_seq_len``).
-        """
-        c = self.config
-        assert c.n_kv_heads is not None and c.d_head is not None
-        p = next(self.parameters())
-        length = max_seq_len or c.max_seq_len
-        return KVCache(batch, c.n_layers, c.n_kv_heads, length, c.d_head, p.dtype, p.device)
 
-    def num_parameters(self, *, exclude_embeddings: bool = False) -> int:
-        """Number of distinct parameters (a tied matrix counts once).
+def parameter_counts(config: GPTConfig) -> dict[str, int]:
+    """Parameters by component: embeddings, attention, mlp, norms, head (0 if tied), total.
 
-        Args:
-            exclude_embeddings: Leave out token and position embeddings (the convention of
-                Kaplan et al. 2020 for "non-embedding parameters").
-        """
-        n = sum(p.numel() for p in self.parameters())
-        if exclude_embeddings:
-            n -= self.wte.weight.numel() + self.wpe.weight.numel()
-        return n
+    >>> parameter_counts(GPTConfig.from_name("gpt2-124m"))["total"]
+    124439808
+    """
+    c = config
+    assert c.d_ff is not None
+    d, V, L = c.d_model, c.vocab_size, c.n_layers
+    b = 1 if c.bias else 0
+    embeddings = V * d + c.max_seq_len * d  # tokens + learned positions
+    attention = L * (d * 3 * d + b * 3 * d + d * d + b * d)  # qkv + output projection
+    mlp = L * (d * c.d_ff + b * c.d_ff + c.d_ff * d + b * d)  # up + down
+    per_norm = d * (1 + b)
+    norms = L * 2 * per_norm + (per_norm if c.norm_position == "pre" else 0)
+    head = 0 if c.tie_embeddings else V * d
+    total = embeddings + attention + mlp + norms + head
+    return dict(
+        embeddings=embeddings, attention=attention, mlp=mlp, norms=norms, head=head, total=total
+    )

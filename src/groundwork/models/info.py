@@ -1,8 +1,10 @@
 """What a model config costs: parameters by component, FLOPs per token, training memory.
 
 Everything is computed from the config alone (no weights are allocated), so it works for the
-largest presets on a laptop. The numbers are tested against Hugging Face models built on the meta
-device.
+largest presets on a laptop. Each family counts its own parameters by component (the
+``parameter_counts`` of its registry entry, :mod:`groundwork.models.registry`, written next to its
+model); this module knows no family by name. The numbers are tested against Hugging Face models
+built on the meta device.
 
 FLOPs per token follow Kaplan et al. 2020 ("Scaling Laws for Neural Language Models", Table 1)
 and the PaLM paper's appendix B (Chowdhery et al. 2022):
@@ -24,76 +26,64 @@ whatever the context length (chapter 4).
 
 from typing import Any
 
-from groundwork.models.gpt import GPTConfig
-from groundwork.models.llama import LlamaConfig
-from groundwork.models.rnn import LSTMConfig
-from groundwork.models.rnn import parameter_counts as lstm_parameter_counts
+from groundwork.errors import ConfigError
+from groundwork.models import registry
 
 BYTES_PER_PARAM = {"fp32": 4, "bf16": 2}
 
 
-def parameter_counts(config: GPTConfig | LlamaConfig) -> dict[str, int]:
-    """Parameters by component: embeddings, attention, mlp, norms, head (0 if tied), total."""
-    c = config
-    d, V, L = c.d_model, c.vocab_size, c.n_layers
-    if isinstance(c, GPTConfig):
-        assert c.d_ff is not None
-        b = 1 if c.bias else 0
-        embeddings = V * d + c.max_seq_len * d  # tokens + learned positions
-        attention = L * (d * 3 * d + b * 3 * d + d * d + b * d)  # qkv + output projection
-        mlp = L * (d * c.d_ff + b * c.d_ff + c.d_ff * d + b * d)  # up + down
-        per_norm = d * (1 + b)
-        norms = L * 2 * per_norm + (per_norm if c.norm_position == "pre" else 0)
-    else:
-        assert c.d_head is not None and c.n_kv_heads is not None
-        q_size, kv_size = c.n_heads * c.d_head, c.n_kv_heads * c.d_head
-        embeddings = V * d
-        attention = L * (d * q_size + 2 * d * kv_size + q_size * d)  # q, k, v, o
-        mlp = L * 3 * d * c.d_ff  # gate, up, down
-        norms = L * 2 * d + d
-    head = 0 if c.tie_embeddings else V * d
-    total = embeddings + attention + mlp + norms + head
-    return dict(
-        embeddings=embeddings, attention=attention, mlp=mlp, norms=norms, head=head, total=total
-    )
+def parameter_counts(config: Any) -> dict[str, int]:
+    """Parameters by component of a registered config (the family's own ``parameter_counts``,
+    e.g. :func:`groundwork.models.gpt.parameter_counts`): at least ``embeddings`` (lookup
+    tables), ``head`` (0 if tied to the embeddings) and ``total``.
+
+    Raises:
+        ConfigError: The config's architecture is not registered or cannot count its parameters.
+    """
+    arch = registry.arch_of(config)
+    if arch.parameter_counts is None:
+        raise ConfigError(f"architecture {arch.name!r} does not count its parameters")
+    return arch.parameter_counts(config)
 
 
-def info(
-    config: GPTConfig | LlamaConfig | LSTMConfig, *, seq_len: int | None = None
-) -> dict[str, Any]:
+def attention_flops_per_token(config: Any, seq_len: int) -> int:
+    r"""The causal attention term $2\,n_{\text{layers}}\,T\,n_{\text{heads}}\,d_{\text{head}}$
+    of the forward FLOPs per token, for a config with those fields; 0 for one without attention
+    (an LSTM)."""
+    n_layers = getattr(config, "n_layers", None)
+    n_heads = getattr(config, "n_heads", None)
+    d_head = getattr(config, "d_head", None)
+    if n_layers is None or n_heads is None or d_head is None:
+        return 0
+    return int(2 * n_layers * seq_len * n_heads * d_head)
+
+
+def info(config: Any, *, seq_len: int | None = None) -> dict[str, Any]:
     """Parameter counts, FLOPs per token and memory of a model config.
 
     Args:
-        config: A ``GPTConfig``, ``LlamaConfig`` or ``LSTMConfig``.
+        config: The config of a registered causal LM (``GPTConfig``, ``LlamaConfig``,
+            ``LSTMConfig``, ...).
         seq_len: Context length $T$ for the attention FLOPs (default: ``config.max_seq_len``).
 
     Returns:
-        A dict with ``architecture``, ``parameters`` (by component, see
+        A dict with ``architecture`` (the registry name), ``parameters`` (by component, see
         :func:`parameter_counts`), ``flops_per_token`` (``seq_len``, ``matmul_params`` $N$,
         ``forward``, ``training``) and ``memory_bytes``: for ``fp32`` and ``bf16``, the bytes
         of ``weights``, ``gradients`` (same dtype as the weights), ``adamw_state`` (two moments
         per parameter, same dtype) and their ``total``.
 
     Example:
-        >>> info(GPTConfig.from_name("gpt2-124m"))["parameters"]["total"]
+        >>> info(registry.find_preset("gpt2-124m"))["parameters"]["total"]
         124439808
     """
     T = seq_len if seq_len is not None else config.max_seq_len
-    if isinstance(config, LSTMConfig):
-        params = lstm_parameter_counts(config)
-        # The head reads d_model-wide vectors when tied (after the projection), else d_hidden.
-        d_head_in = config.d_model if config.tie_embeddings else 0
-        attention_term = 0
-        architecture = "lstm"
-    else:
-        params = parameter_counts(config)
-        d_head = config.d_head
-        assert d_head is not None
-        attention_term = 2 * config.n_layers * T * config.n_heads * d_head
-        d_head_in = config.d_model
-        architecture = "gpt" if isinstance(config, GPTConfig) else "llama"
-    lookup_params = params["embeddings"]
-    n_matmul = params["total"] - lookup_params + config.vocab_size * d_head_in
+    params = parameter_counts(config)
+    attention_term = attention_flops_per_token(config, T)
+    # Lookups cost no multiplications; a head tied to the embeddings is a matmul the counts
+    # leave out (its matrix is counted once, as an embedding), so it is added back.
+    tied_head = config.vocab_size * config.d_model if params["head"] == 0 else 0
+    n_matmul = params["total"] - params["embeddings"] + tied_head
     flops = dict(
         seq_len=T,
         matmul_params=n_matmul,
@@ -107,7 +97,10 @@ def info(
             weights=weights, gradients=weights, adamw_state=2 * weights, total=4 * weights
         )
     return dict(
-        architecture=architecture, parameters=params, flops_per_token=flops, memory_bytes=memory
+        architecture=registry.arch_of(config).name,
+        parameters=params,
+        flops_per_token=flops,
+        memory_bytes=memory,
     )
 
 
@@ -121,7 +114,7 @@ def _human(n: float, unit: str = "") -> str:
 def format_info(report: dict[str, Any]) -> str:
     """A plain-text table of an :func:`info` report, for the terminal.
 
-    >>> print(format_info(info(GPTConfig.from_name("tiny"))).splitlines()[0])
+    >>> print(format_info(info(registry.find_preset("tiny", "gpt"))).splitlines()[0])
     model: gpt
     """
     lines = [f"model: {report['architecture']}", "", "parameters"]

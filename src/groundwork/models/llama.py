@@ -12,7 +12,9 @@ References:
     * Allal et al. 2025, "SmolLM2" (the ``smollm2-135m`` preset).
 
 Parameter names are Hugging Face's ``LlamaForCausalLM`` names (``model.layers.0.self_attn.q_proj.
-weight``), so checkpoints convert without a key map. Chapter 5 of the docs.
+weight``), so checkpoints convert with the identity key map (:mod:`groundwork.models.llama_hf`).
+The KV cache, parameter count and initialisation shared with GPT are in
+:mod:`groundwork.models.decoder`. Chapter 5 of the docs.
 """
 
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from torch import nn
 
 from groundwork.errors import ConfigError
 from groundwork.models.config import check_choice, check_divides, check_positive, preset
+from groundwork.models.decoder import DecoderLM, init_weights
 from groundwork.nn import (
     Attention,
     AttentionImpl,
@@ -193,7 +196,7 @@ class LlamaModel(nn.Module):
         return self.norm(x)
 
 
-class Llama(nn.Module):
+class Llama(DecoderLM):
     """Llama: the decoder stack (:class:`LlamaModel`) and an output head.
 
     Args:
@@ -205,17 +208,9 @@ class Llama(nn.Module):
         self.config = c = config
         self.model = LlamaModel(c)
         self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
-        self.apply(self._init_weights)
+        init_weights(self, c.n_layers)  # GPT-2's, with the scaled residual projections
         if c.tie_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
-        for name, p in self.named_parameters():  # GPT-2's scaled init of residual projections
-            if name.endswith(("o_proj.weight", "down_proj.weight")):
-                nn.init.normal_(p, mean=0.0, std=0.02 / (2 * c.n_layers) ** 0.5)
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear | nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def forward(
         self,
@@ -244,26 +239,27 @@ class Llama(nn.Module):
 
     # --8<-- [end:llama]
 
-    def new_kv_cache(self, batch: int, max_seq_len: int | None = None) -> KVCache:
-        """An empty :class:`~groundwork.nn.KVCache` for this model, on its device and dtype.
+    def embedding_weights(self) -> list[torch.Tensor]:
+        """The token embeddings (RoPE has no learned positions)."""
+        return [self.model.embed_tokens.weight]
 
-        Args:
-            batch: Number of sequences decoded together.
-            max_seq_len: Longest sequence to hold (default: ``config.max_seq_len``).
-        """
-        c = self.config
-        assert c.n_kv_heads is not None and c.d_head is not None
-        p = next(self.parameters())
-        length = max_seq_len or c.max_seq_len
-        return KVCache(batch, c.n_layers, c.n_kv_heads, length, c.d_head, p.dtype, p.device)
 
-    def num_parameters(self, *, exclude_embeddings: bool = False) -> int:
-        """Number of distinct parameters (a tied matrix counts once).
+def parameter_counts(config: LlamaConfig) -> dict[str, int]:
+    """Parameters by component: embeddings, attention, mlp, norms, head (0 if tied), total.
 
-        Args:
-            exclude_embeddings: Leave out the token embeddings.
-        """
-        n = sum(p.numel() for p in self.parameters())
-        if exclude_embeddings:
-            n -= self.model.embed_tokens.weight.numel()
-        return n
+    >>> parameter_counts(LlamaConfig.from_name("smollm2-135m"))["total"]
+    134515008
+    """
+    c = config
+    assert c.d_head is not None and c.n_kv_heads is not None
+    d, V, L = c.d_model, c.vocab_size, c.n_layers
+    q_size, kv_size = c.n_heads * c.d_head, c.n_kv_heads * c.d_head
+    embeddings = V * d
+    attention = L * (d * q_size + 2 * d * kv_size + q_size * d)  # q, k, v, o
+    mlp = L * 3 * d * c.d_ff  # gate, up, down
+    norms = L * 2 * d + d  # two per block, one final
+    head = 0 if c.tie_embeddings else V * d
+    total = embeddings + attention + mlp + norms + head
+    return dict(
+        embeddings=embeddings, attention=attention, mlp=mlp, norms=norms, head=head, total=total
+    )

@@ -16,11 +16,9 @@ Every text is padded with ``n - 1`` beginning-of-sequence ids ``<s>`` on the lef
 end-of-sequence id ``</s>`` on the right: ``</s>`` is predicted like any token (so the
 probabilities of all finite texts add up to one), ``<s>`` is only ever context, never predicted.
 
-The counting is done with numpy, not dictionaries of tuples. Each order's n-grams are int64 keys
-``context_id * n_ids + word``, where ``context_id`` numbers the distinct contexts of the order
-below (a trie stored as sorted arrays, built with ``np.unique``); look-ups are ``np.searchsorted``.
-A 5-gram model of the 1.2 M words of Shakespeare counts in a few seconds (NLTK: 2.5 minutes)
-(``benchmarks/ngram_count.py``).
+The counting is done with numpy, not dictionaries of tuples (:mod:`groundwork.models.ngram_counts`:
+each order's n-grams are sorted int64 keys, look-ups are ``np.searchsorted``); this module smooths
+the counts into probabilities, samples, and saves.
 
 References:
     * Jurafsky & Martin, "Speech and Language Processing" (3rd ed. draft), chapter 3, "N-gram
@@ -35,7 +33,6 @@ Chapter 1 of the docs, section 1.6 "n-gram language models".
 """
 
 import hashlib
-import itertools
 import json
 import math
 import zipfile
@@ -46,6 +43,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from groundwork.checks import positive_int, positive_number
 from groundwork.errors import (
     CheckpointError,
     ConfigError,
@@ -54,6 +52,7 @@ from groundwork.errors import (
     did_you_mean,
 )
 from groundwork.fileio import atomic_path
+from groundwork.models.ngram_counts import NGramCounts, count_ngrams, lookup, ngram_windows
 
 Smoothing = Literal["add-k", "witten-bell", "kneser-ney"]
 SMOOTHINGS: tuple[str, ...] = ("add-k", "witten-bell", "kneser-ney")
@@ -78,13 +77,11 @@ class NGramConfig:
     a number in ``(0, 1)`` uses that one discount for every count and order (as NLTK does)."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.order, int) or isinstance(self.order, bool) or self.order < 1:
-            raise ConfigError(f"order must be an integer >= 1 (1 = unigram), got {self.order!r}")
+        positive_int("order", self.order)
         if self.smoothing not in SMOOTHINGS:
             hint = did_you_mean(str(self.smoothing), SMOOTHINGS)
             raise ConfigError(f"unknown smoothing {self.smoothing!r}: {hint}")
-        if not (isinstance(self.k, int | float) and math.isfinite(self.k) and self.k > 0):
-            raise ConfigError(f"k must be a positive number (1 = Laplace), got {self.k!r}")
+        positive_number("k", self.k)
         if self.discount is not None and not (
             isinstance(self.discount, int | float) and 0 < self.discount < 1
         ):
@@ -107,41 +104,6 @@ def vocab_fingerprint(tokens: Iterable[str]) -> str:
     for token in tokens:
         digest.update(token.encode("utf-8", "surrogatepass") + b"\x00")
     return digest.hexdigest()[:16]
-
-
-def _windows(
-    sequences: Iterable[Sequence[int]], order: int, bos_id: int, eos_id: int, vocab_size: int
-) -> tuple[np.ndarray, int]:
-    """The ``order``-token window ending at every predicted position, and the number of sequences.
-
-    Each sequence becomes ``[<s>] * (order - 1) + sequence + [</s>]``; the predicted positions are
-    the sequence's tokens and the ``</s>``. Row ``t`` is ``(x[t-n+1], ..., x[t-1], x[t])``.
-
-    >>> w, _ = _windows([[5, 6]], order=3, bos_id=8, eos_id=9, vocab_size=8)
-    >>> w.tolist()
-    [[8, 8, 5], [8, 5, 6], [5, 6, 9]]
-    """
-    seqs = list(sequences)
-    lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))  # (S,)
-    if len(seqs) == 0:
-        return np.zeros((0, order), dtype=np.int64), 0
-    body = np.fromiter(itertools.chain.from_iterable(seqs), dtype=np.int64, count=lengths.sum())
-    if len(body) and (body.min() < 0 or body.max() >= vocab_size):
-        first = int(body[(body < 0) | (body >= vocab_size)][0])
-        raise DataError(
-            f"token id {first} is outside the vocabulary (0..{vocab_size - 1}); was the text "
-            "encoded with the tokenizer this model was trained with?"
-        )
-    padded = lengths + order  # (S,) n - 1 <s>, the tokens, one </s>
-    start = np.cumsum(padded) - padded  # (S,) where each padded sequence begins
-    tokens = np.full(int(padded.sum()), bos_id, dtype=np.int64)
-    before = np.cumsum(lengths) - lengths  # (S,) tokens of the earlier sequences
-    tokens[np.repeat(start + order - 1 - before, lengths) + np.arange(len(body))] = body
-    tokens[start + padded - 1] = eos_id
-    predicted = np.ones(len(tokens), dtype=bool)  # every position that is not padding
-    predicted[(start[:, None] + np.arange(order - 1)[None, :]).ravel()] = False  # (S, n-1)
-    index = np.flatnonzero(predicted)[:, None] - np.arange(order - 1, -1, -1)[None, :]  # (N, n)
-    return tokens[index], len(seqs)
 
 
 # --8<-- [start:discounts]
@@ -195,10 +157,7 @@ class NGramLM:
         self.fingerprint: str | None = None
         self.n_sequences = 0
         self.n_tokens = 0
-        self._ctx_keys: list[np.ndarray] = []  # level j: sorted keys of the contexts of length j
-        self._raw: list[np.ndarray] = []  # order m (index m-1): raw counts, aligned with _keys
-        self._cont: list[np.ndarray] = []  # order m < n: continuation counts N1+(. h w)
-        self._keys: list[np.ndarray] = []  # order m: sorted n-gram keys
+        self._counts: NGramCounts | None = None  # raw and continuation counts of every order
         self._orders: list[_Order] = []
 
     # --- training ---------------------------------------------------------------------------
@@ -211,7 +170,7 @@ class NGramLM:
     @property
     def fitted(self) -> bool:
         """Whether :meth:`fit` (or :meth:`load`) has given the model its counts."""
-        return bool(self._orders)
+        return self._counts is not None
 
     def fit(
         self,
@@ -242,9 +201,9 @@ class NGramLM:
             EmptyCorpusError: The sequences hold no token.
             DataError: A token id lies outside ``range(vocab_size)``.
         """
-        if not isinstance(vocab_size, int | np.integer) or vocab_size < 1:
-            raise ConfigError(f"vocab_size must be a positive integer, got {vocab_size!r}")
-        vocab_size = int(vocab_size)
+        vocab_size = positive_int(
+            "vocab_size", int(vocab_size) if isinstance(vocab_size, np.integer) else vocab_size
+        )
         for name, value in (("bos_id", bos_id), ("eos_id", eos_id)):
             if value is not None and not 0 <= value < vocab_size:
                 raise ConfigError(
@@ -260,7 +219,7 @@ class NGramLM:
         self.bos_id, self.eos_id, self.n_ids = int(bos_id), int(eos_id), next_id
         self.fingerprint = fingerprint
 
-        windows, self.n_sequences = _windows(
+        windows, self.n_sequences = ngram_windows(
             sequences, self.order, self.bos_id, self.eos_id, self.vocab_size
         )
         self.n_tokens = len(windows) - self.n_sequences
@@ -269,61 +228,22 @@ class NGramLM:
                 f"no tokens to count ({self.n_sequences} sequences, all empty): "
                 "give the model some training text"
             )
-        self._count(windows)
+        self._counts = count_ngrams(windows, self.n_ids)
         self._smooth()
         return self
-
-    # --8<-- [start:count]
-    def _count(self, windows: np.ndarray) -> None:
-        """Count every order from the ``(N, n)`` windows, as sorted int64 keys.
-
-        The context of length ``j`` of a window is columns ``n-1-j .. n-2``; its id is its index
-        among the sorted keys ``parent_id * n_ids + token``, where the parent is the context of
-        length ``j - 1`` (the ``j - 1`` tokens nearest the word). An m-gram's key is
-        ``context_id * n_ids + word``. Continuation counts come free: the ``(m+1)``-gram
-        ``(v, h, w)`` determines its suffix ``(h, w)``, so ``N1+(. h w)`` is a ``bincount`` of
-        the suffixes of the distinct ``(m+1)``-grams.
-        """
-        n, width = self.order, self.n_ids
-        word = windows[:, n - 1]  # (N,)
-        context_id = np.zeros(len(windows), dtype=np.int64)  # the empty context, id 0
-        self._ctx_keys = [np.zeros(1, dtype=np.int64)]
-        self._keys, self._raw = [], []
-        gram_ids = []
-        for m in range(1, n + 1):
-            keys, gram_id, counts = np.unique(
-                context_id * width + word, return_inverse=True, return_counts=True
-            )
-            self._keys.append(keys)
-            self._raw.append(counts.astype(np.int64))
-            gram_ids.append(gram_id.ravel())
-            if m < n:  # extend the contexts one token to the left
-                ctx_keys, context_id = np.unique(
-                    context_id * width + windows[:, n - 1 - m], return_inverse=True
-                )
-                context_id = context_id.ravel()
-                self._ctx_keys.append(ctx_keys)
-                if (len(ctx_keys) + 1) * width >= 2**62:
-                    raise DataError("too many distinct contexts for int64 keys")
-        self._cont = []
-        for m in range(1, n):  # N1+(. h w) for the m-grams (h, w), from the distinct (m+1)-grams
-            suffix = np.empty(len(self._keys[m]), dtype=np.int64)
-            suffix[gram_ids[m]] = gram_ids[m - 1]
-            self._cont.append(np.bincount(suffix, minlength=len(self._keys[m - 1])))
-
-    # --8<-- [end:count]
 
     def _smooth(self) -> None:
         """Per order: the counts it uses, their sum and the lower order's weight per context."""
         n, width, cfg = self.order, self.n_ids, self.config
+        stats = self._check_fitted()
         self._orders = []
         for m in range(1, n + 1):
-            keys = self._keys[m - 1]
+            keys = stats.keys[m - 1]
             # Kneser–Ney smooths the lower orders with continuation counts, the others raw counts
             use_cont = cfg.smoothing == "kneser-ney" and m < n
-            counts = self._cont[m - 1] if use_cont else self._raw[m - 1]
+            counts = stats.continuation[m - 1] if use_cont else stats.raw[m - 1]
             ctx = keys // width  # (G,) the context id of each m-gram
-            n_ctx = len(self._ctx_keys[m - 1])
+            n_ctx = len(stats.context_keys[m - 1])
             total: np.ndarray = np.bincount(ctx, weights=counts, minlength=n_ctx).astype(np.float64)
             types = np.bincount(ctx, minlength=n_ctx).astype(np.float64)  # N1+(h .)
             discounts = (0.0, 0.0, 0.0)
@@ -346,8 +266,7 @@ class NGramLM:
 
     def n_ngrams(self, order: int) -> int:
         """The number of distinct n-grams of one order ``1..n``."""
-        self._check_fitted()
-        return len(self._keys[order - 1])
+        return len(self._check_fitted().keys[order - 1])
 
     def counts(self, order: int, *, continuation: bool = False) -> dict[tuple[int, ...], int]:
         """The counts of one order as ``{(h_1, ..., h_{m-1}, w): count}`` (for reading and tests).
@@ -355,28 +274,19 @@ class NGramLM:
         ``continuation=True`` gives Kneser–Ney's ``N1+(. h w)``, the number of distinct tokens
         seen before ``h w`` (orders below ``n`` only). Builds Python tuples: slow on big models.
         """
-        self._check_fitted()
+        counts = self._check_fitted()
         if not 1 <= order <= self.order or (continuation and order == self.order):
             top = self.order - 1 if continuation else self.order
             raise ConfigError(f"order must be between 1 and {top} here, got {order}")
-        contexts: list[tuple[int, ...]] = [()]
-        for j in range(1, order):
-            keys = self._ctx_keys[j]
-            contexts = [
-                (int(k % self.n_ids), *contexts[int(k // self.n_ids)]) for k in keys.tolist()
-            ]
-        values = self._cont[order - 1] if continuation else self._raw[order - 1]
-        keys = self._keys[order - 1]
-        return {
-            (*contexts[k // self.n_ids], k % self.n_ids): int(v)
-            for k, v in zip(keys.tolist(), values.tolist(), strict=True)
-        }
+        return counts.as_dict(order, continuation=continuation)
 
     # --- probabilities ----------------------------------------------------------------------
 
-    def _check_fitted(self) -> None:
-        if not self.fitted:
+    def _check_fitted(self) -> NGramCounts:
+        """The counts, or ``DataError`` if the model has none yet."""
+        if self._counts is None:
             raise DataError("the model has no counts yet: call fit() or load() first")
+        return self._counts
 
     @property
     def n_outcomes(self) -> int:
@@ -395,13 +305,14 @@ class NGramLM:
         training passes the lower order's probability through unchanged.
         """
         n, width, cfg = self.order, self.n_ids, self.config
+        context_keys = self._check_fitted().context_keys
         word = windows[:, n - 1]
         p = np.full(len(windows), 1.0 / self.n_outcomes)  # order 0: uniform
         context_id = np.zeros(len(windows), dtype=np.int64)
         seen = np.ones(len(windows), dtype=bool)  # is the context of this order in the counts?
         for m in range(1, n + 1):
             o = self._orders[m - 1]
-            c = _lookup(o.keys, o.counts, context_id * width + word, seen)  # (N,) c(h, w)
+            c = lookup(o.keys, o.counts, context_id * width + word, seen)  # (N,) c(h, w)
             denominator, backoff = o.denominator[context_id], o.backoff[context_id]
             if cfg.smoothing == "add-k":
                 if m == n:  # (c(h w) + k) / (c(h) + k |V|); an unseen context gives uniform
@@ -414,7 +325,7 @@ class NGramLM:
                 d = np.asarray((0.0, *o.discounts))[np.minimum(c, 3).astype(np.int64)]
                 p = np.where(seen, np.maximum(c - d, 0.0) / denominator + backoff * p, p)
             if m < n:  # the context one token longer
-                ctx_keys = self._ctx_keys[m]
+                ctx_keys = context_keys[m]
                 key = context_id * width + windows[:, n - 1 - m]
                 idx = np.minimum(np.searchsorted(ctx_keys, key), len(ctx_keys) - 1)
                 seen &= ctx_keys[idx] == key
@@ -468,7 +379,7 @@ class NGramLM:
             DataError: An id lies outside the vocabulary.
         """
         self._check_fitted()
-        windows, _ = _windows(sequences, self.order, self.bos_id, self.eos_id, self.vocab_size)
+        windows, _ = ngram_windows(sequences, self.order, self.bos_id, self.eos_id, self.vocab_size)
         if len(windows) == 0:
             return 0.0, 0
         logp = np.log(self._probs(windows))
@@ -529,7 +440,7 @@ class NGramLM:
 
     def save(self, path: str | Path) -> None:
         """Write the counts and settings to one ``.npz`` file (no pickle), atomically."""
-        self._check_fitted()
+        counts = self._check_fitted()
         meta = {
             "format": "groundwork-ngram",
             "version": FORMAT_VERSION,
@@ -541,24 +452,13 @@ class NGramLM:
             "n_sequences": self.n_sequences,
             "n_tokens": self.n_tokens,
         }
-        arrays: dict[str, np.ndarray] = {"meta": np.asarray(json.dumps(meta))}
-        for j, keys in enumerate(self._ctx_keys):
-            arrays[f"context_{j}"] = keys
-        for m in range(1, self.order + 1):
-            arrays[f"keys_{m}"] = self._keys[m - 1]
-            arrays[f"counts_{m}"] = self._raw[m - 1]
-        for m in range(1, self.order):
-            arrays[f"continuation_{m}"] = self._cont[m - 1]
+        arrays = {"meta": np.asarray(json.dumps(meta)), **counts.to_arrays()}
         with atomic_path(Path(path)) as tmp, open(tmp, "wb") as f:
             np.savez_compressed(f, **arrays)  # type: ignore[arg-type]
 
     @classmethod
     def load(
-        cls,
-        path: str | Path,
-        *,
-        vocab_size: int | None = None,
-        fingerprint: str | None = None,
+        cls, path: str | Path, *, vocab_size: int | None = None, fingerprint: str | None = None
     ) -> "NGramLM":
         """Read a model written by :meth:`save`; check the vocabulary when one is given.
 
@@ -576,32 +476,17 @@ class NGramLM:
             if meta.get("format") != "groundwork-ngram":
                 raise ValueError("not a groundwork n-gram model")
             model = cls(NGramConfig(**meta["config"]))
-            n = model.order
             model.vocab_size, model.bos_id = int(meta["vocab_size"]), int(meta["bos_id"])
             model.eos_id, model.fingerprint = int(meta["eos_id"]), meta["fingerprint"]
             model.n_sequences, model.n_tokens = int(meta["n_sequences"]), int(meta["n_tokens"])
             model.n_ids = max(model.vocab_size, model.bos_id + 1, model.eos_id + 1)
-            model._ctx_keys = [arrays[f"context_{j}"].astype(np.int64) for j in range(n)]
-            model._keys = [arrays[f"keys_{m}"].astype(np.int64) for m in range(1, n + 1)]
-            model._raw = [arrays[f"counts_{m}"].astype(np.int64) for m in range(1, n + 1)]
-            model._cont = [arrays[f"continuation_{m}"].astype(np.int64) for m in range(1, n)]
-            if any(len(k) != len(c) for k, c in zip(model._keys, model._raw, strict=True)):
-                raise ValueError("keys and counts differ in length")
+            model._counts = NGramCounts.from_arrays(arrays, model.order, model.n_ids)
         except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, ConfigError) as err:
             raise CheckpointError(f"{path} is not a valid saved n-gram model: {err}") from err
         model._smooth()
         if vocab_size is not None:
             model.check_vocabulary(vocab_size, fingerprint)
         return model
-
-
-def _lookup(
-    keys: np.ndarray, values: np.ndarray, query: np.ndarray, mask: np.ndarray
-) -> np.ndarray:
-    """``values[i]`` where ``keys[i] == query`` (and ``mask``), else 0; ``keys`` sorted."""
-    idx = np.minimum(np.searchsorted(keys, query), len(keys) - 1)
-    hit = mask & (keys[idx] == query)
-    return np.where(hit, values[idx], 0).astype(np.float64)
 
 
 __all__ = [

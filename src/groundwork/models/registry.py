@@ -15,6 +15,7 @@ from typing import Any
 from torch import nn
 
 from groundwork.errors import CheckpointError, ConfigError, UnknownNameError, did_you_mean
+from groundwork.models.hf_adapter import HFAdapter
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class Architecture:
     causal_lm: bool = True
     """A next-token model (:class:`~groundwork.models.protocol.CausalLM`): pretrainable,
     decodable, scorable."""
-    hf: Any = None
+    hf: HFAdapter | None = None
     """Its Hugging Face adapter (:class:`groundwork.models.hf_adapter.HFAdapter`), or ``None``
     when the family has no ``transformers`` twin."""
     parameter_counts: Callable[[Any], dict[str, int]] | None = None
@@ -85,6 +86,21 @@ def arch_of(config: Any) -> Architecture:
     raise ConfigError(f"no registered architecture has configs of type {type(config).__name__}")
 
 
+def hf_adapters() -> dict[str, HFAdapter]:
+    """The Hugging Face adapters by architecture name (the families with a ``transformers``
+    twin), in registration order."""
+    return {a.name: a.hf for a in ARCHITECTURES.values() if a.hf is not None}
+
+
+def hf_adapter_for_model_type(model_type: str) -> HFAdapter | None:
+    """The adapter that reads ``config.json``'s ``model_type`` (``"gpt2"`` -> GPT's), or
+    ``None``."""
+    for adapter in hf_adapters().values():
+        if model_type in adapter.model_types:
+            return adapter
+    return None
+
+
 def build_model(config: Any) -> Any:
     """The model a config describes (freshly initialised, in training mode)."""
     return arch_of(config).model_cls(config)
@@ -133,44 +149,47 @@ def find_preset(name: str, arch: str | None = None, **overrides: Any) -> Any:
 
 
 def _register_builtin() -> None:
-    from groundwork.models.cnn import TextCNN, TextCNNConfig
-    from groundwork.models.gpt import GPT, GPT_PRESETS, GPTConfig
-    from groundwork.models.llama import LLAMA_PRESETS, Llama, LlamaConfig
-    from groundwork.models.rnn import LSTM_PRESETS, LSTMLM, LSTMConfig
-    from groundwork.models.rnn_classifier import BiLSTMClassifier, BiLSTMClassifierConfig
+    from groundwork.models import cnn, gpt, llama, rnn, rnn_classifier
+    from groundwork.models.gpt_hf import GPT2_ADAPTER
+    from groundwork.models.llama_hf import LLAMA_ADAPTER
 
     register(
         Architecture(
             name="gpt",
-            config_cls=GPTConfig,
-            model_cls=GPT,
-            presets=GPT_PRESETS,
+            config_cls=gpt.GPTConfig,
+            model_cls=gpt.GPT,
+            presets=gpt.GPT_PRESETS,
             description="GPT-2: learned positions, pre-LN LayerNorm, GELU MLP (Radford 2019)",
+            hf=GPT2_ADAPTER,
+            parameter_counts=gpt.parameter_counts,
         )
     )
     register(
         Architecture(
             name="llama",
-            config_cls=LlamaConfig,
-            model_cls=Llama,
-            presets=LLAMA_PRESETS,
+            config_cls=llama.LlamaConfig,
+            model_cls=llama.Llama,
+            presets=llama.LLAMA_PRESETS,
             description="Llama: RoPE, RMSNorm, SwiGLU, grouped-query attention (Touvron 2023)",
+            hf=LLAMA_ADAPTER,
+            parameter_counts=llama.parameter_counts,
         )
     )
     register(
         Architecture(
             name="lstm",
-            config_cls=LSTMConfig,
-            model_cls=LSTMLM,
-            presets=LSTM_PRESETS,
+            config_cls=rnn.LSTMConfig,
+            model_cls=rnn.LSTMLM,
+            presets=rnn.LSTM_PRESETS,
             description="LSTM language model with tied embeddings (Merity 2018)",
+            parameter_counts=rnn.parameter_counts,
         )
     )
     register(
         Architecture(
             name="cnn",
-            config_cls=TextCNNConfig,
-            model_cls=TextCNN,
+            config_cls=cnn.TextCNNConfig,
+            model_cls=cnn.TextCNN,
             presets={},
             description="Kim's convolutional text classifier (Kim 2014)",
             causal_lm=False,
@@ -179,8 +198,8 @@ def _register_builtin() -> None:
     register(
         Architecture(
             name="bilstm",
-            config_cls=BiLSTMClassifierConfig,
-            model_cls=BiLSTMClassifier,
+            config_cls=rnn_classifier.BiLSTMClassifierConfig,
+            model_cls=rnn_classifier.BiLSTMClassifier,
             presets={},
             description="Bidirectional LSTM text classifier (Graves & Schmidhuber 2005)",
             causal_lm=False,

@@ -28,6 +28,10 @@ References:
       Recurrent Network Architectures" (forget-gate bias 1); Press & Wolf 2017, "Using the Output
       Embedding to Improve Language Models" (tied embeddings).
 
+This module is long because chapter 4 reads it top to bottom as one derivation: the three cells,
+the loop that runs them, the stacked and bidirectional wrappers, and the language model built on
+them, each step using the one before.
+
 Chapter 4 (Recurrent and convolutional models) of the docs.
 """
 

@@ -2,10 +2,11 @@ r"""Text classification on a labelled source: a Kim CNN or a BiLSTM, trained on 
 
 ``groundwork classify`` runs :func:`classify`: it loads the labelled examples of ``sms-spam``
 (Almeida & Hidalgo 2011, "Contributions to the study of SMS spam filtering"), builds a word
-vocabulary from the training split only, trains :class:`~groundwork.models.cnn.TextCNN` or
-:class:`~groundwork.models.rnn_classifier.BiLSTMClassifier` with AdamW and cross-entropy, keeps
-the epoch with the best validation F1 of the spam class, and scores the test split. The output
-directory receives ``model.safetensors``, ``vocab.json``, ``config.json`` and ``metrics.json``.
+vocabulary from the training split only, trains a :class:`~groundwork.models.cnn.TextCNN` or a
+:class:`~groundwork.models.rnn_classifier.BiLSTMClassifier` with the training engine (AdamW,
+cross-entropy, an evaluation per epoch), keeps the epoch with the best validation F1 of the spam
+class, and scores the test split. The output is a run directory of kind ``classifier``
+(``config.yaml``, ``model.safetensors``, ``vocab.json``, ``metrics.json``, the engine's log).
 
 Data. :func:`groundwork.corpus.load_examples` splits ``sms-spam`` by a hash of each message's id
 (90% train, 10% test), but the collection holds many copies of the same message (spam campaigns
@@ -15,43 +16,43 @@ are one message, kept where its first copy (lowest id) lies, so no test text is 
 A further 10% of the training messages, chosen by a salted hash of the id, is held out as the
 validation split for model selection; the test split is used once, at the end.
 
-Tokenizer. :func:`tokenize_words` lowercases and splits with the regex :data:`TOKEN_PATTERN`:
-runs of letters and digits (with an optional apostrophe suffix, ``don't``, ``i'm``) and single
-punctuation or symbol characters (``!``, ``£``, ``&``). Words seen fewer than ``min_count`` times
-in the training split map to ``<unk>`` (id 1); ``<pad>`` is id 0. A message with no tokens at all
-(empty, or only spaces) is encoded as a single ``<unk>``, so every sequence has length >= 1.
+Words: :func:`tokenize_words` and a :class:`~groundwork.tokenize.words.Vocabulary` of the training
+split (words seen fewer than ``min_count`` times become ``<unk>``).
 
 Chapter 4 of the docs ("Recurrent and convolutional models") shows the results.
 """
 
-import math
-import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from groundwork.checks import positive_int, positive_number
 from groundwork.corpus.splits import hash_fraction
 from groundwork.errors import CheckpointError, ConfigError, DataError, EmptyCorpusError
 from groundwork.evaluate.classification import ClassificationReport, classification_report
-from groundwork.fileio import read_json, write_json
-from groundwork.models.cnn import TextCNN, TextCNNConfig
-from groundwork.models.rnn_classifier import BiLSTMClassifier, BiLSTMClassifierConfig
-from groundwork.runtime import torch_threads
+from groundwork.fileio import atomic_write, write_json
+from groundwork.models import registry
+from groundwork.models.cnn import TextCNN
+from groundwork.models.rnn_classifier import BiLSTMClassifier
+from groundwork.runs import CONFIG_FILE, VOCAB_FILE, check_writable, load_run, write_run
+from groundwork.runtime import eval_mode, torch_threads
+from groundwork.tables import markdown_table
 from groundwork.tokenize.words import Vocabulary, tokenize_words
-from groundwork.train.checkpoint import load_model_weights, save_model
-from groundwork.train.optim import build_adamw
+from groundwork.train import ClassificationObjective, LabelledSequences, TrainConfig, train
+from groundwork.train.data import batches, pad_batch
 
 ModelName = Literal["cnn", "bilstm"]
 MODELS: tuple[str, ...] = ("cnn", "bilstm")
 LABELS: tuple[str, ...] = ("ham", "spam")
 """Class names by id; the positive class (scored by F1) is ``spam`` (id 1)."""
 POSITIVE = 1
+
+METRICS_FILE = "metrics.json"  # the scores: test and validation reports, per-epoch history
 # ---------------------------------------------------------------------------------------------
 # data
 
@@ -72,21 +73,6 @@ class Splits:
             name: {label: sum(y == i for _, y in part) for i, label in enumerate(LABELS)}
             for name, part in (("train", self.train), ("val", self.val), ("test", self.test))
         }
-
-
-def label_id(example: dict[str, Any]) -> int:
-    """The class id of an example's label (``ham`` -> 0, ``spam`` -> 1).
-
-    Raises:
-        DataError: The label is not one of :data:`LABELS`.
-    """
-    label = example.get("label")
-    if label not in LABELS:
-        raise DataError(
-            f"example {example.get('id', '?')!r} has label {label!r}; "
-            f"the classifier expects one of {list(LABELS)}"
-        )
-    return LABELS.index(label)
 
 
 def split_examples(
@@ -118,7 +104,12 @@ def split_examples(
     kept: dict[str, list[tuple[str, str, int]]] = {"train": [], "test": []}
     removed = 0
     for ex_id, part, e in sorted(tagged, key=lambda x: x[0]):
-        y = label_id(e)
+        if e.get("label") not in LABELS:
+            raise DataError(
+                f"example {ex_id!r} has label {e.get('label')!r}; "
+                f"the classifier expects one of {list(LABELS)}"
+            )
+        y = LABELS.index(e["label"])
         key = tuple(tokenize_words(e["text"]))
         if dedup and key in seen:
             removed += 1
@@ -155,45 +146,8 @@ def load_splits(source: str = "sms-spam", *, val_fraction: float = 0.1) -> Split
     )
 
 
-def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad id lists into ``ids (B, T)`` and ``lengths (B,)``.
-
-    >>> pad_batch([[5, 6, 7], [8]])
-    (tensor([[5, 6, 7],
-            [8, 0, 0]]), tensor([3, 1]))
-    """
-    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
-    ids = torch.full((len(seqs), int(lengths.max())), pad_id, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-    return ids, lengths
-
-
-def batches(
-    encoded: Sequence[list[int]],
-    batch_size: int,
-    *,
-    generator: torch.Generator | None = None,
-) -> Iterator[list[int]]:
-    """Index batches of similar lengths (less padding): without a generator, in length order;
-    with one, shuffled, then sorted by length within pools of 50 batches, in shuffled order."""
-    n = len(encoded)
-    if generator is None:
-        order = sorted(range(n), key=lambda i: len(encoded[i]))
-        yield from (order[i : i + batch_size] for i in range(0, n, batch_size))
-        return
-    perm = torch.randperm(n, generator=generator).tolist()
-    pool = 50 * batch_size
-    chunks: list[list[int]] = []
-    for start in range(0, n, pool):
-        part = sorted(perm[start : start + pool], key=lambda i: len(encoded[i]))
-        chunks += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
-    for j in torch.randperm(len(chunks), generator=generator).tolist():
-        yield chunks[j]
-
-
 # ---------------------------------------------------------------------------------------------
-# models, training, prediction
+# models, prediction
 
 Classifier = TextCNN | BiLSTMClassifier
 
@@ -204,21 +158,15 @@ def build_classifier(model: str, vocab_size: int, **overrides: Any) -> Classifie
     Raises:
         ConfigError: Unknown model name or a bad config field.
     """
-    configs: dict[str, type[TextCNNConfig] | type[BiLSTMClassifierConfig]] = {
-        "cnn": TextCNNConfig,
-        "bilstm": BiLSTMClassifierConfig,
-    }
-    if model in configs:
-        cls = configs[model]
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise ConfigError(f"{cls.__name__} has no field(s) {unknown}; fields: {sorted(known)}")
-        config = cls(vocab_size=vocab_size, num_classes=len(LABELS), **overrides)
-        if isinstance(config, TextCNNConfig):
-            return TextCNN(config)
-        return BiLSTMClassifier(config)
-    raise ConfigError(f"unknown model {model!r}; choose one of {list(MODELS)}")
+    if model not in MODELS:
+        raise ConfigError(f"unknown model {model!r}; choose one of {list(MODELS)}")
+    arch = registry.get(model)  # the registered classifier families: cnn, bilstm
+    unknown = sorted(set(overrides) - arch.field_names())
+    if unknown:
+        name, known = arch.config_cls.__name__, sorted(arch.field_names())
+        raise ConfigError(f"{name} has no field(s) {unknown}; fields: {known}")
+    config = arch.config_cls(vocab_size=vocab_size, num_classes=len(LABELS), **overrides)
+    return registry.build_model(config)
 
 
 @torch.no_grad()
@@ -226,13 +174,11 @@ def logits_of(
     net: Classifier, encoded: Sequence[list[int]], *, batch_size: int = 256
 ) -> torch.Tensor:
     """Logits ``(N, num_classes)`` of encoded texts, in input order (eval mode)."""
-    was_training = net.training
-    net.eval()
     out = torch.empty(len(encoded), net.config.num_classes)
-    for idx in batches(encoded, batch_size):
-        ids, lengths = pad_batch([encoded[i] for i in idx])
-        out[idx] = net(ids, lengths)
-    net.train(was_training)
+    with eval_mode(net):
+        for idx in batches(encoded, batch_size):
+            ids, lengths = pad_batch([encoded[i] for i in idx])  # (B, L), (B,)
+            out[idx] = net(ids, lengths)
     return out
 
 
@@ -245,6 +191,10 @@ def evaluate(
     loss = float(F.cross_entropy(logits, target))
     report = classification_report(target, logits.argmax(dim=-1), num_classes=len(LABELS))
     return report, loss
+
+
+# ---------------------------------------------------------------------------------------------
+# training
 
 
 @dataclass(kw_only=True)
@@ -278,13 +228,34 @@ class ClassifyConfig:
         if self.model not in MODELS:
             raise ConfigError(f"unknown model {self.model!r}; choose one of {list(MODELS)}")
         for name in ("epochs", "batch_size", "patience", "min_count", "max_len"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"lr must be a positive number, got {self.lr!r}")
+            positive_int(name, getattr(self, name))
+        positive_number("lr", self.lr)
         if self.weight_decay < 0 or self.grad_clip < 0:
             raise ConfigError("weight_decay and grad_clip must be >= 0")
+
+    def engine_config(self, steps_per_epoch: int, *, progress: bool = False) -> TrainConfig:
+        """The engine's settings: AdamW (0.9, 0.999) at a constant rate, an evaluation per epoch,
+        the best by validation spam F1 (ties: lower loss), patience in epochs, best restored."""
+        return TrainConfig(
+            max_steps=self.epochs * steps_per_epoch,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            min_lr=self.lr,
+            warmup_steps=0,
+            schedule="constant",
+            weight_decay=self.weight_decay,
+            beta2=0.999,  # beta1: 0.9
+            grad_clip=self.grad_clip,
+            device="cpu",
+            seed=self.seed,
+            eval_every=steps_per_epoch,
+            best_metric="val_f1",
+            best_mode="max",
+            patience=self.patience,
+            restore_best=True,
+            progress=progress,
+            tensorboard=False,
+        )
 
 
 @dataclass
@@ -316,13 +287,19 @@ class ClassifyResult:
 
 # --8<-- [start:train]
 def train_classifier(
-    splits: Splits, config: ClassifyConfig, *, progress: bool = False
+    splits: Splits,
+    config: ClassifyConfig,
+    out: Path | None = None,
+    *,
+    progress: bool = False,
+    overwrite: bool = False,
 ) -> ClassifyResult:
-    """Train on ``splits.train``, select the epoch by validation spam F1, score ``splits.test``.
+    """Train on ``splits.train``, select the epoch by validation spam F1, score ``splits.test``;
+    with ``out``, write the run directory there (without, the engine's files are temporary).
 
     Each epoch takes AdamW steps on cross-entropy over length-bucketed shuffled batches, then
     scores the validation split; the weights of the best epoch (highest spam F1, then lowest
-    validation loss) are restored at the end.
+    validation loss) are restored at the end. The loop is the training engine's.
     """
     c = config
     torch.manual_seed(c.seed)
@@ -335,76 +312,40 @@ def train_classifier(
         encode, (splits.train, splits.val, splits.test)
     )
     net = build_classifier(c.model, len(vocab), **c.model_overrides)
-    optimizer = build_adamw(net, lr=c.lr, weight_decay=c.weight_decay, betas=(0.9, 0.999))
-    generator = torch.Generator().manual_seed(c.seed)
-    best: tuple[float, float] = (-1.0, math.inf)
-    best_state: dict[str, torch.Tensor] = {}
-    best_epoch, history, start = 0, [], time.perf_counter()
-    for epoch in range(1, c.epochs + 1):
-        net.train()
-        total, seen = 0.0, 0
-        for idx in batches(x_train, c.batch_size, generator=generator):
-            ids, lengths = pad_batch([x_train[i] for i in idx])  # (B, T), (B,)
-            target = torch.tensor([y_train[i] for i in idx])  # (B,)
-            loss = F.cross_entropy(net(ids, lengths), target)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if c.grad_clip > 0:
-                nn.utils.clip_grad_norm_(net.parameters(), c.grad_clip)
-            optimizer.step()
-            total, seen = total + loss.item() * len(idx), seen + len(idx)
-        report, val_loss = evaluate(net, x_val, y_val)
-        f1 = report.f1[POSITIVE]
-        history.append(
-            {"epoch": epoch, "train_loss": total / seen, "val_loss": val_loss, "val_f1": f1}
-        )
-        if progress:
-            print(
-                f"epoch {epoch}: train loss {total / seen:.4f}, val loss {val_loss:.4f}, "
-                f"val spam F1 {f1:.4f}"
-            )
-        if (f1, -val_loss) > (best[0], -best[1]):
-            best, best_epoch = (f1, val_loss), epoch
-            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-        elif epoch - best_epoch >= c.patience:
-            break
-    seconds = time.perf_counter() - start
-    net.load_state_dict(best_state)
+    data = LabelledSequences(x_train, y_train, batch_size=c.batch_size)  # batches(..., generator)
+    epoch = data.steps_per_epoch
+
+    def validate(_: Any) -> dict[str, float]:
+        report, loss = evaluate(net, x_val, y_val)
+        return {"val_loss": loss, "val_f1": report.f1[POSITIVE]}
+
+    if out is not None:
+        check_writable(Path(out), overwrite=overwrite, resume_hint=False)
+    engine = c.engine_config(epoch, progress=progress)
+    run = train(net, data, ClassificationObjective(), engine, out, evaluate=validate)
+    keys = ("train_loss", "val_loss", "val_f1")
+    history = [{"epoch": e["step"] // epoch, **{k: e[k] for k in keys}} for e in run.evals]
+    best_epoch = (run.state.best_step or 0) // epoch
     val_report, _ = evaluate(net, x_val, y_val)
     test_report, _ = evaluate(net, x_test, y_test)
-    return ClassifyResult(net, vocab, c, test_report, val_report, best_epoch, history, seconds)
+    result = ClassifyResult(
+        net, vocab, c, test_report, val_report, best_epoch, history, run.state.elapsed_seconds
+    )
+    if out is not None:
+        save_classifier(result, out)
+    return result
 
 
 # --8<-- [end:train]
 
 
-# ---------------------------------------------------------------------------------------------
-# the output directory
-
-MODEL_FILE, VOCAB_FILE, CONFIG_FILE, METRICS_FILE = (
-    "model.safetensors",
-    "vocab.json",
-    "config.json",
-    "metrics.json",
-)
-
-
 def save_classifier(result: ClassifyResult, out: Path) -> Path:
-    """Write ``model.safetensors``, ``vocab.json``, ``config.json``, ``metrics.json`` to ``out``."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_model(result.net, out / MODEL_FILE)
-    write_json(out / VOCAB_FILE, result.vocab.to_json())
-    train_config = asdict(result.config)
-    write_json(
-        out / CONFIG_FILE,
-        {
-            "model": result.config.model,
-            "labels": list(LABELS),
-            "model_config": asdict(result.net.config),
-            "train": train_config,
-        },
+    """Write a classifier run into ``out``: ``config.yaml`` (kind ``classifier``: model config,
+    labels, training options), ``model.safetensors``, ``vocab.json`` and ``metrics.json``."""
+    out = write_run(
+        result.net, Path(out), kind="classifier", labels=list(LABELS), train=result.config
     )
+    write_json(out / VOCAB_FILE, result.vocab.to_json())
     write_json(out / METRICS_FILE, result.metrics())
     return out
 
@@ -413,36 +354,26 @@ def load_classifier(out: Path) -> tuple[Classifier, Vocabulary, int]:
     """Rebuild a saved classifier: ``(model in eval mode, vocabulary, max_len)``.
 
     Raises:
-        CheckpointError: A file is missing or corrupt, or the weights do not fit the config.
+        CheckpointError: A file is missing or corrupt, the weights do not fit the config, or the
+            run is not a text classifier.
     """
     out = Path(out)
-    config = read_json(out / CONFIG_FILE)
-    vocab = Vocabulary.from_json(read_json(out / VOCAB_FILE))
+    if not out.exists():
+        raise CheckpointError(f"{out} does not exist")
+    net, vocab, config = load_run(out, device="cpu")
+    if not isinstance(net, TextCNN | BiLSTMClassifier):
+        kind = config.get("kind", "lm")
+        raise CheckpointError(f"{out} holds a {kind!r} run, not a text classifier")
     try:
-        model_fields = dict(config["model_config"])
-        model_fields["vocab_size"] = int(model_fields["vocab_size"])
-        name = config["model"]
         max_len = int(config["train"]["max_len"])
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"{out / CONFIG_FILE} is incomplete: {err!r}") from err
-    if model_fields["vocab_size"] != len(vocab):
-        raise CheckpointError(
-            f"{out}: the model expects {model_fields['vocab_size']} words but vocab.json has "
-            f"{len(vocab)}; the files come from different runs"
-        )
-    model_fields.pop("num_classes", None)
-    if name == "cnn":
-        model_fields["kernel_sizes"] = tuple(model_fields["kernel_sizes"])
-    net = build_classifier(name, **model_fields)
-    load_model_weights(net, out / MODEL_FILE)
-    return net.eval(), vocab, max_len
+    return net, vocab, max_len
 
 
 def classify_texts(out: Path, texts: Sequence[str]) -> list[str]:
-    """Labels (``"ham"``/``"spam"``) that the classifier saved in ``out`` gives ``texts``.
-
-    An empty text is classified as a single unknown word.
-    """
+    """Labels (``"ham"``/``"spam"``) that the classifier in ``out`` gives ``texts`` (an empty
+    text is one unknown word)."""
     net, vocab, max_len = load_classifier(out)
     logits = logits_of(net, [vocab.encode(t, max_len) for t in texts])
     return [LABELS[i] for i in logits.argmax(dim=-1).tolist()]
@@ -460,23 +391,20 @@ def majority_baseline(splits: Splits) -> ClassificationReport:
     return classification_report(y_test, [majority] * len(y_test), num_classes=len(LABELS))
 
 
-def markdown_table(
-    rows: Sequence[tuple[str, int | None, ClassificationReport, float | None]],
-) -> str:
+Row = tuple[str, int | None, ClassificationReport, float | None]
+
+
+def results_table(rows: Sequence[Row]) -> str:
     """A Markdown table: one row per ``(name, parameters, test report, train seconds)``."""
-    lines = [
-        "| model | parameters | accuracy | spam precision | spam recall | spam F1 | macro F1 "
-        "| train time (s) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    cells = []
     for name, params, r, seconds in rows:
+        scores = (r.accuracy, r.precision[POSITIVE], r.recall[POSITIVE], r.f1[POSITIVE], r.macro_f1)
         p = "–" if params is None else f"{params:,}"
         s = "–" if seconds is None else f"{seconds:.0f}"
-        lines.append(
-            f"| {name} | {p} | {r.accuracy:.4f} | {r.precision[POSITIVE]:.4f} "
-            f"| {r.recall[POSITIVE]:.4f} | {r.f1[POSITIVE]:.4f} | {r.macro_f1:.4f} | {s} |"
-        )
-    return "\n".join(lines) + "\n"
+        cells.append([name, p, *(f"{v:.4f}" for v in scores), s])
+    scores_header = ["accuracy", "spam precision", "spam recall", "spam F1", "macro F1"]
+    header = ["model", "parameters", *scores_header, "train time (s)"]
+    return markdown_table(header, cells, align="lrrrrrrr")
 
 
 def _caption(source: str, splits: Splits, config: ClassifyConfig) -> str:
@@ -510,11 +438,13 @@ def classify(
     markdown: Path | None = None,
     compare: bool = False,
     threads: int = 1,
+    overwrite: bool = False,
 ) -> None:
     """Train a text classifier (Kim CNN or BiLSTM) on SMS spam and report test F1 for spam.
 
-    Writes model.safetensors, vocab.json, config.json and metrics.json to the output directory.
-    With --compare, trains both models and scores the majority-class baseline into one table.
+    Writes a run directory (config.yaml, model.safetensors, vocab.json, metrics.json, the
+    training log). With --compare, trains both models and scores the majority-class baseline
+    into one table.
 
     Args:
         model: cnn (Kim 2014 convolutional network) or bilstm (bidirectional LSTM).
@@ -528,57 +458,39 @@ def classify(
         compare: Train both models and add a majority-class baseline row.
         threads: CPU threads for PyTorch (0: PyTorch's default). These models are small: one
             thread is usually faster than several.
+        overwrite: Replace an existing run in --out.
     """
     if model not in MODELS:
         raise ConfigError(f"unknown model {model!r}; choose one of {list(MODELS)}")
-    with torch_threads(threads):
-        _classify(model, source, out, epochs, batch_size, lr, seed, markdown, compare)
-
-
-def _classify(
-    model: ModelName,
-    source: str,
-    out: Path,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    seed: int,
-    markdown: Path | None,
-    compare: bool,
-) -> None:
-    splits = load_splits(source)
-    n = splits.counts()
-    print(
-        f"{source}: {len(splits.train)} train, {len(splits.val)} validation, {len(splits.test)} "
-        f"test messages ({n['test']['spam']} spam in test); "
-        f"{splits.duplicates_removed} duplicates removed"
-    )
     names: list[ModelName] = ["cnn", "bilstm"] if compare else [model]
-    rows: list[tuple[str, int | None, ClassificationReport, float | None]] = []
-    if compare:
-        baseline = majority_baseline(splits)
-        _print_report("majority class (ham)", baseline)
-        rows.append(("majority class (always ham)", None, baseline, None))
-    for name in names:
-        config = ClassifyConfig(
-            model=name,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            seed=seed,
+    runs = {name: Path(out) / name if compare else Path(out) for name in names}
+    with torch_threads(threads):
+        for run in runs.values():  # before any training: refuse to replace a run
+            check_writable(run, overwrite=overwrite, resume_hint=False)
+        splits = load_splits(source)
+        n = splits.counts()
+        print(
+            f"{source}: {len(splits.train)} train, {len(splits.val)} validation, "
+            f"{len(splits.test)} test messages ({n['test']['spam']} spam in test); "
+            f"{splits.duplicates_removed} duplicates removed"
         )
-        result = train_classifier(splits, config)
-        run = save_classifier(result, Path(out) / name if compare else Path(out))
-        _print_report(
-            f"{name} (best epoch {result.best_epoch}, {result.train_seconds:.0f} s)", result.test
-        )
-        print(f"saved to {run}")
-        label = {"cnn": "TextCNN (Kim 2014)", "bilstm": "BiLSTM"}[name]
-        rows.append((label, result.net.num_parameters(), result.test, result.train_seconds))
+        rows: list[Row] = []
+        if compare:
+            baseline = majority_baseline(splits)
+            _print_report("majority class (ham)", baseline)
+            rows.append(("majority class (always ham)", None, baseline, None))
+        for name, run in runs.items():
+            config = ClassifyConfig(
+                model=name, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed
+            )
+            result = train_classifier(splits, config, run, overwrite=overwrite)
+            seconds = result.train_seconds
+            _print_report(f"{name} (best epoch {result.best_epoch}, {seconds:.0f} s)", result.test)
+            print(f"saved to {run}")
+            label = {"cnn": "TextCNN (Kim 2014)", "bilstm": "BiLSTM"}[name]
+            rows.append((label, result.net.num_parameters(), result.test, seconds))
     if markdown is not None:
-        from groundwork.fileio import atomic_write
-
-        text = markdown_table(rows) + _caption(source, splits, config)
+        text = results_table(rows) + _caption(source, splits, config)
         atomic_write(Path(markdown), text.encode("utf-8"))
         print(f"table written to {markdown}")
 

@@ -19,6 +19,7 @@ def evaluate(
     batch_size: int = 8,
     seed: int = 1234,
     text: Path | None = None,
+    normalize: bool = False,
     source: str | None = None,
     split: str = "val",
     window: int | None = None,
@@ -40,7 +41,10 @@ def evaluate(
         limit: Evaluate only the first N examples of each task (or N documents of --source).
         batch_size: Continuations (or windows) per forward pass.
         seed: Seed of the few-shot sampling.
-        text: A UTF-8 text file whose perplexity to compute.
+        text: A UTF-8 text file whose perplexity to compute: its exact bytes, as given.
+        normalize: Normalise --text first as the data pipeline does (Unicode NFC, \\n line
+            ends, no trailing spaces, at most two blank lines in a row, no leading or trailing
+            blank lines).
         source: A data source (e.g. shakespeare) whose perplexity to compute.
         split: The split of --source, or of the run's own data.
         window: Perplexity window in tokens (default: the model's max_seq_len).
@@ -60,20 +64,25 @@ def evaluate(
         return
     model_name = model[0]
     result: dict[str, Any]
+    if normalize and text is None:
+        raise ConfigError("--normalize goes with --text")
+    if text is not None and source is not None:
+        raise ConfigError("give --text or --source, not both")
     if text is None and source is None:
-        if not Path(model_name, "config.yaml").exists():
-            raise ConfigError(
-                f"{model_name} is not a run directory (no config.yaml), so it has no data split "
-                "of its own: give --tasks, --text or --source"
-            )
+        _check_own_data(model_name)
         result = evaluate_run(Path(model_name), split=split)
     else:
         from groundwork.corpus import read_text_file
 
+        # The exact bytes of the file unless asked otherwise (read before the model loads, so a
+        # bad file fails at once).
+        content = (
+            None if text is None else read_text_file(text, normalize=normalize, strip_bom=normalize)
+        )
         net, tokenizer, _ = load_model(model_name)
         opts = dict(window=window, stride=stride, batch_size=batch_size)
-        if text is not None:
-            r = ev.perplexity(net, tokenizer, read_text_file(text), **opts)  # type: ignore[arg-type]
+        if content is not None:
+            r = ev.perplexity(net, tokenizer, content, **opts)  # type: ignore[arg-type]
         else:
             assert source is not None
             r = ev.perplexity_of_source(
@@ -91,6 +100,27 @@ def evaluate(
     for key, value in result.items():
         shown = f"{value:.4f}" if isinstance(value, float) else str(value)
         print(f"{key:<22}{shown}")
+
+
+def _check_own_data(name: str) -> None:
+    """Refuse, in one line, a model that has no data split of its own to be scored on."""
+    from groundwork.runs import is_run, read_config
+
+    if not is_run(name):
+        raise ConfigError(
+            f"{name} is not a run directory (no config.yaml), so it has no data split of its "
+            "own: give --tasks, --text or --source"
+        )
+    config = read_config(Path(name))
+    kind = config.get("kind", "lm")
+    if kind != "lm":
+        raise ConfigError(f"{name} is a {kind} run, not a language model: evaluate scores LMs")
+    if not isinstance(config.get("data"), dict) or "shards" not in config["data"]:
+        raise ConfigError(
+            f"the run {name} has no data split of its own (its config.yaml has no data section: "
+            "it was not made by `groundwork pretrain`, e.g. by `groundwork import`): "
+            "pass --tasks, --text or --source"
+        )
 
 
 def _evaluate_tasks(

@@ -1,6 +1,12 @@
 """The decoding commands: `groundwork sample`, `generate` and `chat` on a run directory or a
-named pretrained model. Chapter 10 (Decoding)."""
+named pretrained model. Chapter 10 (Decoding).
 
+Every command takes the model first, as a positional argument, and behaves the same way at the
+model's context: the prompt must fit in it (it is checked before anything is printed), and
+generation past it slides the window (each step reads the last ``max_seq_len`` tokens).
+"""
+
+import dataclasses
 from pathlib import Path
 from typing import Any, Literal
 
@@ -10,9 +16,9 @@ from groundwork.errors import ConfigError, UnknownNameError, did_you_mean
 def load_model(name: str) -> tuple[Any, Any, str | None]:
     """A run directory or a named pretrained model: ``(model, tokenizer, chat_template)``."""
     from groundwork.pretrained import PRETRAINED, load
-    from groundwork.runs import load_run
+    from groundwork.runs import is_run, load_run
 
-    if Path(name, "config.yaml").exists():
+    if is_run(name):
         net, tokenizer, _ = load_run(Path(name))
         return net, tokenizer, None
     if name in PRETRAINED:
@@ -36,7 +42,8 @@ def sample(
     Args:
         run: A run directory (from `groundwork pretrain`).
         prompt: Text to continue.
-        max_new_tokens: Number of tokens to generate.
+        max_new_tokens: Number of tokens to generate (past the model's context the window
+            slides).
         temperature: Sampling temperature (0: greedy).
         top_k: Sample among the k most likely tokens (none: all).
         seed: Random seed.
@@ -44,8 +51,11 @@ def sample(
     import torch
 
     from groundwork.generate import sample as sample_ids
+    from groundwork.generate.config import GenerationConfig
+    from groundwork.generate.decode import context_window
     from groundwork.runs import load_run
 
+    GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k)
     net, tokenizer, _ = load_run(run)
     ids = sample_ids(
         net,
@@ -53,7 +63,7 @@ def sample(
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         top_k=top_k,
-        max_seq_len=getattr(getattr(net, "config", None), "max_seq_len", None),
+        max_seq_len=context_window(net),
         stop_id=tokenizer.eot_id,
         generator=torch.Generator().manual_seed(seed),
     )
@@ -81,7 +91,8 @@ def generate(
         model: A run directory or a named model (smollm2-135m-instruct).
         prompt: The text to continue.
         strategy: sample (temperature/top-k/top-p/min-p), greedy, or beam search.
-        max_new_tokens: Generate at most this many tokens.
+        max_new_tokens: Generate at most this many tokens (past the model's context the window
+            slides).
         temperature: Sampling temperature.
         top_k: Sample among the k most likely tokens.
         top_p: Nucleus sampling: smallest set of tokens with this much probability.
@@ -94,25 +105,31 @@ def generate(
     """
     from groundwork.generate.beam import beam_search
     from groundwork.generate.config import GenerationConfig
-    from groundwork.generate.stream import stream
+    from groundwork.generate.decode import check_prompts
+    from groundwork.generate.stream import check_stop_strings, stream
 
     if not prompt:
         raise ConfigError("--prompt is empty: give some text to continue")
-    net, tokenizer, _ = load_model(model)
-    greedy = strategy != "sample"
-    config = GenerationConfig(
+    config = GenerationConfig(  # checks every number, whatever the strategy uses
         max_new_tokens=max_new_tokens,
-        temperature=0.0 if greedy else temperature,
-        top_k=None if greedy else top_k,
-        top_p=None if greedy else top_p,
-        min_p=None if greedy else min_p,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        min_p=min_p,
         repetition_penalty=repetition_penalty,
-        num_beams=num_beams if strategy == "beam" else 1,
+        num_beams=num_beams,
         length_penalty=length_penalty,
         stop_strings=(stop,) if stop else (),
         seed=seed,
     )
+    if strategy != "beam":
+        config = dataclasses.replace(config, num_beams=1)
+    if strategy != "sample":  # greedy and beam search pick tokens by score alone
+        config = dataclasses.replace(config, temperature=0.0, top_k=None, top_p=None, min_p=None)
+    net, tokenizer, _ = load_model(model)
     ids = tokenizer.encode(prompt)
+    check_prompts(net, [ids])  # before the prompt is echoed: an error comes alone
+    check_stop_strings(tokenizer, config.stop_strings)
     print(prompt, end="", flush=True)
     if strategy == "beam":
         eos = () if tokenizer.eot_id is None else (tokenizer.eot_id,)
@@ -135,7 +152,7 @@ def chat(
     """Chat with a model in the terminal (/help lists the commands; Ctrl-C stops an answer).
 
     Args:
-        model: A named chat model (smollm2-135m-instruct).
+        model: A named chat model.
         system: A system prompt.
         max_new_tokens: Longest answer in tokens.
         temperature: Sampling temperature (0: greedy).
@@ -145,13 +162,13 @@ def chat(
     from groundwork.generate.chat import run_chat
     from groundwork.generate.config import GenerationConfig
 
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed
+    )
     net, tokenizer, template = load_model(model)
     if template is None:
         raise ConfigError(
             f"{model} has no chat template; chat needs an instruction-tuned model such as "
             "smollm2-135m-instruct (use `groundwork generate` for plain continuation)"
         )
-    config = GenerationConfig(
-        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed
-    )
     run_chat(net, tokenizer, template, config=config, system=system)

@@ -4,7 +4,48 @@ Chapters 5 and 6."""
 
 import shutil
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+
+from groundwork.errors import ConfigError, UnknownNameError, did_you_mean
+
+
+def model_list() -> None:
+    """List the model architectures with their presets, and the named pretrained models."""
+    from groundwork.models import registry
+    from groundwork.pretrained import PRETRAINED
+
+    print("architectures (groundwork model info PRESET --arch NAME)")
+    for arch in registry.ARCHITECTURES.values():
+        twin = f"  [Hugging Face: {arch.hf.architectures}]" if arch.hf is not None else ""
+        print(f"  {arch.name:<8}{arch.description}{twin}")
+        print(f"  {'':<8}presets: {', '.join(arch.presets)}")
+    print()
+    print("pretrained models (groundwork.load(NAME), groundwork generate NAME)")
+    for name, source in PRETRAINED.items():
+        print(f"  {name}  ({source.arch}, preset {source.preset})")
+        print(f"      {source.description}")
+
+
+def _config_of(name: str, arch: str | None) -> Any:
+    """The model config a run directory, a named pretrained model or a preset describes."""
+    from groundwork.models import registry
+    from groundwork.pretrained import PRETRAINED
+    from groundwork.runs import is_run, read_config
+
+    if is_run(name):
+        return registry.config_from_dict(read_config(Path(name))["model"])
+    if name in PRETRAINED and arch is None:
+        return PRETRAINED[name].config()
+    try:
+        return registry.find_preset(name, arch)
+    except UnknownNameError:
+        if arch is not None:
+            raise
+        every = [p for a in registry.ARCHITECTURES.values() for p in a.presets] + list(PRETRAINED)
+        raise UnknownNameError(
+            f"{name!r} is neither a run directory, a preset nor a named pretrained model: "
+            f"{did_you_mean(name, every)}"
+        ) from None
 
 
 def model_info(name: str, arch: str | None = None) -> None:
@@ -17,14 +58,19 @@ def model_info(name: str, arch: str | None = None) -> None:
         arch: Architecture of the preset (gpt, llama, lstm; default: the first that has it).
     """
     from groundwork import models
-    from groundwork.models import registry
-    from groundwork.runs import is_run, read_config
 
-    if is_run(name):
-        config = registry.config_from_dict(read_config(Path(name))["model"])
-    else:
-        config = registry.find_preset(name, arch)
-    print(models.format_info(models.info(config)))
+    print(models.format_info(models.info(_config_of(name, arch))))
+
+
+def _check_out_of_run(run: Path, out: Path) -> None:
+    """Refuse an output directory that is the run directory or inside it."""
+    run_dir, out_dir = run.resolve(), out.resolve()
+    if out_dir.is_relative_to(run_dir):
+        where = "is the run directory" if out_dir == run_dir else f"is inside the run {run}"
+        raise ConfigError(
+            f"output directory {out} {where}: the export would mix with (or overwrite) the "
+            "run's own files; choose another output directory"
+        )
 
 
 def export(run: Path, out: Path, format: Literal["hf"] = "hf") -> None:
@@ -33,16 +79,18 @@ def export(run: Path, out: Path, format: Literal["hf"] = "hf") -> None:
 
     Args:
         run: A run directory.
-        out: Output directory.
+        out: Output directory (not the run directory, nor inside it).
         format: Target format (hf: Hugging Face transformers).
     """
     from groundwork.interop.hf import export_hf
-    from groundwork.runs import load_run
+    from groundwork.runs import TOKENIZER_FILE, load_run
 
-    net, _, _ = load_run(run, device="cpu")
-    export_hf(net, out)
-    if (run / "tokenizer.json").exists():
-        shutil.copyfile(run / "tokenizer.json", out / "tokenizer.json")
+    run, out = Path(run), Path(out)
+    _check_out_of_run(run, out)
+    net, tokenizer, _ = load_run(run, device="cpu")
+    export_hf(net, out, eos_token_id=tokenizer.eot_id if tokenizer is not None else None)
+    if (run / TOKENIZER_FILE).exists():
+        shutil.copyfile(run / TOKENIZER_FILE, out / TOKENIZER_FILE)
     print(f"exported {run} -> {out} (Hugging Face format)")
 
 

@@ -3,16 +3,16 @@
 The runner behind ``groundwork ngram``: it loads a text source through the corpus API, cuts it
 into token ids, fits :class:`~groundwork.models.ngram.NGramLM` for several orders and smoothing
 methods on the training split, and reports the perplexity of each on the validation split as a
-Markdown table (and optionally a plot and samples).
+Markdown table (and optionally a plot, samples, and the best model as a run directory).
 
 Two ways of cutting the text:
 
 * **Words** (the default): each non-empty line is one sequence; words are found by
   :data:`WORD_PATTERN` (runs of letters with inner apostrophes, runs of digits, single punctuation
   marks), lowercased unless asked otherwise. Words seen fewer than ``min_count`` times in the
-  training split become ``<unk>`` (id 0), so the vocabulary is closed. This is the classic setting
-  of the n-gram literature, but it is *lossy* (case, spacing and rare words are gone), so no bits
-  per byte are reported for it.
+  training split become ``<unk>`` (id 0), so the vocabulary is closed (:func:`word_vocabulary`).
+  This is the classic setting of the n-gram literature, but it is *lossy* (case, spacing and rare
+  words are gone), so no bits per byte are reported for it.
 * **A tokenizer** (``tokenizer="gpt2"`` or a ``tokenizer.json`` path): each document is one
   sequence of subword ids. Byte-level BPE is lossless, so the total log-probability of the
   validation text is also reported in bits per UTF-8 byte (the ``</s>`` that ends each document
@@ -21,26 +21,28 @@ Two ways of cutting the text:
 Chapter 1 of the docs, section 1.6 "n-gram language models".
 """
 
-import collections
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import regex
 
-from groundwork import corpus
+from groundwork import corpus, runs
+from groundwork.checks import positive_int
 from groundwork.errors import ConfigError, EmptyCorpusError, did_you_mean
-from groundwork.fileio import atomic_write
+from groundwork.fileio import atomic_write, write_json
 from groundwork.models.ngram import SMOOTHINGS, NGramConfig, NGramLM, vocab_fingerprint
-from groundwork.train.objectives import bits_per_byte
+from groundwork.numerics import bits_per_byte
+from groundwork.tables import markdown_table
+from groundwork.tokenize import Tokenizer
+from groundwork.tokenize.words import UNK, Vocabulary, split_words
 
 # --8<-- [start:words]
 #: A word: letters with inner apostrophes ("o'er", "king's"), a number, or one punctuation mark.
-WORD_PATTERN = r"\p{L}+(?:['’]\p{L}+)*|\p{N}+|[^\s\p{L}\p{N}]"
-UNK = "<unk>"
+WORD_PATTERN = regex.compile(r"\p{L}+(?:['’]\p{L}+)*|\p{N}+|[^\s\p{L}\p{N}]")
 
 
 def words(text: str, *, lowercase: bool = True) -> list[str]:
@@ -49,40 +51,30 @@ def words(text: str, *, lowercase: bool = True) -> list[str]:
     >>> words("O Romeo, Romeo! wherefore art thou Romeo?")
     ['o', 'romeo', ',', 'romeo', '!', 'wherefore', 'art', 'thou', 'romeo', '?']
     """
-    return regex.findall(WORD_PATTERN, text.lower() if lowercase else text)
+    return split_words(text, WORD_PATTERN, lowercase=lowercase)
 
 
 # --8<-- [end:words]
 
 
-@dataclass
-class WordVocabulary:
-    """A closed word vocabulary: ``<unk>`` (id 0), then the words by falling training count."""
+def word_vocabulary(
+    sequences: Sequence[Sequence[str]], *, min_count: int = 2, lowercase: bool = True
+) -> Vocabulary:
+    """The closed vocabulary of the word-level models: ``<unk>`` (id 0), then the words seen at
+    least ``min_count`` times by falling count (ties in first-seen order).
 
-    tokens: list[str]
-
-    @classmethod
-    def build(cls, sequences: Sequence[Sequence[str]], min_count: int = 2) -> "WordVocabulary":
-        """Keep the words seen at least ``min_count`` times (ties in first-seen order)."""
-        counts = collections.Counter(w for seq in sequences for w in seq)
-        kept = [w for w, c in counts.most_common() if c >= min_count and w != UNK]
-        return cls([UNK, *kept])
-
-    def __post_init__(self) -> None:
-        self.ids = {w: i for i, w in enumerate(self.tokens)}
-
-    @property
-    def vocab_size(self) -> int:
-        """Number of ids, ``<unk>`` included."""
-        return len(self.tokens)
-
-    def encode(self, seq: Sequence[str]) -> list[int]:
-        """Word strings to ids; unknown words map to ``<unk>`` (0)."""
-        return [self.ids.get(w, 0) for w in seq]
-
-    def decode(self, ids: Sequence[int]) -> str:
-        """Ids to words joined by spaces."""
-        return " ".join(self.tokens[i] for i in ids)
+    >>> vocab = word_vocabulary([["a", "b", "a"], ["c", "a", "b"]], min_count=2)
+    >>> vocab.tokens, vocab.ids(["b", "c", "zebra"]), vocab.decode([1, 0])
+    (['<unk>', 'a', 'b'], [2, 0, 0], 'a <unk>')
+    """
+    return Vocabulary.from_words(
+        sequences,
+        min_count=min_count,
+        specials=(UNK,),
+        ties="first-seen",
+        pattern=WORD_PATTERN,
+        lowercase=lowercase,
+    )
 
 
 @dataclass
@@ -100,6 +92,8 @@ class NGramData:
     """UTF-8 bytes of the validation text when the cut is lossless (else ``None``)."""
     eos_id: int | None = None
     """The tokenizer's end-of-text id, used as both ``<s>`` and ``</s>`` (else reserved ids)."""
+    vocab: Vocabulary | Tokenizer | None = None
+    """What cut the text into ids: the word vocabulary, or the tokenizer."""
 
 
 def load_ngram_data(
@@ -116,8 +110,7 @@ def load_ngram_data(
         TokenizerError: The tokenizer file is missing or unsupported.
         EmptyCorpusError: The training split holds no words.
     """
-    if min_count < 1:
-        raise ConfigError(f"min_count must be >= 1, got {min_count}")
+    positive_int("min_count", min_count)
     train_docs = corpus.load_documents(source, split="train")
     val_docs = corpus.load_documents(source, split="val")
     if tokenizer is None:
@@ -129,16 +122,17 @@ def load_ngram_data(
         train_words, val_words = lines(train_docs), lines(val_docs)
         if not train_words:
             raise EmptyCorpusError(f"the training split of {source!r} holds no words")
-        vocab = WordVocabulary.build(train_words, min_count=min_count)
+        vocab = word_vocabulary(train_words, min_count=min_count, lowercase=lowercase)
         return NGramData(
             name=f"words{', lowercased' if lowercase else ''}, min count {min_count}, one line "
             "per sequence",
-            train=[vocab.encode(s) for s in train_words],
-            val=[vocab.encode(s) for s in val_words],
-            vocab_size=vocab.vocab_size,
+            train=[vocab.ids(s) for s in train_words],
+            val=[vocab.ids(s) for s in val_words],
+            vocab_size=len(vocab),
             fingerprint=vocab_fingerprint(vocab.tokens),
             decode=vocab.decode,
             val_bytes=None,
+            vocab=vocab,
         )
     tok = _load_tokenizer(tokenizer)
     train_ids = [tok.encode(d.text) for d in train_docs]
@@ -153,10 +147,11 @@ def load_ngram_data(
         decode=tok.decode,
         val_bytes=sum(len(d.text.encode("utf-8")) for d in val_docs),
         eos_id=tok.eot_id,
+        vocab=tok,
     )
 
 
-def _load_tokenizer(tokenizer: str | Path):  # type: ignore[no-untyped-def]
+def _load_tokenizer(tokenizer: str | Path) -> Tokenizer:
     """``"gpt2"``: GPT-2's own BPE (the fetched ``gpt2-bpe`` source); else a tokenizer.json."""
     from groundwork import tokenize
 
@@ -230,14 +225,10 @@ def results_markdown(
     orders = sorted({r.order for r in results})
     methods = list(dict.fromkeys(r.smoothing for r in results))
     cell = {(r.order, r.smoothing): r for r in results}
-    head = "| order | " + " | ".join(_label(m, k, discount) for m in methods) + " |\n"
-    rule = "|---|" + "---|" * len(methods) + "\n"
+    header = ["order", *(_label(m, k, discount) for m in methods)]
 
     def table(value: Callable[[NGramResult], str]) -> str:
-        rows = [
-            f"| {n} | " + " | ".join(value(cell[n, m]) for m in methods) + " |\n" for n in orders
-        ]
-        return head + rule + "".join(rows)
+        return markdown_table(header, [[n, *(value(cell[n, m]) for m in methods)] for n in orders])
 
     out = "Held-out perplexity per token:\n\n" + table(lambda r: f"{r.perplexity:,.1f}")
     if all(r.bits_per_byte is not None for r in results):
@@ -294,6 +285,7 @@ def ngram(
     samples: int = 0,
     sample_order: int = 4,
     seed: int = 0,
+    out: Path | None = None,
 ) -> None:
     """Fit n-gram language models on a text source and print their held-out perplexity.
 
@@ -313,6 +305,8 @@ def ngram(
         samples: Print this many texts sampled from the Kneser–Ney (else first) model.
         sample_order: The order of the model to sample from (must be among the orders).
         seed: Random seed of the sampling.
+        out: Save the model with the lowest held-out perplexity as a run directory here
+            (``groundwork.runs.load_run`` reads it back).
     """
     try:
         order_list = [int(o) for o in str(orders).split(",") if o.strip()]
@@ -351,18 +345,43 @@ def ngram(
         atomic_write(Path(markdown), text.encode("utf-8"))
     if plot is not None:
         plot_results(results, Path(plot), f"{source}, held-out perplexity", k=k, discount=discount)
+    if out is not None:
+        best = min(results, key=lambda r: r.perplexity)
+        data_section = dict(
+            source=source, tokenizer=tokenizer, lowercase=lowercase, min_count=min_count
+        )
+        save_run(best, data, Path(out), data=data_section)
+        print(f"wrote {out} (order {best.order} {best.smoothing}, the lowest perplexity)")
+
+
+def save_run(result: NGramResult, cut: NGramData, out: Path, **sections: object) -> Path:
+    """Write ``result``'s model as a run directory: ``config.yaml`` (``kind: ngram``, the
+    :class:`~groundwork.models.ngram.NGramConfig` as the model section, ``sections``),
+    ``model.npz``, the vocabulary (``vocab.json``) or tokenizer (``tokenizer.json``) that
+    ``cut`` the text into ids, and the held-out scores (``metrics.json``)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs.write_config(out, kind="ngram", model=asdict(result.model.config), **sections)
+    result.model.save(out / runs.NGRAM_MODEL_FILE)
+    if isinstance(cut.vocab, Vocabulary):
+        write_json(out / runs.VOCAB_FILE, cut.vocab.to_json())
+    elif cut.vocab is not None:
+        cut.vocab.save(out / runs.TOKENIZER_FILE)
+    metrics = {"perplexity": result.perplexity, "bits_per_byte": result.bits_per_byte}
+    write_json(out / "metrics.json", {**metrics, "cut": cut.name})
+    return out
 
 
 __all__ = [
-    "UNK",
     "WORD_PATTERN",
     "NGramData",
     "NGramResult",
-    "WordVocabulary",
     "evaluate_ngrams",
     "load_ngram_data",
     "ngram",
     "plot_results",
     "results_markdown",
+    "save_run",
+    "word_vocabulary",
     "words",
 ]

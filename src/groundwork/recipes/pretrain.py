@@ -4,7 +4,9 @@ This is what ``groundwork pretrain`` runs, as a Python function. The tokenizer a
 a recipe needs are built once and cached under ``$GROUNDWORK_HOME`` (keyed by source, tokenizer
 kind and vocabulary size), so a second run starts training at once. The run directory receives
 the resolved ``config.yaml`` (enough to rebuild the model), a copy of ``tokenizer.json``, and
-everything the loop writes (see :mod:`groundwork.train.loop`). Chapter 8 (Training).
+everything the training engine writes (see :mod:`groundwork.train.engine`). An existing run is
+never replaced silently: continue it with ``--resume`` or replace it with ``--overwrite``.
+Chapter 8 (Training).
 """
 
 import dataclasses
@@ -17,13 +19,28 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from groundwork.checks import positive_int
 from groundwork.errors import CheckpointError, ConfigError, did_you_mean
 from groundwork.models import registry
 from groundwork.models.registry import build_model
 from groundwork.numerics import loss_to_bits_per_byte
-from groundwork.runs import load_run, plain, read_config, write_config, write_run
+from groundwork.runs import (
+    check_writable,
+    load_run,
+    plain,
+    read_config,
+    write_config,
+    write_run,
+)
+from groundwork.runtime import resolve_device
 from groundwork.train import checkpoint as ckpt
-from groundwork.train.loop import TrainConfig, TrainResult, evaluate_loss, train
+from groundwork.train.loop import (
+    TrainConfig,
+    TrainResult,
+    evaluate_loss,
+    load_trainer_state,
+    train_causal_lm,
+)
 
 __all__ = [
     "DataConfig",
@@ -99,8 +116,7 @@ class DataConfig:
     """Token shards prepared with `groundwork data prepare` (None: prepared and cached here)."""
 
     def __post_init__(self) -> None:
-        if self.vocab_size < 1:
-            raise ConfigError(f"data.vocab_size must be a positive integer, got {self.vocab_size}")
+        positive_int("data.vocab_size", self.vocab_size)
 
 
 def prepare_data(data: DataConfig, *, progress: bool = True) -> tuple[Path, Path]:
@@ -196,18 +212,24 @@ def pretrain(
     data: DataConfig | None = None,
     train_config: TrainConfig | None = None,
     out: Path = Path("runs/pretrain"),
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train a language model from scratch and write a run directory.
 
     Args:
         model: Architecture, preset and overrides (default: the tiny GPT).
         data: Source and tokenizer (default: Shakespeare with a 4096-token BPE).
-        train_config: The loop's settings.
-        out: The run directory; an existing run there is replaced (continue one with
-            :func:`resume_pretraining`).
+        train_config: The engine's settings.
+        out: The run directory (continue a run there with :func:`resume_pretraining`).
+        overwrite: Replace a run that ``out`` already holds.
+
+    Raises:
+        ConfigError: ``out`` holds a run and ``overwrite`` is not set.
     """
     from groundwork import corpus
 
+    out = Path(out)
+    check_writable(out, overwrite=overwrite)
     model = model or ModelArgs()
     data = data or DataConfig()
     cfg = train_config or TrainConfig()
@@ -219,12 +241,7 @@ def pretrain(
             f"train.seq_len ({cfg.seq_len}) is longer than the model's max_seq_len "
             f"({model_config.max_seq_len}); lower train.seq_len or raise model.max_seq_len"
         )
-    out = Path(out)
-    if out.exists():
-        for name in (ckpt.STATE_FILE, ckpt.MODEL_FILE, ckpt.OPTIMIZER_FILE, "metrics.jsonl"):
-            (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / "tb", ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)  # the engine removes an overwritten run's files
     if tok_path.resolve() != (out / "tokenizer.json").resolve():
         shutil.copyfile(tok_path, out / "tokenizer.json")
     write_config(
@@ -263,7 +280,9 @@ def _run(net: nn.Module, shards: Path, cfg: TrainConfig, out: Path, *, resume: b
     meta = corpus.read_meta(shards)
     train_data = corpus.TokenShards(shards, "train")
     val_data = corpus.TokenShards(shards, "val") if "val" in meta["splits"] else None
-    return train(
+    if cfg.progress:
+        print(_start_summary(net, cfg, out, load_trainer_state(out).step if resume else 0))
+    return train_causal_lm(
         net,
         train_data,
         val_data,
@@ -271,6 +290,18 @@ def _run(net: nn.Module, shards: Path, cfg: TrainConfig, out: Path, *, resume: b
         out,
         resume=resume,
         bytes_per_token=_bytes_per_token(meta, "val"),
+    )
+
+
+def _start_summary(net: nn.Module, cfg: TrainConfig, out: Path, step: int) -> str:
+    """``pretraining gpt (1,234,567 parameters) on cpu: steps 0 -> 800 of 4,096 tokens ...``."""
+    arch = registry.arch_of(net.config).name if hasattr(net, "config") else type(net).__name__
+    params = sum(p.numel() for p in net.parameters())
+    return (
+        f"pretraining {arch} ({params:,} parameters) on {resolve_device(cfg.device)}: "
+        f"steps {step} -> {cfg.max_steps} of {cfg.tokens_per_step:,} tokens each "
+        f"(batch {cfg.batch_size} x {cfg.seq_len} tokens x {cfg.grad_accum} accumulated); "
+        f"run directory {out}"
     )
 
 
@@ -314,6 +345,7 @@ def pretrain_command(
     train: TrainConfig,
     out: Path = Path("runs/pretrain"),
     resume: Path | None = None,
+    overwrite: bool = False,
     samples: int = 0,
 ) -> None:
     """Train a language model from scratch on a data source; writes a run directory.
@@ -329,6 +361,7 @@ def pretrain_command(
         out: Run directory to write.
         resume: Continue the run in this directory from its last checkpoint instead (train
             options given on the command line, e.g. --train.max-steps, override the run's).
+        overwrite: Replace an existing run in --out.
         samples: Print this many samples from the model at the end.
     """
     if resume is not None:
@@ -336,21 +369,20 @@ def pretrain_command(
         changed = {k: v for k, v in dataclasses.asdict(train).items() if v != defaults[k]}
         result = resume_pretraining(resume, overrides=changed)
     else:
-        result = pretrain(model=model, data=data, train_config=train, out=out)
-    state = result.state
-    run = result.run_dir
+        result = pretrain(model=model, data=data, train_config=train, out=out, overwrite=overwrite)
+    state, run = result.state, result.run_dir
+    done = f"{result.summary()} ({state.tokens_seen:,} tokens, {state.elapsed_seconds:.0f} s)"
+    if result.stopped in ("signal", "time"):
+        print(f"{done}; checkpoint saved in {run}. Resume with: groundwork pretrain --resume {run}")
+    else:
+        print(done)
     if result.stopped == "signal":
-        print(
-            f"stopped at step {state.step}; checkpoint saved in {run}. "
-            f"Resume with: groundwork pretrain --resume {run}"
-        )
         return
     summary = evaluate_run(run, device="auto")
     print(
-        f"step {state.step} ({state.tokens_seen:,} tokens, {state.elapsed_seconds:.0f} s): "
-        f"validation loss {summary['loss_nats_per_token']:.4f} nats/token, "
-        f"perplexity {summary['perplexity']:.2f}, "
-        f"{summary['bits_per_byte']:.3f} bits per byte"
+        f"full validation split ({summary['tokens']:,} tokens): "
+        f"loss {summary['loss_nats_per_token']:.4f} nats/token, "
+        f"perplexity {summary['perplexity']:.2f}, {summary['bits_per_byte']:.3f} bits per byte"
     )
     print(f"run directory: {run} (loss plot: {run / 'plots' / 'loss.png'})")
     from groundwork.recipes.generate import sample

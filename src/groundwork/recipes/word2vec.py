@@ -3,14 +3,14 @@
 Reads the documents of the given sources (Shakespeare and the Wikipedia/Lee sample by default)
 through :func:`groundwork.corpus.load_documents`, splits them into sentences of lower-cased words
 (:func:`text_to_sentences`), trains :class:`groundwork.models.word2vec.Word2Vec`, evaluates the
-vectors on analogies and word similarity (:mod:`groundwork.evaluate.word_vectors`) and writes an
-output directory:
+vectors on analogies and word similarity (:mod:`groundwork.evaluate.word_vectors`) and writes a
+run directory (``groundwork.runs.load_run`` reads it back as ``(model, vocabulary, config)``):
 
 ```
 runs/word2vec/
+  config.yaml             kind: word2vec, the Word2VecConfig (model), the sources (data)
   vectors.safetensors     input ("word") and output vectors
-  vocab.json              words (most frequent first) and their counts
-  word2vec_config.json    the Word2VecConfig
+  vocab.json              words (most frequent first), their counts and the word regex
   vectors.txt             the word2vec.c text format (gensim: KeyedVectors.load_word2vec_format)
   metrics.json            scores, coverage, timings, corpus size
 ```
@@ -28,6 +28,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from groundwork import runs
 from groundwork.corpus import load_documents
 from groundwork.errors import EmptyCorpusError
 from groundwork.evaluate.word_vectors import (
@@ -40,6 +41,8 @@ from groundwork.evaluate.word_vectors import (
 from groundwork.fileio import atomic_write, write_json
 from groundwork.models.word2vec import Word2Vec, Word2VecConfig
 from groundwork.runtime import torch_threads
+from groundwork.tables import markdown_table
+from groundwork.tokenize.words import split_words
 
 # --8<-- [start:tokenize]
 WORD_PATTERN = re.compile(r"[^\W\d_]+")
@@ -60,8 +63,8 @@ def text_to_sentences(text: str) -> list[list[str]]:
     [['to', 'be', 'or', 'not', 'to', 'be'], ['that', 'is', 'the', 'question']]
     """
     sentences = []
-    for line in text.lower().split("\n"):
-        words = WORD_PATTERN.findall(line)
+    for line in text.split("\n"):
+        words = split_words(line, WORD_PATTERN)
         for start in range(0, len(words), MAX_SENTENCE):
             sentences.append(words[start : start + MAX_SENTENCE])
     return sentences
@@ -118,27 +121,31 @@ def evaluate_vectors(
 # --8<-- [start:table]
 def results_table(rows: Sequence[dict[str, Any]]) -> str:
     """A Markdown table of results, one row per model (keys as written by :func:`word2vec`)."""
-    head = (
-        "| model | arch | loss | epochs | train words | vocab | train time (s) "
-        "| analogy acc. | analogy coverage | WordSim-353 ρ | SimLex-999 ρ |\n"
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
-    )
-    lines = [
-        f"| {r['model']} | {r['arch']} | {r['loss']} | {r['epochs']} | {r['train_words']:,} "
-        f"| {r['vocab_size']:,} | {r['train_seconds']:.1f} | {r['analogy_accuracy']:.1%} "
-        f"| {r['analogy_coverage']:.1%} | {r['wordsim353_spearman']:.3f} "
-        f"| {r['simlex999_spearman']:.3f} |"
+    header = ["model", "arch", "loss", "epochs", "train words", "vocab", "train time (s)"]
+    header += ["analogy acc.", "analogy coverage", "WordSim-353 ρ", "SimLex-999 ρ"]
+    cells = [
+        [
+            r["model"],
+            r["arch"],
+            r["loss"],
+            r["epochs"],
+            f"{r['train_words']:,}",
+            f"{r['vocab_size']:,}",
+            f"{r['train_seconds']:.1f}",
+            f"{r['analogy_accuracy']:.1%}",
+            f"{r['analogy_coverage']:.1%}",
+            f"{r['wordsim353_spearman']:.3f}",
+            f"{r['simlex999_spearman']:.3f}",
+        ]
         for r in rows
     ]
-    return head + "\n".join(lines) + "\n"
+    return markdown_table(header, cells, align="lll" + "r" * 8)
 
 
 def neighbours_table(near: dict[str, list[tuple[str, float]]]) -> str:
     """A Markdown table: each word and its nearest neighbours with their cosine similarity."""
-    lines = ["| word | nearest neighbours (cosine) |", "|---|---|"]
-    for word, pairs in near.items():
-        lines.append(f"| {word} | " + ", ".join(f"{w} ({s:.2f})" for w, s in pairs) + " |")
-    return "\n".join(lines) + "\n"
+    rows = [[word, ", ".join(f"{w} ({s:.2f})" for w, s in pairs)] for word, pairs in near.items()]
+    return markdown_table(["word", "nearest neighbours (cosine)"], rows)
 
 
 # --8<-- [end:table]
@@ -168,7 +175,7 @@ def word2vec(
     """Train word2vec on real text, evaluate it on analogies and word similarity, save the vectors.
 
     Args:
-        out: Output directory (vectors, vocabulary, config, metrics).
+        out: Output run directory (config, vectors, vocabulary, metrics).
         sources: Text sources to train on (all their documents).
         arch: ``skipgram`` or ``cbow``.
         loss: ``negative`` (negative sampling) or ``hs`` (hierarchical softmax).
@@ -207,7 +214,7 @@ def word2vec(
     sentences = load_sentences(sources)
     with torch_threads(threads) as used_threads:
         start = time.perf_counter()
-        model = Word2Vec.train(sentences, config, progress=progress)
+        model = Word2Vec.train(sentences, config, progress=progress, pattern=WORD_PATTERN)
         seconds = time.perf_counter() - start
     metrics = {
         "model": "groundwork",
@@ -221,10 +228,17 @@ def word2vec(
         "train_seconds": seconds,
         "torch_threads": used_threads,
         "config": asdict(config),
-        **evaluate_vectors(model.vocab.words, model.vectors, restrict_vocab=restrict_vocab),
+        **evaluate_vectors(model.vocab.tokens, model.vectors, restrict_vocab=restrict_vocab),
     }
     out = Path(out)
-    model.save(out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs.write_config(
+        out,
+        kind="word2vec",
+        model=asdict(config),
+        data={"sources": list(sources), "lowercase": True, "word_pattern": WORD_PATTERN.pattern},
+    )
+    model.save_weights(out)
     model.save_word2vec_format(out / "vectors.txt")
     near = {w: model.nearest(w, 6) for w in neighbours if w in model.vocab}
     metrics["neighbours"] = {w: [[v, round(s, 4)] for v, s in n] for w, n in near.items()}

@@ -6,8 +6,9 @@ Chapter: ``docs/chapters/02-tokenization.md``.
 
 from groundwork.tokenize.api import gpt2_tokenizer, load_tokenizer, train_tokenizer
 from groundwork.tokenize.base import Tokenizer
-from groundwork.tokenize.bpe import GPT2_PATTERN, ByteLevelBPE, bytes_to_unicode, learn_merges
+from groundwork.tokenize.bpe import GPT2_PATTERN, ByteLevelBPE, bytes_to_unicode
 from groundwork.tokenize.char import CharTokenizer
+from groundwork.tokenize.merges import learn_merges
 from groundwork.tokenize.wordpiece import WordPiece, bert_normalize, bert_pre_tokenize
 from groundwork.tokenize.wrapped import HFTokenizer
 

@@ -9,18 +9,12 @@ from pathlib import Path
 from typing import Literal
 
 from groundwork.errors import ConfigError
-from groundwork.tokenize.base import Tokenizer, model_type, read_tokenizer_json, unsupported
+from groundwork.tokenize.base import Tokenizer
 from groundwork.tokenize.bpe import ByteLevelBPE
 from groundwork.tokenize.char import CharTokenizer
 from groundwork.tokenize.wordpiece import BERT_SPECIAL_TOKENS, WordPiece
 
 TokenizerKind = Literal["bpe", "wordpiece", "char"]
-
-_CLASSES: dict[str, type[Tokenizer]] = {
-    "BPE": ByteLevelBPE,
-    "WordPiece": WordPiece,
-    "WordLevel": CharTokenizer,
-}
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:
@@ -31,11 +25,7 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     Raises:
         TokenizerError: the file is missing, truncated, or of a model type we do not implement.
     """
-    data = read_tokenizer_json(path)
-    kind = model_type(data, path)
-    if kind not in _CLASSES:
-        raise unsupported(path, f"the model type {kind!r}")
-    return _CLASSES[kind].from_json_dict(data, path)
+    return Tokenizer.load(path)
 
 
 def gpt2_tokenizer() -> ByteLevelBPE:

@@ -16,9 +16,9 @@ Chapter: ``docs/chapters/02-tokenization.md``.
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import regex
 
@@ -118,11 +118,40 @@ class Tokenizer(ABC):
         Raises:
             TokenizerError: the file is missing, not valid JSON, or of another model type.
         """
-        if cls is Tokenizer:  # Tokenizer.load: choose the class from the file
-            from groundwork.tokenize.api import load_tokenizer
+        data = read_tokenizer_json(path)
+        if cls is Tokenizer:  # Tokenizer.load: choose the class from the file's model type
+            return tokenizer_class(data, path).from_json_dict(data, path)
+        return cls.from_json_dict(data, path)
 
-            return load_tokenizer(path)
-        return cls.from_json_dict(read_tokenizer_json(path), path)
+
+_CLASSES: dict[str, type[Tokenizer]] = {}
+"""Our tokenizer class for each ``tokenizer.json`` model type, filled by
+:func:`register_model_type` (``"BPE"``, ``"WordPiece"``, ``"WordLevel"``)."""
+
+_T = TypeVar("_T", bound=type[Tokenizer])
+
+
+def register_model_type(kind: str) -> Callable[[_T], _T]:
+    """Class decorator: ``load_tokenizer`` reads ``tokenizer.json`` files of model type ``kind``
+    with the decorated class (the three tokenizer modules register theirs)."""
+
+    def register(cls: _T) -> _T:
+        _CLASSES[kind] = cls
+        return cls
+
+    return register
+
+
+def tokenizer_class(data: Mapping[str, Any], path: str | Path) -> type[Tokenizer]:
+    """The registered class for a parsed ``tokenizer.json``.
+
+    Raises:
+        TokenizerError: a model type we do not implement.
+    """
+    kind = model_type(data, path)
+    if kind not in _CLASSES:
+        raise unsupported(path, f"the model type {kind!r}")
+    return _CLASSES[kind]
 
 
 def read_tokenizer_json(path: str | Path) -> dict[str, Any]:

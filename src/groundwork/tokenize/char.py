@@ -22,6 +22,7 @@ from groundwork.tokenize.base import (
     Tokenizer,
     added_tokens_json,
     model_type,
+    register_model_type,
     special_tokens_from_json,
     unsupported,
 )
@@ -35,6 +36,7 @@ _CHAR_SPLIT = {
 }
 
 
+@register_model_type("WordLevel")
 class CharTokenizer(Tokenizer):
     """One token per character.
 

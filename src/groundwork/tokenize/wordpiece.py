@@ -10,7 +10,7 @@ Implements:
   ``##`` prefix), and so on; a word that cannot be segmented, or is longer than
   ``max_input_chars_per_word``, becomes ``[UNK]``;
 * :meth:`WordPiece.train` — a trainer. Like ``tokenizers``' ``WordPieceTrainer`` it is BPE
-  (:func:`~groundwork.tokenize.bpe.learn_merges`) on characters where every non-initial
+  (:func:`~groundwork.tokenize.merges.learn_merges`) on characters where every non-initial
   character carries the ``##`` prefix; the learned tokens become the WordPiece vocabulary. (The
   original WordPiece picks the pair that most increases the likelihood of a unigram language
   model, ``count(ab) / (count(a) count(b))``; see the chapter.)
@@ -39,10 +39,11 @@ from groundwork.tokenize.base import (
     Tokenizer,
     added_tokens_json,
     model_type,
+    register_model_type,
     special_tokens_from_json,
     unsupported,
 )
-from groundwork.tokenize.bpe import learn_merges
+from groundwork.tokenize.merges import learn_merges
 
 BERT_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -93,6 +94,7 @@ def bert_pre_tokenize(text: str) -> list[str]:
 # --8<-- [end:normalize]
 
 
+@register_model_type("WordPiece")
 class WordPiece(Tokenizer):
     """BERT's WordPiece tokenizer.
 

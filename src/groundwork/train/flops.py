@@ -15,6 +15,7 @@ Chapter 8 (Training).
 """
 
 import torch
+from torch import nn
 
 # Dense (no sparsity) peak tensor-core FLOP/s from the vendors' data sheets, for bf16/fp16.
 PEAK_FLOPS_BF16: dict[str, float] = {
@@ -63,3 +64,28 @@ def mfu(tokens_per_second: float, flops_per_token: float, peak: float | None) ->
 
 
 # --8<-- [end:flops]
+
+
+def model_flops_per_token(model: nn.Module, seq_len: int) -> float | None:
+    """Training FLOPs per token of ``model`` at context ``seq_len``, from its config's
+    ``n_layers`` and ``d_model`` (``None`` for a model without them, e.g. a classifier).
+
+    Embedding tables that are only looked up (not tied to an output projection) do no multiplies
+    and are left out; a model without attention (an LSTM) costs just $6N$.
+    """
+    config = getattr(model, "config", None)
+    n_layers = getattr(config, "n_layers", None)
+    d_model = getattr(config, "d_model", None)
+    if n_layers is None or d_model is None:
+        return None
+    params = {id(p): p for p in model.parameters()}
+    linear_weights = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
+    lookup_only = sum(
+        m.weight.numel()
+        for m in model.modules()
+        if isinstance(m, nn.Embedding) and id(m.weight) not in linear_weights
+    )
+    n = sum(p.numel() for p in params.values()) - lookup_only
+    if getattr(config, "n_heads", None) is None:  # no attention (an LSTM): just 6N
+        return 6.0 * n
+    return training_flops_per_token(n, n_layers=n_layers, d_model=d_model, seq_len=seq_len)

@@ -5,12 +5,28 @@ evaluation. Chapter 8 (Training).
 
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
 from groundwork.train.checkpoint import atomic_path
 
 METRICS_FILE = "metrics.jsonl"
+
+_warned_no_tensorboard = False
+
+
+def _warn_no_tensorboard() -> None:
+    """Say once per process that TensorBoard files are not written, and what to do."""
+    global _warned_no_tensorboard
+    if _warned_no_tensorboard:
+        return
+    _warned_no_tensorboard = True
+    print(
+        "warning: tensorboard is not installed, so no TensorBoard files are written (tb/); "
+        "pip install tensorboard, or pass --train.tensorboard false to silence this",
+        file=sys.stderr,
+    )
 
 
 class MetricsLogger:
@@ -40,8 +56,8 @@ class MetricsLogger:
                 from torch.utils.tensorboard import SummaryWriter
 
                 self._tb = SummaryWriter(log_dir=str(self.run_dir / "tb"), purge_step=resume_step)
-            except ImportError:  # tensorboard not installed: the JSONL log is enough
-                self._tb = None
+            except ImportError:  # tensorboard not installed: the JSONL log still has everything
+                _warn_no_tensorboard()
 
     def log(self, step: int, **metrics: float | int | str | None) -> None:
         """Record ``metrics`` for ``step`` (non-finite floats are written as null)."""

@@ -1,0 +1,54 @@
+"""The Hugging Face adapter of a model family: how its config and state dict map to those of its
+``transformers`` twin (torchtitan's "state dict adapter" idea).
+
+Each family with a twin writes one :class:`HFAdapter` next to its model
+(:mod:`groundwork.models.gpt_hf`, :mod:`groundwork.models.llama_hf`) and hangs it on its
+registry entry (``Architecture.hf``). The generic converters of :mod:`groundwork.interop.hf`
+find it there, by config type on export and by ``config.json``'s ``model_type`` on import, and
+know no family by name. Adapters only move names, shapes and dictionaries: they import neither
+``transformers`` nor anything above ``models/``.
+
+Chapter 6 of the docs ("Hugging Face checkpoints").
+"""
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+def _never(hf_key: str) -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class HFAdapter:
+    """Conversion between one family's configs and weights and Hugging Face's."""
+
+    model_types: tuple[str, ...]
+    """``config.json`` ``model_type`` values this family reads; the first is written on export."""
+    architectures: str
+    """The ``transformers`` class named in ``config.json``'s ``architectures``
+    (``"GPT2LMHeadModel"``)."""
+    to_hf_config: Callable[[Any], dict[str, Any]]
+    """Our config -> the fields of Hugging Face's ``config.json`` (without ``model_type``,
+    ``architectures`` and the special token ids, which the converter adds). Raises
+    :class:`~groundwork.errors.ConfigError` for a config with no twin (e.g. a post-LN GPT)."""
+    from_hf_config: Callable[[Mapping[str, Any]], Any]
+    """``config.json``'s contents -> our config. Raises
+    :class:`~groundwork.errors.CheckpointError` for an option the family does not implement."""
+    key_map: Callable[[Any], dict[str, str]]
+    """Our config -> ``{our state-dict key: Hugging Face key}``, every key of the model."""
+    transposed: Callable[[str], bool] = _never
+    """Whether the tensor under a Hugging Face key is stored as the transpose of ours (GPT-2's
+    ``Conv1D`` weights are ``(in, out)``, ``nn.Linear``'s ``(out, in)``)."""
+    ignored_suffixes: tuple[str, ...] = ()
+    """Endings of Hugging Face keys that hold no learned state (causal-mask buffers, RoPE
+    frequencies): skipped on import."""
+    base_prefix: str = ""
+    """The prefix of the base model's keys (``"transformer."``): a checkpoint saved from the base
+    model (``GPT2Model`` rather than ``GPT2LMHeadModel``) lacks it, and gets it added on import."""
+
+    @property
+    def model_type(self) -> str:
+        """The ``model_type`` written on export."""
+        return self.model_types[0]
