@@ -29,6 +29,7 @@ from torch import nn
 
 from groundwork.errors import ConfigError
 from groundwork.models.config import check_positive
+from groundwork.models.text_classifier import TextClassifier
 
 
 @dataclass(kw_only=True)
@@ -90,7 +91,7 @@ def check_batch(ids: torch.Tensor, lengths: torch.Tensor) -> None:
 
 
 # --8<-- [start:textcnn]
-class TextCNN(nn.Module):
+class TextCNN(TextClassifier):
     """Kim (2014): embeddings, parallel wide 1-D convolutions, ReLU, max over time, linear head.
 
     Args:
@@ -126,19 +127,6 @@ class TextCNN(nn.Module):
             c = c.masked_fill(~valid[:, None, :], float("-inf"))  # (B, F, T + k - 1)
             pooled.append(c.max(dim=2).values)  # (B, F): max over time, c_hat = max_j c_j
         return torch.cat(pooled, dim=1)  # (B, F * len(kernel_sizes))
-
-    def forward(self, ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """Class logits ``(B, num_classes)`` of right-padded word ids ``(B, T)``.
-
-        Args:
-            ids: Word ids, each row right-padded with ``pad_id``.
-            lengths: True length of each row (default: the number of non-pad ids).
-        """
-        return self.head(self.dropout(self.features(ids, lengths)))
-
-    def num_parameters(self) -> int:
-        """Number of parameters."""
-        return sum(p.numel() for p in self.parameters())
 
 
 # --8<-- [end:textcnn]

@@ -34,6 +34,7 @@ from groundwork.errors import ConfigError
 from groundwork.models.cnn import check_batch, lengths_from_padding
 from groundwork.models.config import check_choice, check_positive
 from groundwork.models.rnn import LSTM
+from groundwork.models.text_classifier import TextClassifier
 
 Pooling = Literal["last", "max"]
 
@@ -72,7 +73,7 @@ class BiLSTMClassifierConfig:
 
 
 # --8<-- [start:bilstm]
-class BiLSTMClassifier(nn.Module):
+class BiLSTMClassifier(TextClassifier):
     """Embeddings, ``num_layers`` bidirectional LSTM layers, a summary, dropout and a linear head.
 
     Args:
@@ -114,19 +115,6 @@ class BiLSTMClassifier(nn.Module):
             return torch.cat([last_fwd, first_bwd], dim=-1)  # (B, 2H)
         real = torch.arange(ids.shape[1], device=ids.device)[None, :] < lengths[:, None]  # (B, T)
         return out.masked_fill(~real[..., None], float("-inf")).max(dim=1).values  # (B, 2H)
-
-    def forward(self, ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """Class logits ``(B, num_classes)`` of right-padded word ids ``(B, T)``.
-
-        Args:
-            ids: Word ids, each row right-padded with ``pad_id``.
-            lengths: True length of each row (default: the number of non-pad ids).
-        """
-        return self.head(self.dropout(self.features(ids, lengths)))
-
-    def num_parameters(self) -> int:
-        """Number of parameters."""
-        return sum(p.numel() for p in self.parameters())
 
 
 # --8<-- [end:bilstm]
