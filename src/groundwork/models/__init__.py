@@ -30,10 +30,6 @@ from groundwork.models.rnn import GRU, LSTM, LSTMLM, RNN, LSTMConfig
 from groundwork.models.rnn_classifier import BiLSTMClassifier, BiLSTMClassifierConfig
 from groundwork.models.word2vec import Word2Vec, Word2VecConfig
 
-ModelConfig = GPTConfig | LlamaConfig | LSTMConfig
-"""The configs of the registered causal LMs (for type hints)."""
-
-
 __all__ = [
     "ARCHITECTURES",
     "GPT",
@@ -48,7 +44,6 @@ __all__ = [
     "LSTMConfig",
     "Llama",
     "LlamaConfig",
-    "ModelConfig",
     "NGramConfig",
     "NGramLM",
     "TextCNN",
