@@ -5,7 +5,8 @@ import time
 import pytest
 
 import groundwork.evaluate  # noqa: F401  (registers the tasks)
-from groundwork.evaluate.harness import TASKS, build_examples, evaluate_tasks
+from groundwork.evaluate.harness import build_examples, evaluate_tasks
+from groundwork.evaluate.task import TASKS
 from groundwork.evaluate.tasks import lambada_shakespeare_docs, normalize_number
 
 NAMES = sorted(TASKS)

@@ -46,14 +46,11 @@ from groundwork.checks import non_negative_int, positive_int
 from groundwork.errors import ConfigError, EmptyCorpusError
 from groundwork.evaluate.perplexity import model_max_len
 from groundwork.evaluate.task import (
-    TASKS,
     Doc,
     Example,
     Task,
     get_task,
     normalize_answer,
-    read_jsonl,
-    register_task,
 )
 from groundwork.runtime import eval_mode
 from groundwork.tables import markdown_table
@@ -447,22 +444,14 @@ def format_markdown(results: dict[str, Any]) -> str:
 
 
 __all__ = [
-    "TASKS",
-    "Doc",
-    "Example",
     "Request",
-    "Task",
     "build_examples",
     "encode_pair",
     "evaluate_task",
     "evaluate_tasks",
     "format_markdown",
-    "get_task",
     "loglikelihoods",
     "make_request",
-    "normalize_answer",
-    "read_jsonl",
-    "register_task",
     "sample_shots",
     "score_generation",
     "score_multiple_choice",
