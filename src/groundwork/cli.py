@@ -39,6 +39,7 @@ from groundwork.recipes.data import (
     tokenizer_encode,
     tokenizer_train,
 )
+from groundwork.recipes.embed import embed
 from groundwork.recipes.evaluate import evaluate
 from groundwork.recipes.generate import chat, generate, sample
 from groundwork.recipes.models import export, import_, model_info, model_list
@@ -58,6 +59,7 @@ COMMANDS: dict[str, Callable[..., None] | dict[str, Callable[..., None]]] = {
     "pretrain": pretrain_command,
     "sample": sample,
     "evaluate": evaluate,
+    "embed": embed,
     "model": {"info": model_info, "list": model_list},
     "generate": generate,
     "chat": chat,
@@ -77,8 +79,12 @@ COMMANDS: dict[str, Callable[..., None] | dict[str, Callable[..., None]]] = {
 """The command tree: a command name and its recipe function, or a group (``data``, ``model``,
 ``tokenizer``) of subcommands."""
 
-OPTIONAL_POSITIONALS: dict[Callable[..., None], tuple[str, ...]] = {chat: ("model",)}
-"""Parameters with a default that are still given positionally (``groundwork chat [MODEL]``)."""
+OPTIONAL_POSITIONALS: dict[Callable[..., None], tuple[str, ...]] = {
+    chat: ("model",),
+    embed: ("model",),
+}
+"""Parameters with a default that are still given positionally (``groundwork chat [MODEL]``,
+``groundwork embed [MODEL] TEXT...``); they come before a command's list of words."""
 
 GROUP_HELP = {
     "model": "List the architectures and presets; look inside a model: parameters, FLOPs, memory.",
@@ -98,15 +104,15 @@ def _command_parser(fn: Callable[..., None]) -> ArgumentParser:
     parser = ArgumentParser(description=_summary(fn), exit_on_error=False, allow_abbrev=False)
     if any(dataclasses.is_dataclass(t) for t in _dataclass_params(fn).values()):
         parser.add_argument("--config", action=ActionConfigFile, help="A YAML recipe (configs/).")
-    many = _list_positionals(fn)
-    for name in many:
-        parser.add_argument(name, nargs="+", help=_param_doc(fn, name))
     params = inspect.signature(fn).parameters
     optional = OPTIONAL_POSITIONALS.get(fn, ())
-    for name in optional:
+    for name in optional:  # first: `embed [MODEL] TEXT...`
         parser.add_argument(
             name, nargs="?", default=params[name].default, help=_param_doc(fn, name)
         )
+    many = _list_positionals(fn)
+    for name in many:
+        parser.add_argument(name, nargs="+", help=_param_doc(fn, name))
     parser.add_function_arguments(fn, as_positional=True, skip={*many, *optional})
     return parser
 

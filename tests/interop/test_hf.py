@@ -239,8 +239,8 @@ def test_import_hf_errors(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="not valid JSON"):
         import_hf(tmp_path)
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    with pytest.raises(CheckpointError, match="model_type 'bert'"):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "mamba"}))
+    with pytest.raises(CheckpointError, match="model_type 'mamba'"):
         import_hf(tmp_path)
     export_hf(GPT(GPTConfig.from_name("tiny")), tmp_path)
     (tmp_path / "model.safetensors").write_bytes(b"corrupt")
@@ -293,7 +293,7 @@ def test_a_model_without_a_hugging_face_twin_is_refused(tmp_path: Path) -> None:
 def test_every_adapter_maps_every_key_of_its_model() -> None:
     from groundwork.models import registry
 
-    assert set(registry.hf_adapters()) == {"gpt", "llama"}
+    assert set(registry.hf_adapters()) == {"gpt", "llama", "bert", "t5"}
     for name, adapter in registry.hf_adapters().items():
         arch = registry.get(name)
         for overrides in ({}, {"tie_embeddings": False}, {"n_layers": 3}):
@@ -316,8 +316,8 @@ def test_config_from_hf_dict_picks_the_adapter_by_model_type() -> None:
     d = hf_config_dict(GPTConfig.from_name("tiny"))
     assert d["model_type"] == "gpt2" and d["architectures"] == ["GPT2LMHeadModel"]
     assert isinstance(config_from_hf_dict(d), GPTConfig)
-    with pytest.raises(CheckpointError, match=r"model_type 'bert' is not supported \(gpt2, llama"):
-        config_from_hf_dict({**d, "model_type": "bert"})
+    with pytest.raises(CheckpointError, match=r"model_type 'mamba' is not supported \(gpt2, llama"):
+        config_from_hf_dict({**d, "model_type": "mamba"})
 
 
 def _load_with_transformers(
@@ -328,9 +328,14 @@ def _load_with_transformers(
     logging.Logger.warning_once.cache_clear()  # type: ignore[attr-defined]
     capfd.readouterr()
     caplog.clear()
-    with caplog.at_level(logging.WARNING):
-        config = transformers.AutoConfig.from_pretrained(path)
-        model = transformers.AutoModelForCausalLM.from_pretrained(path).eval()
+    verbosity = transformers.logging.get_verbosity()  # other tests may have silenced it
+    transformers.logging.set_verbosity_warning()
+    try:
+        with caplog.at_level(logging.WARNING):
+            config = transformers.AutoConfig.from_pretrained(path)
+            model = transformers.AutoModelForCausalLM.from_pretrained(path).eval()
+    finally:
+        transformers.logging.set_verbosity(verbosity)
     text = capfd.readouterr().err + caplog.text
     return config, model, [line for line in text.splitlines() if "token_id" in line]
 

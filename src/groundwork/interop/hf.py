@@ -5,9 +5,9 @@ Two levels:
 * in memory: :func:`from_hf` (a ``transformers`` model -> ours) and :func:`to_hf` (ours -> a
   ``transformers`` model). These import ``transformers`` lazily; it is an optional dependency.
 * on disk: :func:`export_hf` writes ``config.json`` + ``model.safetensors`` that
-  ``AutoModelForCausalLM.from_pretrained(out_dir)`` loads, and :func:`import_hf` reads such a
-  directory back. Neither needs ``transformers``: the config is plain JSON and the weights are
-  safetensors (never pickles).
+  ``from_pretrained(out_dir)`` of the twin class (``AutoModelForCausalLM`` for GPT-2 and Llama)
+  loads, and :func:`import_hf` reads such a directory back. Neither needs ``transformers``: the
+  config is plain JSON and the weights are safetensors (never pickles).
 
 Nothing here knows a family by name: each family with a ``transformers`` twin registers an
 :class:`~groundwork.models.hf_adapter.HFAdapter` (config fields, state-dict key map, transposed
@@ -19,8 +19,14 @@ weights) in :mod:`groundwork.models.registry`, written next to its model:
   stores GPT-2's linear layers as ``Conv1D`` modules whose weight is the transpose of
   ``nn.Linear``'s (``(in, out)`` instead of ``(out, in)``): those weights are transposed on the
   way in and out.
+* BERT (:mod:`groundwork.models.bert_hf`): one family, several classes (``BertModel``,
+  ``BertForMaskedLM``, ``BertForPreTraining``), each paired with one of ours in the adapter's
+  ``hf_classes`` table.
 
-The adapter is found by config type on export and by ``config.json``'s ``model_type`` on import.
+The adapter is found by config type on export and by ``config.json``'s ``model_type`` on import;
+the class to build, by the ``transformers`` class's name (``type(hf_model).__name__`` in memory,
+``config.json``'s ``architectures`` on disk) and, the other way, by the type of our model
+(:func:`hf_class_name`).
 A checkpoint whose keys or shapes do not match the config raises
 :class:`~groundwork.errors.CheckpointError` naming the key and the expected and actual shapes.
 Chapters 5 and 6 of the docs.
@@ -41,7 +47,8 @@ from groundwork.models.gpt_hf import gpt2_key_map
 from groundwork.models.hf_adapter import HFAdapter
 
 Model = nn.Module
-"""A model of a registered architecture with a Hugging Face twin (``GPT``, ``Llama``)."""
+"""A model of a registered architecture with a Hugging Face twin (``GPT``, ``Llama``, ``Bert``,
+...)."""
 StateDict = dict[str, torch.Tensor]
 
 __all__ = [
@@ -50,10 +57,12 @@ __all__ = [
     "from_hf",
     "gpt2_key_map",
     "hf_adapter",
+    "hf_class_name",
     "hf_config_dict",
     "hf_state_dict",
     "import_hf",
     "load_hf_state_dict",
+    "model_class_for",
     "to_hf",
 ]
 
@@ -75,6 +84,40 @@ def hf_adapter(config: Any) -> HFAdapter:
     return arch.hf
 
 
+def hf_class_name(model: nn.Module) -> str:
+    """The ``transformers`` class that is ``model``'s twin (``"GPT2LMHeadModel"``,
+    ``"BertForMaskedLM"``): its entry in the adapter's ``hf_classes``, else the adapter's
+    ``architectures``.
+
+    Raises:
+        ConfigError: The architecture has no ``transformers`` twin.
+    """
+    adapter = hf_adapter(model.config)
+    for name, cls in adapter.hf_classes.items():
+        if type(model) is cls:
+            return name
+    return adapter.architectures
+
+
+def model_class_for(config: Any, hf_class: str | None) -> Any:
+    """Our model class for a ``transformers`` class name (``"BertForMaskedLM"`` ->
+    :class:`~groundwork.models.bert.BertForMaskedLM`): the adapter's ``hf_classes`` entry; the
+    registry's model class when the family has one class or the name is not known (``None``).
+
+    Raises:
+        CheckpointError: A family with several classes, and a class it does not pair.
+    """
+    arch = registry.arch_of(config)
+    classes = hf_adapter(config).hf_classes
+    if not classes or hf_class is None:
+        return arch.model_cls
+    if hf_class not in classes:
+        raise CheckpointError(
+            f"{hf_class} is not supported: the {arch.name} family converts {', '.join(classes)}"
+        )
+    return classes[hf_class]
+
+
 def _tied_keys(model: nn.Module) -> set[str]:
     """State-dict keys that alias an earlier parameter (a head tied to the embeddings)."""
     distinct = {name for name, _ in model.named_parameters()}  # the first name of each
@@ -92,7 +135,11 @@ def _token_id(token_id: int | None, vocab_size: int) -> int | None:
 
 
 def hf_config_dict(
-    config: Any, *, eos_token_id: int | None = None, bos_token_id: int | None = None
+    config: Any,
+    *,
+    eos_token_id: int | None = None,
+    bos_token_id: int | None = None,
+    hf_class: str | None = None,
 ) -> dict[str, Any]:
     """The Hugging Face ``config.json`` contents describing the same architecture as ``config``.
 
@@ -103,13 +150,18 @@ def hf_config_dict(
             otherwise ``null``. (``transformers``' defaults, e.g. GPT-2's 50256, would name
             ids a small vocabulary does not have.)
         bos_token_id: The beginning-of-text id, if it differs from ``eos_token_id``.
+        hf_class: The ``transformers`` class written in ``architectures`` (default: the
+            adapter's, that of the registry's model class; see :func:`hf_class_name`).
 
     Raises:
         ConfigError: The config has no Hugging Face twin (e.g. an LSTM, or a post-LN GPT).
     """
     adapter = hf_adapter(config)
-    d: dict[str, Any] = dict(architectures=[adapter.architectures], model_type=adapter.model_type)
+    architectures = [hf_class or adapter.architectures]
+    d: dict[str, Any] = dict(architectures=architectures, model_type=adapter.model_type)
     d.update(adapter.to_hf_config(config))
+    if eos_token_id is None and bos_token_id is None and "eos_token_id" in d:
+        return d  # the family's config carries its own ids (T5: eos 1, no bos)
     bos = eos_token_id if bos_token_id is None else bos_token_id
     d["bos_token_id"] = _token_id(bos, config.vocab_size)
     d["eos_token_id"] = _token_id(eos_token_id, config.vocab_size)
@@ -179,7 +231,7 @@ def load_hf_state_dict(model: Model, hf_state: Mapping[str, torch.Tensor]) -> Mo
             )
         if key not in tied:  # the embeddings already set the shared matrix
             converted[key] = tensor
-    known = set(key_map.values())
+    known = {key_map[key] for key in model.state_dict()}  # this class's keys, not the family's
     ignored = adapter.ignored_suffixes
     unexpected = [k for k in state if k not in known and not (ignored and k.endswith(ignored))]
     if unexpected:
@@ -196,24 +248,30 @@ def from_hf(hf_model: Any) -> Model:
     """Our model with the architecture and weights of a ``transformers`` model.
 
     Args:
-        hf_model: A ``GPT2LMHeadModel`` or ``LlamaForCausalLM`` (any dtype, any device).
+        hf_model: A ``GPT2LMHeadModel``, ``LlamaForCausalLM``, ``BertModel``,
+            ``BertForMaskedLM``, ... (any dtype, any device).
 
     Returns:
-        A ``GPT`` or ``Llama`` on the same device and dtype, in eval mode if ``hf_model`` is.
+        The twin of ours (``GPT``, ``Llama``, ``Bert``, ``BertForMaskedLM``, ...) on the same
+        device and dtype, in eval mode if ``hf_model`` is.
+
+    Raises:
+        CheckpointError: The architecture, one of its options or the class is not supported.
     """
     config = config_from_hf_dict(hf_model.config.to_dict())
     param = next(hf_model.parameters())
-    model = registry.build_model(config)
+    model = model_class_for(config, type(hf_model).__name__)(config)
     load_hf_state_dict(model, hf_model.state_dict())
     model.to(device=param.device, dtype=param.dtype)
     return model.train(hf_model.training)
 
 
 def to_hf(model: Model, *, attn_implementation: str = "eager") -> nn.Module:
-    """A ``transformers`` model (``GPT2LMHeadModel`` / ``LlamaForCausalLM``) equal to ``model``.
+    """A ``transformers`` model equal to ``model``, of its twin class (:func:`hf_class_name`:
+    ``GPT2LMHeadModel``, ``LlamaForCausalLM``, ``BertModel``, ``BertForMaskedLM``, ...).
 
     Args:
-        model: Our ``GPT`` or ``Llama``.
+        model: Our ``GPT``, ``Llama``, ``Bert``, ...
         attn_implementation: Passed to ``transformers`` (``"eager"`` or ``"sdpa"``).
 
     Raises:
@@ -221,22 +279,41 @@ def to_hf(model: Model, *, attn_implementation: str = "eager") -> nn.Module:
     """
     import transformers
 
-    d = hf_config_dict(model.config)
+    hf_class = hf_class_name(model)
+    d = hf_config_dict(model.config, hf_class=hf_class)
     hf_config = transformers.AutoConfig.for_model(
         **{k: v for k, v in d.items() if k != "architectures"}
     )
-    hf_model = transformers.AutoModelForCausalLM.from_config(
+    hf_model = getattr(transformers, hf_class)._from_config(
         hf_config, attn_implementation=attn_implementation
     )
     adapter = hf_adapter(model.config)
     param = next(model.parameters())
     hf_model.to(device=param.device, dtype=param.dtype)
+    if _has_untied_head(model) and _hf_head_is_tied(hf_model):
+        # transformers 5 may tie a head built from a config whatever the config says (T5 v1.1):
+        # give the head its own matrix before loading, or one key would overwrite the other.
+        head = hf_model.get_output_embeddings()
+        head.weight = nn.Parameter(head.weight.detach().clone())
     missing, unexpected = hf_model.load_state_dict(hf_state_dict(model), strict=False)
     ignored = adapter.ignored_suffixes
     missing = [k for k in missing if not (ignored and k.endswith(ignored))]
     if missing or unexpected:
         raise CheckpointError(f"key map incomplete: missing {missing}, unexpected {unexpected}")
     return hf_model.train(model.training)
+
+
+def _has_untied_head(model: nn.Module) -> bool:
+    """Whether ``model`` has an output head whose weight is not an input embedding's."""
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    heads = [m for name, m in model.named_modules() if name.endswith("lm_head")]
+    return any(isinstance(h, nn.Linear) and id(h.weight) not in embeddings for h in heads)
+
+
+def _hf_head_is_tied(hf_model: nn.Module) -> bool:
+    head = hf_model.get_output_embeddings()  # type: ignore[operator]
+    inputs = hf_model.get_input_embeddings()  # type: ignore[operator]
+    return head is not None and inputs is not None and head.weight is inputs.weight
 
 
 # ----------------------------------------------------------------------------------------------
@@ -256,7 +333,8 @@ def export_hf(
     Nothing is written for a model without a Hugging Face twin.
 
     Args:
-        model: Our ``GPT`` or ``Llama`` (a model of an architecture with a Hugging Face twin).
+        model: Our ``GPT``, ``Llama``, ``Bert``, ... (a model of an architecture with a Hugging
+            Face twin); ``config.json`` names its twin class in ``architectures``.
         out_dir: Directory to create or overwrite the two files in.
         eos_token_id: The tokenizer's end-of-text id (``tokenizer.eot_id``), written as the
             config's ``eos_token_id`` and ``bos_token_id``; ``None`` (or an id outside the
@@ -272,7 +350,12 @@ def export_hf(
     from safetensors.torch import save_file
 
     # Refuses a model without a twin before anything is written.
-    d = hf_config_dict(model.config, eos_token_id=eos_token_id, bos_token_id=bos_token_id)
+    d = hf_config_dict(
+        model.config,
+        eos_token_id=eos_token_id,
+        bos_token_id=bos_token_id,
+        hf_class=hf_class_name(model),
+    )
     dtype = next(model.parameters()).dtype
     d["torch_dtype"] = str(dtype).removeprefix("torch.")
     hf_names = hf_adapter(model.config).key_map(model.config)
@@ -310,7 +393,9 @@ def _read_safetensors(directory: Path) -> StateDict:
 
 
 def import_hf(path: str | Path, *, dtype: torch.dtype | None = None) -> Model:
-    """Our model from a local Hugging Face checkpoint directory (``config.json`` + safetensors).
+    """Our model from a local Hugging Face checkpoint directory (``config.json`` + safetensors),
+    of the class paired with the first of ``config.json``'s ``architectures`` (``BertModel`` ->
+    ``Bert``; see :func:`model_class_for`).
 
     Args:
         path: Directory holding ``config.json`` and ``model.safetensors`` (or a sharded
@@ -333,6 +418,7 @@ def import_hf(path: str | Path, *, dtype: torch.dtype | None = None) -> Model:
         config = config_from_hf_dict(d)
     except KeyError as e:
         raise CheckpointError(f"{config_path} lacks the field {e.args[0]!r}") from e
-    model = registry.build_model(config)
+    architectures = d.get("architectures") or [None]  # the transformers class it was saved from
+    model = model_class_for(config, architectures[0])(config)
     load_hf_state_dict(model, _read_safetensors(directory))
     return model.to(dtype) if dtype is not None else model

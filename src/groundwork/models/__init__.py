@@ -8,17 +8,21 @@
   interpolated Kneser–Ney smoothing (``NGramLM``, ``NGramConfig``).
 * :mod:`groundwork.models.word2vec`: skip-gram and CBOW with negative sampling or hierarchical
   softmax (``Word2Vec``, ``Word2VecConfig``).
+* :mod:`groundwork.models.bert`: BERT, an encoder, with its MLM and NSP heads (``Bert``,
+  ``BertForMaskedLM``, ``BertForPreTraining``, ``BertConfig``).
+* :mod:`groundwork.models.t5`: T5, an encoder-decoder (``T5``, ``T5Encoder``, ``T5Config``).
 * :mod:`groundwork.models.cnn`: Kim's convolutional text classifier (``TextCNN``).
 * :mod:`groundwork.models.rnn_classifier`: a BiLSTM text classifier (``BiLSTMClassifier``).
 * :mod:`groundwork.models.decoder`: what GPT and Llama share (init, KV cache, parameter count).
 * :mod:`groundwork.models.hf_adapter`: the Hugging Face adapter type; the adapters themselves are
-  :mod:`groundwork.models.gpt_hf` and :mod:`groundwork.models.llama_hf`.
+  ``*_hf.py`` beside each model.
 * :mod:`groundwork.models.info`: parameter counts, FLOPs and memory of a config.
 * :mod:`groundwork.models.registry`: the one list of architectures (``ARCHITECTURES``), with their
   presets, Hugging Face adapters and parameter counts.
 * :mod:`groundwork.models.protocol`: the ``CausalLM`` protocol generation and evaluation use.
 """
 
+from groundwork.models.bert import Bert, BertConfig, BertForMaskedLM, BertForPreTraining
 from groundwork.models.cnn import TextCNN, TextCNNConfig
 from groundwork.models.gpt import GPT, GPTConfig
 from groundwork.models.info import format_info, info
@@ -28,6 +32,7 @@ from groundwork.models.protocol import CausalLM
 from groundwork.models.registry import ARCHITECTURES, build_model
 from groundwork.models.rnn import GRU, LSTM, LSTMLM, RNN, LSTMConfig
 from groundwork.models.rnn_classifier import BiLSTMClassifier, BiLSTMClassifierConfig
+from groundwork.models.t5 import T5, T5Config, T5Encoder
 from groundwork.models.word2vec import Word2Vec, Word2VecConfig
 
 __all__ = [
@@ -37,6 +42,11 @@ __all__ = [
     "LSTM",
     "LSTMLM",
     "RNN",
+    "T5",
+    "Bert",
+    "BertConfig",
+    "BertForMaskedLM",
+    "BertForPreTraining",
     "BiLSTMClassifier",
     "BiLSTMClassifierConfig",
     "CausalLM",
@@ -46,6 +56,8 @@ __all__ = [
     "LlamaConfig",
     "NGramConfig",
     "NGramLM",
+    "T5Config",
+    "T5Encoder",
     "TextCNN",
     "TextCNNConfig",
     "Word2Vec",

@@ -2,17 +2,20 @@
 ``transformers`` twin (torchtitan's "state dict adapter" idea).
 
 Each family with a twin writes one :class:`HFAdapter` next to its model
-(:mod:`groundwork.models.gpt_hf`, :mod:`groundwork.models.llama_hf`) and hangs it on its
-registry entry (``Architecture.hf``). The generic converters of :mod:`groundwork.interop.hf`
-find it there, by config type on export and by ``config.json``'s ``model_type`` on import, and
-know no family by name. Adapters only move names, shapes and dictionaries: they import neither
+(:mod:`groundwork.models.gpt_hf`, :mod:`groundwork.models.llama_hf`,
+:mod:`groundwork.models.bert_hf`) and hangs it on its registry entry (``Architecture.hf``). A
+family with several ``transformers`` classes (BERT's ``BertModel``, ``BertForMaskedLM``,
+``BertForPreTraining``) pairs each with one of its own in :attr:`HFAdapter.hf_classes`. The
+generic converters of :mod:`groundwork.interop.hf` find it there, by config type on export and
+by ``config.json``'s ``model_type`` on import, and know no family by name. Adapters only move
+names, shapes and dictionaries (and name the model classes they pair): they import neither
 ``transformers`` nor anything above ``models/``.
 
 Chapter 6 of the docs ("Hugging Face checkpoints").
 """
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -37,7 +40,8 @@ class HFAdapter:
     """``config.json``'s contents -> our config. Raises
     :class:`~groundwork.errors.CheckpointError` for an option the family does not implement."""
     key_map: Callable[[Any], dict[str, str]]
-    """Our config -> ``{our state-dict key: Hugging Face key}``, every key of the model."""
+    """Our config -> ``{our state-dict key: Hugging Face key}``, every key of the model (of
+    every class in :attr:`hf_classes`, when the family has several)."""
     transposed: Callable[[str], bool] = _never
     """Whether the tensor under a Hugging Face key is stored as the transpose of ours (GPT-2's
     ``Conv1D`` weights are ``(in, out)``, ``nn.Linear``'s ``(out, in)``)."""
@@ -47,6 +51,12 @@ class HFAdapter:
     base_prefix: str = ""
     """The prefix of the base model's keys (``"transformer."``): a checkpoint saved from the base
     model (``GPT2Model`` rather than ``GPT2LMHeadModel``) lacks it, and gets it added on import."""
+    hf_classes: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)
+    """The family's ``transformers`` classes by name, each with the class of ours it converts
+    to and from (``{"BertModel": Bert, "BertForMaskedLM": BertForMaskedLM}``), the one named
+    by :attr:`architectures` included. Empty for a family with one class (GPT-2, Llama): every
+    ``transformers`` model of the family converts to the registry's model class, and ours to
+    :attr:`architectures`."""
 
     @property
     def model_type(self) -> str:

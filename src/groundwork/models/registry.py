@@ -150,8 +150,14 @@ def find_preset(name: str, arch: str | None = None, **overrides: Any) -> Any:
 
 def _register_builtin() -> None:
     from groundwork.models import cnn, gpt, llama, rnn, rnn_classifier
+    from groundwork.models.bert import BERT_PRESETS, Bert, BertConfig
+    from groundwork.models.bert import parameter_counts as bert_parameter_counts
+    from groundwork.models.bert_hf import BERT_ADAPTER
     from groundwork.models.gpt_hf import GPT2_ADAPTER
     from groundwork.models.llama_hf import LLAMA_ADAPTER
+    from groundwork.models.t5 import T5, T5_PRESETS, T5Config
+    from groundwork.models.t5 import parameter_counts as t5_parameter_counts
+    from groundwork.models.t5_hf import T5_ADAPTER
 
     register(
         Architecture(
@@ -203,6 +209,30 @@ def _register_builtin() -> None:
             presets={},
             description="Bidirectional LSTM text classifier (Graves & Schmidhuber 2005)",
             causal_lm=False,
+        )
+    )
+    register(
+        Architecture(
+            name="bert",
+            config_cls=BertConfig,
+            model_cls=Bert,
+            presets=BERT_PRESETS,
+            description="BERT: bidirectional post-LN encoder, MLM + NSP heads (Devlin 2019)",
+            causal_lm=False,  # an encoder: not decoded, not pretrained with causal LM
+            hf=BERT_ADAPTER,
+            parameter_counts=bert_parameter_counts,
+        )
+    )
+    register(
+        Architecture(
+            name="t5",
+            config_cls=T5Config,
+            model_cls=T5,
+            presets=T5_PRESETS,
+            description="T5: encoder-decoder, relative position buckets, RMS norms (Raffel 2020)",
+            causal_lm=False,  # an encoder-decoder: decoded by groundwork.generate.seq2seq
+            hf=T5_ADAPTER,
+            parameter_counts=t5_parameter_counts,
         )
     )
 

@@ -20,13 +20,35 @@ def load_model(name: str) -> tuple[Any, Any, str | None]:
 
     if is_run(name):
         net, tokenizer, _ = load_run(Path(name))
-        return net, tokenizer, None
+        return _causal_lm(name, net), tokenizer, None
     if name in PRETRAINED:
         smol = load(name)
-        return smol.model, smol.tokenizer, smol.chat_template
+        return _causal_lm(name, smol.model), smol.tokenizer, smol.chat_template
     raise UnknownNameError(
         f"{name!r} is neither a run directory nor a named model: {did_you_mean(name, PRETRAINED)}"
     )
+
+
+def _causal_lm(name: str, model: Any) -> Any:
+    """``model`` if it is a registered causal LM, else a one-line error saying what it is."""
+    from groundwork.models import registry
+
+    try:
+        arch = registry.arch_of(getattr(model, "config", None))
+    except ConfigError:
+        arch = None
+    if arch is None or not arch.causal_lm:
+        what = f"a {arch.name} model" if arch is not None else f"a {type(model).__name__}"
+        hint = (
+            " (for sentence embeddings use `groundwork embed`)"
+            if arch and arch.name == "bert"
+            else ""
+        )
+        raise ConfigError(
+            f"{name} is {what}, not a causal language model: it cannot generate text or be "
+            f"scored token by token{hint}"
+        )
+    return model
 
 
 def sample(

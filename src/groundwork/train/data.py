@@ -9,6 +9,9 @@ objective expects (a tuple of tensors here); the engine only moves it to the dev
 * :class:`LabelledSequences`: variable-length id sequences with one label each, for a classifier,
   served in shuffled epochs of length-bucketed batches ``(ids (B, L), lengths (B,), labels (B,))``.
 
+The pretraining data of encoders and encoder-decoders (BERT's masked LM and next-sentence pairs,
+T5's span corruption) is in :mod:`groundwork.train.encoder_data`.
+
 The data order comes from the engine's ``torch.Generator`` alone, which is checkpointed; data
 with a position (an epoch half read) also offers ``state_dict()`` and
 ``load_state_dict(state, generator)``, so a resumed run reads exactly the batches that an

@@ -11,8 +11,9 @@ resumes exactly. The pieces plug in:
 
 * an **objective** (:mod:`groundwork.train.objectives`): ``objective(model, batch)`` returns a
   :class:`~groundwork.train.objectives.LossOutput` (the mean loss, the number of items, optional
-  metrics). Causal LM and classification exist; masked LM, span corruption, SFT, reward models,
-  DPO, distillation and MoE auxiliary losses are further objectives of the same shape.
+  metrics). Causal LM, classification, masked LM (+ next-sentence prediction) and
+  sequence-to-sequence (span corruption) exist; SFT, reward models, DPO, distillation and MoE
+  auxiliary losses are further objectives of the same shape.
 * **data** (:mod:`groundwork.train.data`): ``data.next_batch(generator)`` for training,
   ``data.val_batches()`` for evaluation.
 * an optional **evaluation**: ``evaluate(model) -> {"val_loss": ..., "val_f1": ...}``, run in
