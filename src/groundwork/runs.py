@@ -15,6 +15,9 @@ runs/<name>/
 ``kind`` says what the model is, and so which files hold it:
 
 * ``lm`` (the default): a registered causal LM, ``model.safetensors`` + ``tokenizer.json``;
+* ``mlm``, ``seq2seq``: an encoder or encoder-decoder pretrained by ``groundwork pretrain``
+  (BERT with MLM + NSP, T5 by span corruption), the class named by ``model_class``
+  (``BertForPreTraining``, ``T5``), ``model.safetensors`` + ``tokenizer.json``;
 * ``classifier``: a registered text classifier (``cnn``, ``bilstm``), ``model.safetensors`` +
   ``vocab.json`` (the word vocabulary) and the class ``labels`` in ``config.yaml``;
 * ``word2vec``: word vectors, ``vectors.safetensors`` + ``vocab.json`` (+ ``vectors.txt``);
@@ -170,6 +173,44 @@ def _load_lm(run_dir: Path, config: dict[str, Any], weights: bool) -> tuple[nn.M
 
 
 register_kind("lm", _load_lm)
+
+
+def _load_pretraining(
+    run_dir: Path, config: dict[str, Any], weights: bool
+) -> tuple[nn.Module, Any]:
+    """An encoder (``mlm``) or encoder-decoder (``seq2seq``) run of ``groundwork pretrain``: the
+    class ``config["model_class"]`` names (``BertForPreTraining``: the encoder with its MLM and
+    NSP heads; ``T5``), built from the model section, and the run's tokenizer."""
+    from groundwork.models.bert import Bert, BertForMaskedLM, BertForPreTraining
+
+    if "model" not in config:
+        raise CheckpointError(f"{run_dir / CONFIG_FILE} has no model section")
+    model_config = registry.config_from_dict(config["model"])
+    arch = registry.arch_of(model_config).name
+    heads: dict[str, Callable[[Any], nn.Module]] = {
+        "Bert": Bert,
+        "BertForMaskedLM": BertForMaskedLM,
+        "BertForPreTraining": BertForPreTraining,
+    }
+    name = config.get("model_class")
+    if name is None or name == getattr(registry.get(arch).model_cls, "__name__", None):
+        net = registry.build_model(model_config)
+    elif arch == "bert" and name in heads:
+        net = heads[name](model_config)
+    else:
+        raise CheckpointError(
+            f"{run_dir / CONFIG_FILE}: model_class {name!r} is not a class of {arch} models"
+        )
+    if weights:
+        ckpt.load_model_weights(net, run_dir / MODEL_FILE)
+    tokenizer = load_tokenizer(run_dir)
+    if tokenizer is None:
+        raise CheckpointError(f"{run_dir} has no {TOKENIZER_FILE}")
+    return net, tokenizer
+
+
+register_kind("mlm", _load_pretraining)
+register_kind("seq2seq", _load_pretraining)
 
 VOCAB_FILE = "vocab.json"
 """A word-level run's vocabulary (:class:`groundwork.tokenize.words.Vocabulary` as JSON)."""

@@ -41,7 +41,9 @@ class Architecture:
     parameter_counts: Callable[[Any], dict[str, int]] | None = None
     """Parameters by component of a config (for ``groundwork model info``)."""
     extra: Mapping[str, Any] = field(default_factory=dict)
-    """Anything else a layer above wants to hang on the entry."""
+    """Anything else a layer above reads from the entry. Pretrainable non-causal families give
+    ``run_kind`` (the run directory's ``kind``: ``mlm``, ``seq2seq``), ``model_class`` (the class
+    ``groundwork pretrain`` trains and a run rebuilds) and ``task``."""
 
     def config(self, preset: str, **overrides: Any) -> Any:
         """The config of a named preset with some fields changed."""
@@ -221,6 +223,7 @@ def _register_builtin() -> None:
             causal_lm=False,  # an encoder: not decoded, not pretrained with causal LM
             hf=BERT_ADAPTER,
             parameter_counts=bert_parameter_counts,
+            extra={"run_kind": "mlm", "model_class": "BertForPreTraining", "task": "mlm+nsp"},
         )
     )
     register(
@@ -233,6 +236,7 @@ def _register_builtin() -> None:
             causal_lm=False,  # an encoder-decoder: decoded by groundwork.generate.seq2seq
             hf=T5_ADAPTER,
             parameter_counts=t5_parameter_counts,
+            extra={"run_kind": "seq2seq", "model_class": "T5", "task": "span-corruption"},
         )
     )
 

@@ -6,7 +6,9 @@ kind and vocabulary size), so a second run starts training at once. The run dire
 the resolved ``config.yaml`` (enough to rebuild the model), a copy of ``tokenizer.json``, and
 everything the training engine writes (see :mod:`groundwork.train.engine`). An existing run is
 never replaced silently: continue it with ``--resume`` or replace it with ``--overwrite``.
-Chapter 8 (Training).
+``--model.arch bert`` and ``--model.arch t5`` pretrain an encoder (masked LM + next-sentence
+prediction) or an encoder-decoder (span corruption) instead: see
+:mod:`groundwork.recipes.pretrain_encoders`. Chapter 8 (Training).
 """
 
 import dataclasses
@@ -24,6 +26,7 @@ from groundwork.errors import CheckpointError, ConfigError, did_you_mean
 from groundwork.models import registry
 from groundwork.models.registry import build_model
 from groundwork.numerics import loss_to_bits_per_byte
+from groundwork.recipes import pretrain_encoders as encoders
 from groundwork.runs import (
     check_writable,
     load_run,
@@ -60,7 +63,8 @@ class ModelArgs:
     ``vocab_size`` always comes from the tokenizer."""
 
     arch: str = "gpt"
-    """Architecture: a registered causal LM (gpt, llama, lstm; `groundwork model list`)."""
+    """Architecture: a registered causal LM (gpt, llama, lstm; `groundwork model list`), or bert
+    (masked LM + next-sentence prediction) or t5 (span corruption)."""
     preset: str = "tiny"
     """Named config of that architecture (e.g. tiny, gpt2-124m, smollm2-135m)."""
     d_model: int | None = None
@@ -71,6 +75,8 @@ class ModelArgs:
     """Number of blocks, or of LSTM layers (None: the preset's)."""
     n_heads: int | None = None
     """Attention heads (None: the preset's)."""
+    d_kv: int | None = None
+    """Size of one attention head, T5 only (None: the preset's)."""
     n_kv_heads: int | None = None
     """Key/value heads, Llama only (None: the preset's)."""
     d_ff: int | None = None
@@ -82,13 +88,12 @@ class ModelArgs:
     rnn_impl: Literal["loop", "fused"] | None = None
     """LSTM only: "fused" (PyTorch's kernel) or "loop" (our cells) (None: the preset's)."""
 
-    def build_config(self, vocab_size: int) -> Any:
-        """The full model config: the preset, these overrides, and ``vocab_size``."""
-        if self.arch not in registry.names(causal_lm=True):
-            raise ConfigError(
-                f"model.arch {self.arch!r}: "
-                f"{did_you_mean(self.arch, registry.names(causal_lm=True))}"
-            )
+    def build_config(self, vocab_size: int, **fixed: Any) -> Any:
+        """The full model config: the preset, these overrides, ``vocab_size`` and the ``fixed``
+        fields the tokenizer decides (an encoder's special ids)."""
+        choices = [*registry.names(causal_lm=True), *encoders.KINDS]
+        if self.arch not in choices:
+            raise ConfigError(f"model.arch {self.arch!r}: {did_you_mean(self.arch, choices)}")
         arch = registry.get(self.arch)
         names = arch.field_names()
         overrides = {
@@ -97,7 +102,7 @@ class ModelArgs:
         for key in overrides:
             if key not in names:
                 raise ConfigError(f"model.{key} is not an option of {self.arch} models")
-        return arch.config(self.preset, **overrides, vocab_size=vocab_size)
+        return arch.config(self.preset, **{**overrides, **fixed}, vocab_size=vocab_size)
 
 
 @dataclass(kw_only=True)
@@ -108,12 +113,14 @@ class DataConfig:
     """Data source (see `groundwork data list`); its train/val splits are used."""
     tokenizer: str | None = None
     """A tokenizer.json path, or "gpt2" for GPT-2's own BPE; None trains one on the source."""
-    tokenizer_kind: Literal["bpe", "char"] = "bpe"
-    """Kind of tokenizer to train when none is given."""
+    tokenizer_kind: Literal["bpe", "char", "wordpiece"] = "bpe"
+    """Kind of tokenizer to train when none is given (bert: with its special tokens)."""
     vocab_size: int = 4096
     """Vocabulary size of the tokenizer to train."""
     shards: Path | None = None
     """Token shards prepared with `groundwork data prepare` (None: prepared and cached here)."""
+    whole_word_masking: bool = False
+    """BERT only: mask every ``##`` piece of a chosen WordPiece word with it."""
 
     def __post_init__(self) -> None:
         positive_int("data.vocab_size", self.vocab_size)
@@ -233,6 +240,8 @@ def pretrain(
     model = model or ModelArgs()
     data = data or DataConfig()
     cfg = train_config or TrainConfig()
+    if model.arch in encoders.KINDS:
+        return _pretrain_encoder(model, data, cfg, out)
     tok_path, shards = prepare_data(data, progress=cfg.progress)
     meta = corpus.read_meta(shards)
     model_config = model.build_config(meta["vocab_size"])
@@ -247,12 +256,67 @@ def pretrain(
     write_config(
         out,
         model=model_config,
-        data={**plain(data), "shards": str(shards)},
+        data={**_data_section(data), "shards": str(shards)},
         train=cfg,
     )
     torch.manual_seed(cfg.seed)
     net = build_model(model_config)
     return _run(net, shards, cfg, out, resume=False)
+
+
+def _data_section(data: DataConfig) -> dict[str, Any]:
+    """``config.yaml``'s data section of a causal LM run (without the BERT-only field)."""
+    return {k: v for k, v in plain(data).items() if k != "whole_word_masking"}
+
+
+def _pretrain_encoder(
+    model: ModelArgs, data: DataConfig, cfg: TrainConfig, out: Path
+) -> TrainResult:
+    """:func:`pretrain` for bert and t5 (:mod:`groundwork.recipes.pretrain_encoders`)."""
+    from groundwork import tokenize
+
+    shards: Path | None = None
+    if model.arch == "bert":
+        if data.shards is not None:
+            raise ConfigError(
+                "bert reads the source's documents, not token shards: drop data.shards "
+                "(give its tokenizer with data.tokenizer)"
+            )
+        tok_path = encoders.bert_tokenizer(
+            data.source,
+            tokenizer=data.tokenizer,
+            kind=data.tokenizer_kind,
+            vocab_size=data.vocab_size,
+            progress=cfg.progress,
+        )
+    else:
+        if data.whole_word_masking:
+            raise ConfigError("data.whole_word_masking is for bert only")
+        tok_path, shards = prepare_data(data, progress=cfg.progress)
+    tokenizer = tokenize.load_tokenizer(tok_path)
+    model_config = model.build_config(**encoders.encoder_fields(model.arch, tokenizer))
+    if cfg.seq_len > model_config.max_seq_len:
+        raise ConfigError(
+            f"train.seq_len ({cfg.seq_len}) is longer than the model's max_seq_len "
+            f"({model_config.max_seq_len}); lower train.seq_len or raise model.max_seq_len"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    if tok_path.resolve() != (out / "tokenizer.json").resolve():
+        shutil.copyfile(tok_path, out / "tokenizer.json")
+    write_config(
+        out,
+        kind=encoders.KINDS[model.arch],
+        model=model_config,
+        **encoders.run_sections(model.arch, tokenizer),
+        data={**plain(data), "shards": None if shards is None else str(shards)},
+        train=cfg,
+    )
+    torch.manual_seed(cfg.seed)
+    net, _, run_config = load_run(out, device="cpu", weights=False)  # the class the run names
+    net.train()
+    if cfg.progress:
+        print(_start_summary(net, cfg, out, 0))
+    return encoders.train_encoder(net, run_config, cfg, out, resume=False)
 
 
 def resume_pretraining(run_dir: Path, *, overrides: dict[str, Any] | None = None) -> TrainResult:
@@ -266,12 +330,28 @@ def resume_pretraining(run_dir: Path, *, overrides: dict[str, Any] | None = None
     config = read_config(run_dir)
     train_fields = {**config["train"], **(overrides or {})}
     cfg = TrainConfig(**train_fields)
+    if config.get("kind") in encoders.KINDS.values():
+        return _resume_encoder(run_dir, config, cfg)
     net = build_model(registry.config_from_dict(config["model"]))
     shards = Path(config["data"]["shards"])
     if not (shards / "meta.json").exists():
         data = DataConfig(**{k: v for k, v in config["data"].items() if k != "shards"})
         _, shards = prepare_data(data, progress=cfg.progress)
     return _run(net, shards, cfg, run_dir, resume=True)
+
+
+def _resume_encoder(run_dir: Path, config: dict[str, Any], cfg: TrainConfig) -> TrainResult:
+    """:func:`resume_pretraining` for a bert (``mlm``) or t5 (``seq2seq``) run."""
+    data = config["data"]
+    if data.get("shards") and not (Path(data["shards"]) / "meta.json").exists():
+        fields = {k: v for k, v in data.items() if k != "shards"}
+        _, shards = prepare_data(DataConfig(**fields), progress=cfg.progress)
+        config = {**config, "data": {**data, "shards": str(shards)}}
+    net, _, _ = load_run(run_dir, device="cpu", weights=False)  # the engine loads the weights
+    net.train()
+    if cfg.progress:
+        print(_start_summary(net, cfg, run_dir, load_trainer_state(run_dir).step))
+    return encoders.train_encoder(net, config, cfg, run_dir, resume=True)
 
 
 def _run(net: nn.Module, shards: Path, cfg: TrainConfig, out: Path, *, resume: bool) -> TrainResult:
@@ -377,6 +457,13 @@ def pretrain_command(
     else:
         print(done)
     if result.stopped == "signal":
+        return
+    arch = str(read_config(run)["model"].get("arch", "gpt"))
+    if arch in encoders.KINDS:
+        print(encoders.summary_line(arch, encoders.evaluate_encoder_run(run, device="auto")))
+        print(f"run directory: {run} (loss plot: {run / 'plots' / 'loss.png'})")
+        if samples:
+            print(f"(no samples: a {arch} model is not a causal language model)")
         return
     summary = evaluate_run(run, device="auto")
     print(
