@@ -161,56 +161,42 @@ def load_tokenizer(run_dir: Path) -> Any:
 
 
 def _load_lm(run_dir: Path, config: dict[str, Any], weights: bool) -> tuple[nn.Module, Any]:
+    """A registered model (``config["model_class"]``: one of its family's classes, default the
+    registry's) with its weights and ``tokenizer.json``."""
     if "model" not in config:
         raise CheckpointError(f"{run_dir / CONFIG_FILE} has no model section")
-    net = registry.build_model(registry.config_from_dict(config["model"]))
+    model_config = registry.config_from_dict(config["model"])
+    net = _model_class(run_dir, model_config, config.get("model_class"))(model_config)
     if weights:
         ckpt.load_model_weights(net, run_dir / MODEL_FILE)
     tokenizer = load_tokenizer(run_dir)
     if tokenizer is None:
         raise CheckpointError(f"{run_dir} has no {TOKENIZER_FILE}")
     return net, tokenizer
+
+
+def _model_class(run_dir: Path, model_config: Any, name: str | None) -> Callable[[Any], nn.Module]:
+    """The class called ``name`` among the family's (the registry's model class and those its
+    Hugging Face adapter pairs with ``transformers`` classes: ``BertForPreTraining``, ...)."""
+    arch = registry.arch_of(model_config)
+    classes: dict[str, Callable[[Any], nn.Module]] = {arch.model_cls.__name__: arch.model_cls}
+    if arch.hf is not None:
+        classes.update({cls.__name__: cls for cls in arch.hf.hf_classes.values()})
+    if name is None:
+        return arch.model_cls
+    if name not in classes:
+        raise CheckpointError(
+            f"{run_dir / CONFIG_FILE}: model_class {name!r} is not a class of {arch.name} models "
+            f"({', '.join(sorted(classes))})"
+        )
+    return classes[name]
 
 
 register_kind("lm", _load_lm)
 
 
-def _load_pretraining(
-    run_dir: Path, config: dict[str, Any], weights: bool
-) -> tuple[nn.Module, Any]:
-    """An encoder (``mlm``) or encoder-decoder (``seq2seq``) run of ``groundwork pretrain``: the
-    class ``config["model_class"]`` names (``BertForPreTraining``: the encoder with its MLM and
-    NSP heads; ``T5``), built from the model section, and the run's tokenizer."""
-    from groundwork.models.bert import Bert, BertForMaskedLM, BertForPreTraining
-
-    if "model" not in config:
-        raise CheckpointError(f"{run_dir / CONFIG_FILE} has no model section")
-    model_config = registry.config_from_dict(config["model"])
-    arch = registry.arch_of(model_config).name
-    heads: dict[str, Callable[[Any], nn.Module]] = {
-        "Bert": Bert,
-        "BertForMaskedLM": BertForMaskedLM,
-        "BertForPreTraining": BertForPreTraining,
-    }
-    name = config.get("model_class")
-    if name is None or name == getattr(registry.get(arch).model_cls, "__name__", None):
-        net = registry.build_model(model_config)
-    elif arch == "bert" and name in heads:
-        net = heads[name](model_config)
-    else:
-        raise CheckpointError(
-            f"{run_dir / CONFIG_FILE}: model_class {name!r} is not a class of {arch} models"
-        )
-    if weights:
-        ckpt.load_model_weights(net, run_dir / MODEL_FILE)
-    tokenizer = load_tokenizer(run_dir)
-    if tokenizer is None:
-        raise CheckpointError(f"{run_dir} has no {TOKENIZER_FILE}")
-    return net, tokenizer
-
-
-register_kind("mlm", _load_pretraining)
-register_kind("seq2seq", _load_pretraining)
+register_kind("mlm", _load_lm)  # an encoder pretrained by groundwork pretrain (BERT)
+register_kind("seq2seq", _load_lm)  # an encoder-decoder (T5)
 
 VOCAB_FILE = "vocab.json"
 """A word-level run's vocabulary (:class:`groundwork.tokenize.words.Vocabulary` as JSON)."""

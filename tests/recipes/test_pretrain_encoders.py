@@ -203,3 +203,22 @@ def test_configs_parse() -> None:
         cfg = TrainConfig(**recipe["train"])
         assert cfg.max_time == 285
         assert cfg.seq_len <= model.build_config(4096).max_seq_len
+
+
+def test_a_model_class_foreign_to_the_family_is_refused(t5_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    import yaml
+
+    from groundwork.errors import CheckpointError
+
+    copy = tmp_path / "copy"
+    shutil.copytree(t5_run, copy)
+    config = yaml.safe_load((copy / "config.yaml").read_text())
+    (copy / "config.yaml").write_text(yaml.safe_dump({**config, "model_class": "BertForMaskedLM"}))
+    with pytest.raises(CheckpointError, match="'BertForMaskedLM' is not a class of t5 models"):
+        load_run(copy, device="cpu")
+    config["model_class"] = "T5Encoder"  # another class of the family loads (weights permitting)
+    (copy / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(CheckpointError):  # the encoder-decoder's weights do not fit an encoder
+        load_run(copy, device="cpu")
