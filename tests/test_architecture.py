@@ -4,6 +4,7 @@ architecture is listed once (the registry), and no module grows past the size we
 without saying why (docs/architecture.md)."""
 
 import ast
+import os
 import shutil
 import subprocess
 import sys
@@ -93,6 +94,25 @@ def test_layers_contract_is_kept() -> None:
         [lint, "--no-cache"], cwd=root, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+
+
+def test_the_layers_contract_catches_an_upward_import(tmp_path: Path) -> None:
+    """The contract is not vacuous: a copy of the package in which ``nn`` imports a recipe
+    breaks it, and the report names the offending import."""
+    lint = shutil.which("lint-imports") or str(Path(sys.executable).parent / "lint-imports")
+    if not Path(lint).exists():
+        pytest.skip("import-linter is not installed")
+    root = SRC.parents[1]
+    shutil.copytree(SRC, tmp_path / "src" / "groundwork")
+    shutil.copy(root / "pyproject.toml", tmp_path / "pyproject.toml")
+    norms = tmp_path / "src" / "groundwork" / "nn" / "norms.py"
+    norms.write_text(norms.read_text() + "\nfrom groundwork.recipes import pretrain  # noqa\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "src")}
+    result = subprocess.run(
+        [lint, "--no-cache"], cwd=tmp_path, capture_output=True, text=True, check=False, env=env
+    )
+    assert result.returncode != 0
+    assert "groundwork.nn.norms -> groundwork.recipes.pretrain" in result.stdout
 
 
 def test_long_modules_say_why() -> None:
