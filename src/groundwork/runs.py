@@ -179,9 +179,7 @@ def _model_class(run_dir: Path, model_config: Any, name: str | None) -> Callable
     """The class called ``name`` among the family's (the registry's model class and those its
     Hugging Face adapter pairs with ``transformers`` classes: ``BertForPreTraining``, ...)."""
     arch = registry.arch_of(model_config)
-    classes: dict[str, Callable[[Any], nn.Module]] = {arch.model_cls.__name__: arch.model_cls}
-    if arch.hf is not None:
-        classes.update({cls.__name__: cls for cls in arch.hf.hf_classes.values()})
+    classes = arch.model_classes()
     if name is None:
         return arch.model_cls
     if name not in classes:

@@ -55,7 +55,7 @@ def reorder_kv_cache(cache: KVCache, rows: torch.Tensor) -> None:
     cache.v = cache.v.index_select(1, rows)  # (n_layers, B_new, n_kv_heads, S, d)
 
 
-class _Finished:
+class FinishedBeams:
     """The ``num_beams`` best finished hypotheses seen so far, best first."""
 
     def __init__(self, num_beams: int, length_penalty: float) -> None:
@@ -152,7 +152,7 @@ def beam_search(
 
     beams: list[list[int]] = [[]]  # new tokens of each running beam; one beam before step 1
     beam_scores = torch.zeros(1, device=device)  # (beams,) summed log-probs
-    finished = _Finished(W, alpha)
+    finished = FinishedBeams(W, alpha)
     for step in range(1, config.max_new_tokens + 1):  # step = generated length L after it
         # 1. every extension of every beam: s(y_1..t) = s(y_1..t-1) + log p(y_t | y_<t)
         scores = beam_scores[:, None] + F.log_softmax(logits, dim=-1)  # (beams, V)

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from groundwork.errors import ConfigError
-from groundwork.generate.beam import _Finished, reorder_kv_cache
+from groundwork.generate.beam import FinishedBeams, reorder_kv_cache
 from groundwork.generate.config import GenerationConfig
 from groundwork.generate.decode import SYNC_EVERY, GenerateOutput, check_prompts
 from groundwork.generate.processors import process_logits, sample_next
@@ -167,7 +167,7 @@ class _Beams:
         self.config, self.ends = config, ends
         self.tokens: list[list[int]] = [[]]  # new tokens of each running beam; one at first
         self.scores = torch.zeros(1, device=device)  # (beams,) summed log-probabilities
-        self.finished = _Finished(config.num_beams, config.length_penalty)
+        self.finished = FinishedBeams(config.num_beams, config.length_penalty)
         self.active = True
 
     def step(self, log_probs: torch.Tensor, step: int) -> list[int]:

@@ -49,6 +49,14 @@ class Architecture:
         """The config of a named preset with some fields changed."""
         return self.config_cls.from_name(preset, **overrides)
 
+    def model_classes(self) -> dict[str, Any]:
+        """The family's model classes by name: the registry's, and those its Hugging Face
+        adapter pairs with ``transformers`` classes (``Bert``, ``BertForMaskedLM``, ...)."""
+        classes: dict[str, Any] = {getattr(self.model_cls, "__name__", self.name): self.model_cls}
+        if self.hf is not None:
+            classes.update({cls.__name__: cls for cls in self.hf.hf_classes.values()})
+        return classes
+
     def field_names(self) -> set[str]:
         """The config's field names."""
         return {f.name for f in dataclasses.fields(self.config_cls)}

@@ -183,9 +183,16 @@ def encode_documents(
 
 
 def bert_data(
-    run_config: dict[str, Any], tokenizer: Any, cfg: TrainConfig, *, eval_batches: int | None
+    run_config: dict[str, Any],
+    tokenizer: Any,
+    cfg: TrainConfig,
+    *,
+    eval_batches: int | None,
+    training: bool = True,
 ) -> TrainData:
-    """BERT's pretraining batches for a run: masked pairs of the source's train/val documents."""
+    """BERT's pretraining batches for a run: masked pairs of the source's train/val documents
+    (``training=False``: for evaluation only, so the training documents are not encoded; the
+    validation batches never read them)."""
     from groundwork.train.encoder_data import BertPretrainingData
     from groundwork.train.masking import TokenMasker, wordpiece_continuation_ids
 
@@ -205,9 +212,10 @@ def bert_data(
         mlm_probability=float(run_config.get("objective", {}).get("mlm_probability", 0.15)),
     )
     source = str(data["source"])
+    val = encode_documents(source, "val", tokenizer.encode, segment)
     return BertPretrainingData(
-        encode_documents(source, "train", tokenizer.encode, segment),
-        encode_documents(source, "val", tokenizer.encode, segment),
+        encode_documents(source, "train", tokenizer.encode, segment) if training else val,
+        val,
         batch_size=cfg.batch_size,
         max_len=cfg.seq_len,
         cls_id=specials.cls,
@@ -310,9 +318,11 @@ def _data(
     tokenizer: Any,
     cfg: TrainConfig,
     eval_batches: int | None,
+    *,
+    training: bool = True,
 ) -> TrainData:
     if arch == "bert":
-        return bert_data(run_config, tokenizer, cfg, eval_batches=eval_batches)
+        return bert_data(run_config, tokenizer, cfg, eval_batches=eval_batches, training=training)
     return t5_data(run_config, cfg, eval_batches=eval_batches)
 
 
@@ -348,7 +358,7 @@ def evaluate_encoder_run(
     arch = str(config["model"]["arch"])
     fields = {**config["train"], "batch_size": batch_size, "progress": False}
     cfg = TrainConfig(**fields)
-    data = _data(arch, config, tokenizer, cfg, max_batches)
+    data = _data(arch, config, tokenizer, cfg, max_batches, training=False)
     with eval_mode(net), torch.no_grad():
         return _metrics(arch)(net, data.val_batches(), "fp32")
 
