@@ -41,6 +41,7 @@ from groundwork.recipes.data import (
 )
 from groundwork.recipes.embed import embed
 from groundwork.recipes.evaluate import evaluate
+from groundwork.recipes.finetune import finetune
 from groundwork.recipes.generate import chat, generate, sample
 from groundwork.recipes.models import export, import_, model_info, model_list
 from groundwork.recipes.ngram import ngram
@@ -57,6 +58,7 @@ COMMANDS: dict[str, Callable[..., None] | dict[str, Callable[..., None]]] = {
     "word2vec": word2vec,
     "classify": classify,
     "pretrain": pretrain_command,
+    "finetune": finetune,
     "sample": sample,
     "evaluate": evaluate,
     "embed": embed,

@@ -1,10 +1,12 @@
 """Model info: parameter counts against Hugging Face models built on the meta device."""
 
+import itertools
+
 import pytest
 import torch
 
 from groundwork.interop.hf import hf_config_dict
-from groundwork.models import GPT, GPTConfig, Llama, LlamaConfig, format_info, info
+from groundwork.models import GPT, GPTConfig, Llama, LlamaConfig, T5Config, format_info, info
 
 
 @pytest.mark.parametrize(
@@ -112,3 +114,113 @@ def test_a_config_outside_the_registry_is_refused() -> None:
 
     with pytest.raises(ConfigError, match="OtherConfig"):
         info(OtherConfig())
+
+
+# T5 (encoder-decoder) and BERT (bidirectional encoder): the attention term and what a token is.
+
+
+def _tiny_t5(feed_forward: str, tie: bool) -> T5Config:
+    # inner width n_heads * d_kv = 4 * 24 = 96 != d_model = 64; 2 encoder, 3 decoder blocks
+    return T5Config.from_name(
+        "tiny", d_kv=24, n_decoder_layers=3, feed_forward=feed_forward, tie_embeddings=tie
+    )
+
+
+@pytest.mark.parametrize(("feed_forward", "tie"), [("relu", True), ("gated-gelu", False)])
+def test_t5_flops_per_token_by_hand(feed_forward: str, tie: bool) -> None:
+    """A token is one position of either stack: one example's FLOPs divided by S + T."""
+    config = _tiny_t5(feed_forward, tie)
+    d, inner, d_ff, vocab = 64, 4 * 24, 128, 512
+    L_enc, L_dec, S, T = 2, 3, 40, 10
+    attention = 4 * d * inner  # q, k, v (d -> inner) and o (inner -> d)
+    ffn = (2 if feed_forward == "relu" else 3) * d * d_ff  # up, down (+ gate for gated GELU)
+    # encoder block: self-attention, FFN, 2 norms; decoder block: self, cross, FFN, 3 norms;
+    # a final norm per stack; the head (tied or not) is a vocab x d matmul for decoder tokens
+    n_enc = L_enc * (attention + ffn + 2 * d) + d
+    n_dec = L_dec * (2 * attention + ffn + 3 * d) + d + vocab * d
+    # QK^T and AV: 2 * inner FLOPs each per query-key pair. Encoder: S x S pairs; decoder
+    # self-attention: T x T/2 (the causal average, as for GPT); cross-attention: T x S.
+    pairs = L_enc * S * S + L_dec * T * T / 2 + L_dec * T * S
+    forward = (2 * (S * n_enc + T * n_dec) + 4 * inner * pairs) / (S + T)
+
+    flops = info(config, seq_len=S, decoder_seq_len=T)["flops_per_token"]
+    assert flops["seq_len"] == S and flops["decoder_seq_len"] == T
+    assert flops["encoder_matmul_params"] == n_enc
+    assert flops["decoder_matmul_params"] == n_dec
+    assert flops["matmul_params"] == n_enc + n_dec
+    assert flops["forward"] == pytest.approx(forward, rel=1e-12)
+    assert flops["training"] == pytest.approx(3 * forward, rel=1e-12)
+
+
+@pytest.mark.parametrize(("feed_forward", "tie"), [("relu", True), ("gated-gelu", False)])
+def test_t5_matmul_params_split_like_the_built_model(feed_forward: str, tie: bool) -> None:
+    from torch import nn
+
+    from groundwork.models import T5
+
+    config = _tiny_t5(feed_forward, tie)
+    with torch.device("meta"):
+        model = T5(config)
+
+    def matrices(module: nn.Module) -> int:  # all but the relative-position bias tables
+        tables = {id(m.weight) for m in module.modules() if isinstance(m, nn.Embedding)}
+        return sum(p.numel() for p in module.parameters() if id(p) not in tables)
+
+    flops = info(config)["flops_per_token"]
+    assert flops["encoder_matmul_params"] == matrices(model.encoder)
+    head = config.vocab_size * config.d_model
+    assert flops["decoder_matmul_params"] == matrices(model.decoder) + head
+
+
+def test_t5_attention_flops_are_counted_and_grow_with_the_lengths() -> None:
+    from groundwork.models.info import attention_flops_per_token
+
+    config = _tiny_t5("relu", True)
+    terms = [attention_flops_per_token(config, s) for s in (16, 32, 64, 128)]
+    assert terms[0] > 0
+    assert all(a < b for a, b in itertools.pairwise(terms))
+    by_decoder = [attention_flops_per_token(config, 64, decoder_seq_len=t) for t in (8, 64, 512)]
+    assert by_decoder[0] > 0
+    assert all(a < b for a, b in itertools.pairwise(by_decoder))
+    flops = [info(config, seq_len=s)["flops_per_token"] for s in (16, 128)]
+    assert flops[0]["forward"] < flops[1]["forward"]
+    # with S = T the weights cost N per token (each token goes through one of the two stacks)
+    assert flops[0]["forward"] - flops[0]["matmul_params"] == pytest.approx(terms[0])
+
+
+def test_t5_full_window_counts_the_decoder_self_attention_twice() -> None:
+    from groundwork.models.info import attention_flops_per_token
+
+    config = _tiny_t5("relu", True)
+    S, T, inner = 40, 10, 96
+    average = attention_flops_per_token(config, S, decoder_seq_len=T)
+    full = attention_flops_per_token(config, S, decoder_seq_len=T, full_window=True)
+    assert full - average == pytest.approx(4 * inner * 3 * T * T / 2 / (S + T))
+
+
+def test_bert_attention_is_bidirectional() -> None:
+    from groundwork.models import BertConfig
+
+    config = BertConfig.from_name("tiny")  # 2 layers, 4 heads of 16
+    flops = info(config, seq_len=100)["flops_per_token"]
+    # every query sees all T keys: 2 * d_attn FLOPs for QK^T and as many for AV per pair
+    assert flops["forward"] - 2 * flops["matmul_params"] == 4 * 2 * 100 * 64
+    assert flops["training"] == 3 * flops["forward"]
+    params = info(config)["parameters"]  # the encoder's matrices and norms, and the pooler
+    assert flops["matmul_params"] == params["total"] - params["embeddings"]
+    gpt = info(GPTConfig.from_name("tiny"), seq_len=100)["flops_per_token"]  # the same shape
+    assert flops["forward"] - 2 * flops["matmul_params"] == 2 * (
+        gpt["forward"] - 2 * gpt["matmul_params"]
+    )
+
+
+def test_decoder_length_is_only_for_encoder_decoders() -> None:
+    from groundwork.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="decoder_seq_len"):
+        info(GPTConfig.from_name("tiny"), decoder_seq_len=10)
+
+
+def test_format_info_says_what_a_t5_token_is() -> None:
+    text = format_info(info(_tiny_t5("relu", True), seq_len=64, decoder_seq_len=16))
+    assert "FLOPs per token (S = 64 encoder + T = 16 decoder tokens)" in text

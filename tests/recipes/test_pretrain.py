@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import helpers
 from groundwork import corpus, tokenize
 from groundwork.errors import CheckpointError, ConfigError, DataError
 from groundwork.recipes.pretrain import (
@@ -22,18 +23,7 @@ TINY_MODEL = ModelArgs(d_model=32, n_layers=1, n_heads=2, max_seq_len=32)
 
 
 def tiny_train(**kw: object) -> TrainConfig:
-    base: dict[str, object] = dict(
-        max_steps=4,
-        batch_size=2,
-        seq_len=32,
-        eval_every=2,
-        eval_batches=1,
-        progress=False,
-        tensorboard=False,
-        device="cpu",
-    )
-    base.update(kw)
-    return TrainConfig(**base)  # type: ignore[arg-type]
+    return helpers.tiny_train(**{"batch_size": 2, **kw})
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import helpers
 from groundwork import corpus, tokenize
 from groundwork.errors import ConfigError
 from groundwork.models.bert import BertForPreTraining
@@ -28,19 +29,7 @@ TINY_T5 = ModelArgs(arch="t5", d_model=32, d_kv=16, d_ff=64, n_layers=1, n_heads
 
 
 def tiny_train(**kw: object) -> TrainConfig:
-    base: dict[str, object] = dict(
-        max_steps=4,
-        batch_size=4,
-        seq_len=64,
-        eval_every=2,
-        eval_batches=2,
-        warmup_steps=1,
-        progress=False,
-        tensorboard=False,
-        device="cpu",
-    )
-    base.update(kw)
-    return TrainConfig(**base)  # type: ignore[arg-type]
+    return helpers.tiny_train(**{"seq_len": 64, "eval_batches": 2, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -159,17 +148,22 @@ def test_command_prints_the_encoder_summaries(
     assert metrics["val_windows"] == 128 and 0 <= metrics["val_token_accuracy"] <= 1
 
 
-def test_generate_refuses_an_encoder_in_one_line(
+def test_generate_refuses_an_encoder_in_one_line_and_fills_sentinels_with_t5(
     bert_run: Path, t5_run: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from groundwork.cli import main
 
-    for run, arch in ((bert_run, "bert"), (t5_run, "t5")):
-        code = main(["generate", str(run), "--prompt", "to be"])
-        err = capsys.readouterr().err.strip()
-        assert code == 2
-        assert len(err.splitlines()) == 1 and "not a causal language model" in err, err
-        assert f"a {arch} model" in err
+    code = main(["generate", str(bert_run), "--prompt", "to be"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and "not a causal language model" in err, err
+    assert "a bert model" in err
+    # an encoder-decoder writes its output for the prompt: here, what the sentinels hide
+    prompt = "to be, or not <extra_id_0> be"
+    argv = ["generate", str(t5_run), "--prompt", prompt, "--strategy", "greedy"]
+    assert main([*argv, "--max-new-tokens", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.endswith("\n") and prompt not in printed
 
 
 def test_bad_encoder_options(wordpiece: Path, char_shards: Path, tmp_path: Path) -> None:
@@ -193,6 +187,30 @@ def test_bad_encoder_options(wordpiece: Path, char_shards: Path, tmp_path: Path)
         )
 
 
+def test_objective_rates_are_options_written_to_the_run(char_shards: Path, tmp_path: Path) -> None:
+    from groundwork.train.span_corruption import compute_input_and_target_lengths
+
+    out = tmp_path / "t5"
+    data = DataConfig(shards=char_shards, noise_density=0.3, mean_noise_span_length=2.0)
+    pretrain(model=TINY_T5, data=data, train_config=tiny_train(max_steps=1), out=out)
+    objective = yaml.safe_load((out / "config.yaml").read_text())["objective"]
+    assert objective["noise_density"] == 0.3 and objective["mean_noise_span_length"] == 2.0
+    _, _, config = load_run(out, device="cpu")
+    from groundwork.recipes.pretrain_encoders import t5_data
+
+    batch = next(iter(t5_data(config, tiny_train(), eval_batches=1).val_batches()))
+    targets = compute_input_and_target_lengths(64, 0.3, 2.0)[1]
+    assert batch["labels"].shape[1] == targets != compute_input_and_target_lengths(64)[1]
+    with pytest.raises(ConfigError, match="mlm_probability is for bert only"):
+        pretrain(model=TINY_T5, data=DataConfig(shards=char_shards, mlm_probability=0.2))
+    with pytest.raises(ConfigError, match="noise_density is for t5 only"):
+        DataConfig(noise_density=0.2).check_for("bert")
+    with pytest.raises(ConfigError, match=r"noise_density must be in \(0, 1\)"):
+        DataConfig(noise_density=1.5)
+    with pytest.raises(ConfigError, match="mean_noise_span_length must be >= 1"):
+        DataConfig(mean_noise_span_length=0.5)
+
+
 def test_configs_parse() -> None:
     root = Path(__file__).resolve().parents[2] / "configs"
     for name, arch in (("shakespeare-bert.yaml", "bert"), ("shakespeare-t5.yaml", "t5")):
@@ -201,7 +219,7 @@ def test_configs_parse() -> None:
         assert model.arch == arch
         DataConfig(**recipe["data"])
         cfg = TrainConfig(**recipe["train"])
-        assert cfg.max_time == 285
+        assert cfg.max_time is not None and cfg.max_time < 300  # the 5-minute promise
         assert cfg.seq_len <= model.build_config(4096).max_seq_len
 
 

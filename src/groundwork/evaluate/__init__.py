@@ -8,6 +8,8 @@
   decoding and exact match.
 * :mod:`~groundwork.evaluate.classification`: accuracy, precision, recall, F1 and the confusion
   matrix of a classifier.
+* :mod:`~groundwork.evaluate.overlap`: n-gram overlap of generated text with references: corpus
+  BLEU (Papineni et al. 2002) and chrF / chrF++ (Popović 2015), equal to sacreBLEU's defaults.
 * :mod:`~groundwork.evaluate.word_vectors`: word analogies (3CosAdd) and word similarity
   (Spearman's rho) of word vectors.
 * :mod:`~groundwork.evaluate.report`: several models side by side with a random-guess baseline
@@ -30,6 +32,13 @@ from groundwork.evaluate.harness import (
     loglikelihoods,
     sample_shots,
 )
+from groundwork.evaluate.overlap import (
+    BleuScore,
+    corpus_bleu,
+    corpus_chrf,
+    sentence_chrf,
+    tokenize_13a,
+)
 from groundwork.evaluate.perplexity import (
     PerplexityResult,
     perplexity,
@@ -51,12 +60,15 @@ from groundwork.evaluate.word_vectors import evaluate_analogies, evaluate_simila
 
 __all__ = [
     "TASKS",
+    "BleuScore",
     "Example",
     "PerplexityResult",
     "Task",
     "build_examples",
     "classification_report",
     "compare_markdown",
+    "corpus_bleu",
+    "corpus_chrf",
     "evaluate_analogies",
     "evaluate_similarity",
     "evaluate_task",
@@ -73,5 +85,7 @@ __all__ = [
     "read_jsonl",
     "register_task",
     "sample_shots",
+    "sentence_chrf",
     "sliding_windows",
+    "tokenize_13a",
 ]

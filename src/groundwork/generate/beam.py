@@ -80,6 +80,59 @@ class FinishedBeams:
 
 
 # --8<-- [start:beam_search]
+class Beams:
+    """One input's beam search: its running beams and its finished hypotheses."""
+
+    def __init__(self, config: GenerationConfig, ends: set[int], device: torch.device) -> None:
+        self.config, self.ends = config, ends
+        self.tokens: list[list[int]] = [[]]  # new tokens of each running beam; one at first
+        self.scores = torch.zeros(1, device=device)  # (beams,) summed log-probabilities
+        self.finished = FinishedBeams(config.num_beams, config.length_penalty)
+        self.active = True
+
+    def step(self, log_probs: torch.Tensor, step: int) -> list[int]:
+        """Extend the running beams by one token, given their log-probabilities ``(beams, V)``.
+
+        ``step`` is the generated length after it. Returns the parent (index among the previous
+        beams) of each new running beam, or ``[]`` once the search has stopped (``active`` is
+        then ``False``). Steps 1 to 5 of :func:`beam_search`.
+        """
+        c, W = self.config, self.config.num_beams
+        V = log_probs.shape[-1]
+        K = max(2, 1 + len(self.ends)) * W  # candidates kept per step
+        # 1. every extension of every beam: s(y_1..t) = s(y_1..t-1) + log p(y_t | y_<t)
+        scores = self.scores[:, None] + log_probs  # (beams, V)
+        # 2. the K best over all beams, read back as (parent beam, token)
+        top_scores, flat = scores.view(-1).topk(min(K, scores.numel()))  # (K,)
+        parents, tokens = flat // V, flat % V
+        # 3./4. split into finished hypotheses and the next running beams
+        next_tokens: list[list[int]] = []
+        next_parents: list[int] = []
+        next_scores: list[float] = []
+        for rank, (s, parent, token) in enumerate(
+            zip(top_scores.tolist(), parents.tolist(), tokens.tolist(), strict=True)
+        ):
+            seq = self.tokens[parent] + [token]
+            if token in self.ends or step == c.max_new_tokens:
+                if rank < W:  # only the top W candidates may finish (as in transformers)
+                    self.finished.add(seq, s)
+            elif len(next_tokens) < W:
+                next_tokens.append(seq)
+                next_parents.append(parent)
+                next_scores.append(s)
+        # 5. stop?
+        done = step == c.max_new_tokens or not next_tokens
+        if not done and self.finished.full:  # HF's heuristic: see beam_search
+            best_now = next_scores[0] / step**c.length_penalty
+            done = c.early_stopping or best_now <= self.finished.worst_score
+        if done:
+            self.active = False
+            return []
+        self.tokens = next_tokens
+        self.scores = torch.tensor(next_scores, device=self.scores.device)  # (beams,)
+        return next_parents
+
+
 @torch.no_grad()
 def beam_search(
     model: GPT | Llama,
@@ -137,7 +190,7 @@ def beam_search(
     """
     del pad_id  # see Args
     check_prompts(model, [prompt_ids])
-    W, alpha = config.num_beams, config.length_penalty
+    W = config.num_beams
     ends = set(eos_ids) | set(config.stop_ids)
     device = next(model.parameters()).device
     prompt = torch.tensor([prompt_ids], dtype=torch.long, device=device)  # (1, T0)
@@ -148,52 +201,23 @@ def beam_search(
     V = logits.shape[-1]
     if W > V:
         raise ConfigError(f"num_beams ({W}) is larger than the vocabulary ({V} tokens)")
-    K = max(2, 1 + len(ends)) * W  # candidates kept per step
-
-    beams: list[list[int]] = [[]]  # new tokens of each running beam; one beam before step 1
-    beam_scores = torch.zeros(1, device=device)  # (beams,) summed log-probs
-    finished = FinishedBeams(W, alpha)
+    search = Beams(config, ends, device)
     for step in range(1, config.max_new_tokens + 1):  # step = generated length L after it
-        # 1. every extension of every beam: s(y_1..t) = s(y_1..t-1) + log p(y_t | y_<t)
-        scores = beam_scores[:, None] + F.log_softmax(logits, dim=-1)  # (beams, V)
-        # 2. the K best over all beams, read back as (parent beam, token)
-        top_scores, flat = scores.view(-1).topk(min(K, scores.numel()))  # (K,)
-        parents, tokens = flat // V, flat % V
-        # 3./4. split into finished hypotheses and the next running beams
-        next_beams: list[list[int]] = []
-        next_rows: list[int] = []
-        next_scores: list[float] = []
-        for rank, (s, parent, token) in enumerate(
-            zip(top_scores.tolist(), parents.tolist(), tokens.tolist(), strict=True)
-        ):
-            seq = beams[parent] + [token]
-            if token in ends or step == config.max_new_tokens:
-                if rank < W:  # only the top W candidates may finish (as in transformers)
-                    finished.add(seq, s)
-            elif len(next_beams) < W:
-                next_beams.append(seq)
-                next_rows.append(parent)
-                next_scores.append(s)
-        # 5. stop?
-        if step == config.max_new_tokens or not next_beams:
+        parents = search.step(F.log_softmax(logits, dim=-1), step)  # steps 1 to 5
+        if not search.active:
             break
-        if finished.full and (
-            config.early_stopping or next_scores[0] / step**alpha <= finished.worst_score
-        ):
-            break
-        beams = next_beams
-        beam_scores = torch.tensor(next_scores, device=device)  # (beams,)
+        beams = search.tokens
         last = torch.tensor([[b[-1]] for b in beams], device=device)  # (beams, 1)
         slid = len(prompt_ids) + step > window
         if cache is not None and not slid:
-            reorder_kv_cache(cache, torch.tensor(next_rows))
+            reorder_kv_cache(cache, torch.tensor(parents))
             logits = model(last, kv_cache=cache)[:, -1].float()  # (beams, V)
         else:  # the whole sequences, or their last `window` tokens into a fresh cache
             if cache is not None:
                 cache = model.new_kv_cache(len(beams), window)
             seqs = [(prompt_ids + b)[-window:] for b in beams]
             logits = model(torch.tensor(seqs, device=device), kv_cache=cache)[:, -1].float()
-    return finished.hypotheses[: config.num_return_sequences]
+    return search.finished.hypotheses[: config.num_return_sequences]
 
 
 # --8<-- [end:beam_search]

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from groundwork.errors import ConfigError
-from groundwork.generate.beam import FinishedBeams, reorder_kv_cache
+from groundwork.generate.beam import Beams, reorder_kv_cache
 from groundwork.generate.config import GenerationConfig
 from groundwork.generate.decode import SYNC_EVERY, GenerateOutput, check_prompts
 from groundwork.generate.processors import process_logits, sample_next
@@ -160,56 +160,6 @@ def generate_seq2seq(
 # --8<-- [end:generate_seq2seq]
 
 
-class _Beams:
-    """One input's beam search: its running beams and its finished hypotheses."""
-
-    def __init__(self, config: GenerationConfig, ends: set[int], device: torch.device) -> None:
-        self.config, self.ends = config, ends
-        self.tokens: list[list[int]] = [[]]  # new tokens of each running beam; one at first
-        self.scores = torch.zeros(1, device=device)  # (beams,) summed log-probabilities
-        self.finished = FinishedBeams(config.num_beams, config.length_penalty)
-        self.active = True
-
-    def step(self, log_probs: torch.Tensor, step: int) -> list[int]:
-        """Extend the running beams by one token, given their log-probabilities ``(beams, V)``.
-
-        Returns the parent (index among the previous beams) of each new running beam, or ``[]``
-        once the search has stopped. Exactly one step of
-        :func:`~groundwork.generate.beam.beam_search`.
-        """
-        c, W = self.config, self.config.num_beams
-        V = log_probs.shape[-1]
-        K = max(2, 1 + len(self.ends)) * W  # candidates kept per step
-        scores = self.scores[:, None] + log_probs  # (beams, V)
-        top_scores, flat = scores.view(-1).topk(min(K, scores.numel()))  # (K,)
-        parents, tokens = flat // V, flat % V
-        next_tokens: list[list[int]] = []
-        next_parents: list[int] = []
-        next_scores: list[float] = []
-        for rank, (s, parent, token) in enumerate(
-            zip(top_scores.tolist(), parents.tolist(), tokens.tolist(), strict=True)
-        ):
-            seq = self.tokens[parent] + [token]
-            if token in self.ends or step == c.max_new_tokens:
-                if rank < W:  # only the top W candidates may finish (as in transformers)
-                    self.finished.add(seq, s)
-            elif len(next_tokens) < W:
-                next_tokens.append(seq)
-                next_parents.append(parent)
-                next_scores.append(s)
-        if step == c.max_new_tokens or not next_tokens:
-            self.active = False
-            return []
-        worst = self.finished.worst_score if self.finished.full else None
-        best_now = next_scores[0] / step**c.length_penalty  # HF's heuristic: see beam_search
-        if worst is not None and (c.early_stopping or best_now <= worst):
-            self.active = False
-            return []
-        self.tokens = next_tokens
-        self.scores = torch.tensor(next_scores, device=self.scores.device)  # (beams,)
-        return next_parents
-
-
 # --8<-- [start:beam_search_seq2seq]
 @torch.no_grad()
 def beam_search_seq2seq(
@@ -273,7 +223,7 @@ def beam_search_seq2seq(
     cache = model.new_kv_cache(B * W, n) if use_cache else None
     if cache is not None:  # the encoder runs once per input; its W rows share the output
         encoder_hidden = model.encode(ids[::W], mask[::W]).repeat_interleave(W, dim=0)
-    searches = [_Beams(config, ends, device) for _ in range(B)]
+    searches = [Beams(config, ends, device) for _ in range(B)]
     last = [start] * (B * W)  # the token each row is fed next
 
     for step in range(1, n + 1):  # step = number of new tokens after it
@@ -304,7 +254,7 @@ def beam_search_seq2seq(
     return [s.finished.hypotheses[: config.num_return_sequences] for s in searches]
 
 
-def _output(searches: list[_Beams], row: int, W: int, length: int, pad: int) -> list[int]:
+def _output(searches: list[Beams], row: int, W: int, length: int, pad: int) -> list[int]:
     """The new tokens of the running beam in ``row`` (``length`` of them), or padding."""
     search, j = searches[row // W], row % W
     if search.active and j < len(search.tokens):

@@ -171,6 +171,21 @@ class GPT(DecoderLM):
         Returns:
             Logits ``(B, T, vocab_size)``.
         """
+        x = self.hidden_states(
+            idx, attention_mask=attention_mask, position_ids=position_ids, kv_cache=kv_cache
+        )
+        return self.lm_head(x)  # (B, T, vocab_size)
+
+    def hidden_states(
+        self,
+        idx: torch.Tensor,
+        *,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        kv_cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        """The final hidden states ``(B, T, d_model)`` the output head reads (after ``ln_f``);
+        the arguments are :meth:`forward`'s."""
         T = idx.shape[1]
         start = kv_cache.seq_len if kv_cache is not None else 0
         if start + T > self.config.max_seq_len:
@@ -185,7 +200,7 @@ class GPT(DecoderLM):
             x = block(x, mask=mask, kv_cache=kv_cache, start_pos=start)  # (B, T, d_model)
         if kv_cache is not None:
             kv_cache.seq_len = start + T
-        return self.lm_head(self.ln_f(x))  # (B, T, vocab_size)
+        return self.ln_f(x)  # (B, T, d_model)
 
     # --8<-- [end:gpt]
 

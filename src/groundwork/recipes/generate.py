@@ -13,13 +13,16 @@ from typing import Any, Literal
 from groundwork.errors import ConfigError, UnknownNameError, did_you_mean
 
 
-def load_model(name: str) -> tuple[Any, Any, str | None]:
-    """A run directory or a named pretrained model: ``(model, tokenizer, chat_template)``."""
+def load_model(name: str, *, seq2seq: bool = False) -> tuple[Any, Any, str | None]:
+    """A run directory or a named pretrained model: ``(model, tokenizer, chat_template)``; a
+    causal LM, or with ``seq2seq`` also an encoder-decoder run (``kind: seq2seq``)."""
     from groundwork.pretrained import PRETRAINED, load
     from groundwork.runs import is_run, load_run
 
     if is_run(name):
-        net, tokenizer, _ = load_run(Path(name))
+        net, tokenizer, config = load_run(Path(name))
+        if seq2seq and config.get("kind") == "seq2seq":
+            return net, tokenizer, None
         return _causal_lm(name, net), tokenizer, None
     if name in PRETRAINED:
         smol = load(name)
@@ -107,11 +110,12 @@ def generate(
     stop: str | None = None,
     seed: int | None = None,
 ) -> None:
-    """Continue a prompt with a trained run or a named model, streaming to the terminal.
+    """Continue a prompt with a trained run or a named model, streaming to the terminal; an
+    encoder-decoder run (T5) instead prints its output for the prompt.
 
     Args:
         model: A run directory or a named model (smollm2-135m-instruct).
-        prompt: The text to continue.
+        prompt: The text to continue (an encoder-decoder's input).
         strategy: sample (temperature/top-k/top-p/min-p), greedy, or beam search.
         max_new_tokens: Generate at most this many tokens (past the model's context the window
             slides).
@@ -148,7 +152,12 @@ def generate(
         config = dataclasses.replace(config, num_beams=1)
     if strategy != "sample":  # greedy and beam search pick tokens by score alone
         config = dataclasses.replace(config, temperature=0.0, top_k=None, top_p=None, min_p=None)
-    net, tokenizer, _ = load_model(model)
+    from groundwork.models.t5 import T5
+
+    net, tokenizer, _ = load_model(model, seq2seq=True)
+    if isinstance(net, T5):
+        print(_transduce(net, tokenizer, prompt, config, strategy))
+        return
     ids = tokenizer.encode(prompt)
     check_prompts(net, [ids])  # before the prompt is echoed: an error comes alone
     check_stop_strings(tokenizer, config.stop_strings)
@@ -161,6 +170,29 @@ def generate(
     for piece in stream(net, tokenizer, ids, config):
         print(piece, end="", flush=True)
     print()
+
+
+def _transduce(net: Any, tokenizer: Any, text: str, config: Any, strategy: str) -> str:
+    """An encoder-decoder's output for ``text`` (its ids and the EOS; ``<extra_id_k>`` in it
+    are sentinels): the decoder writes new text rather than continuing the prompt."""
+    from groundwork.generate.seq2seq import beam_search_seq2seq, generate_seq2seq
+    from groundwork.recipes.pretrain_encoders import decode_with_sentinels, encode_with_sentinels
+
+    if config.stop_strings:
+        raise ConfigError("--stop is for causal language models; an encoder-decoder stops at EOS")
+    c = net.config
+    ids = [*encode_with_sentinels(tokenizer, text, c.vocab_size), c.eos_id]
+    if len(ids) > c.max_seq_len:
+        raise ConfigError(
+            f"the input is {len(ids)} tokens (EOS included); the model reads at most "
+            f"{c.max_seq_len}"
+        )
+    net.eval()
+    if strategy == "beam":
+        out = beam_search_seq2seq(net, [ids], config)[0][0][0]
+    else:
+        out = generate_seq2seq(net, [ids], config).sequences[0]
+    return decode_with_sentinels(tokenizer, [i for i in out if i != c.eos_id], c.vocab_size)
 
 
 def chat(

@@ -105,6 +105,15 @@ class ModelArgs:
         return arch.config(self.preset, **{**overrides, **fixed}, vocab_size=vocab_size)
 
 
+OBJECTIVE_FIELDS = (
+    "whole_word_masking",
+    "mlm_probability",
+    "noise_density",
+    "mean_noise_span_length",
+)
+"""DataConfig's fields that set the objective of an encoder family (the run's ``objective``)."""
+
+
 @dataclass(kw_only=True)
 class DataConfig:
     """Where the tokens come from."""
@@ -121,9 +130,36 @@ class DataConfig:
     """Token shards prepared with `groundwork data prepare` (None: prepared and cached here)."""
     whole_word_masking: bool = False
     """BERT only: mask every ``##`` piece of a chosen WordPiece word with it."""
+    mlm_probability: float = 0.15
+    """BERT only: the fraction of tokens chosen for masked-LM prediction."""
+    noise_density: float = 0.15
+    """T5 only: the fraction of tokens span corruption drops."""
+    mean_noise_span_length: float = 3.0
+    """T5 only: the mean length of a dropped span."""
 
     def __post_init__(self) -> None:
         positive_int("data.vocab_size", self.vocab_size)
+        for name in ("mlm_probability", "noise_density"):
+            value = getattr(self, name)
+            if not 0.0 < value < 1.0:
+                raise ConfigError(f"data.{name} must be in (0, 1), got {value}")
+        if self.mean_noise_span_length < 1.0:
+            raise ConfigError(
+                f"data.mean_noise_span_length must be >= 1, got {self.mean_noise_span_length}"
+            )
+
+    def check_for(self, arch: str) -> None:
+        """Refuse the objective fields of another family than ``arch``'s, if changed."""
+        only = {
+            "whole_word_masking": "bert",
+            "mlm_probability": "bert",
+            "noise_density": "t5",
+            "mean_noise_span_length": "t5",
+        }
+        defaults = DataConfig()
+        for name, family in only.items():
+            if family != arch and getattr(self, name) != getattr(defaults, name):
+                raise ConfigError(f"data.{name} is for {family} only (this run is {arch})")
 
 
 def prepare_data(data: DataConfig, *, progress: bool = True) -> tuple[Path, Path]:
@@ -240,6 +276,7 @@ def pretrain(
     model = model or ModelArgs()
     data = data or DataConfig()
     cfg = train_config or TrainConfig()
+    data.check_for(model.arch)
     if model.arch in encoders.KINDS:
         return _pretrain_encoder(model, data, cfg, out)
     tok_path, shards = prepare_data(data, progress=cfg.progress)
@@ -266,7 +303,7 @@ def pretrain(
 
 def _data_section(data: DataConfig) -> dict[str, Any]:
     """``config.yaml``'s data section of a causal LM run (without the BERT-only field)."""
-    return {k: v for k, v in plain(data).items() if k != "whole_word_masking"}
+    return {k: v for k, v in plain(data).items() if k not in OBJECTIVE_FIELDS}
 
 
 def _pretrain_encoder(
@@ -290,8 +327,6 @@ def _pretrain_encoder(
             progress=cfg.progress,
         )
     else:
-        if data.whole_word_masking:
-            raise ConfigError("data.whole_word_masking is for bert only")
         tok_path, shards = prepare_data(data, progress=cfg.progress)
     tokenizer = tokenize.load_tokenizer(tok_path)
     model_config = model.build_config(**encoders.encoder_fields(model.arch, tokenizer))
@@ -307,7 +342,7 @@ def _pretrain_encoder(
         out,
         kind=encoders.KINDS[model.arch],
         model=model_config,
-        **encoders.run_sections(model.arch, tokenizer),
+        **encoders.run_sections(model.arch, tokenizer, data),
         data={**plain(data), "shards": None if shards is None else str(shards)},
         train=cfg,
     )

@@ -32,7 +32,8 @@ best-model metric) and ``val_mlm_accuracy``/``val_nsp_accuracy`` or ``val_token_
 :func:`evaluate_encoder_run` scores the whole validation split at the end. Chapters 6 and 8.
 """
 
-from collections.abc import Callable, Iterable
+import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,8 @@ __all__ = [
     "KINDS",
     "NUM_SENTINELS",
     "bert_tokenizer",
+    "decode_with_sentinels",
+    "encode_with_sentinels",
     "encoder_fields",
     "evaluate_encoder_run",
     "run_sections",
@@ -143,11 +146,16 @@ def encoder_fields(arch: str, tokenizer: Any) -> dict[str, Any]:
     }
 
 
-def run_sections(arch: str, tokenizer: Any) -> dict[str, Any]:
-    """The ``config.yaml`` sections beside ``model``: ``model_class``, ``task``, ``objective``."""
+def run_sections(arch: str, tokenizer: Any, data: Any = None) -> dict[str, Any]:
+    """The ``config.yaml`` sections beside ``model``: ``model_class``, ``task``, ``objective``
+    (its rates from ``data``, a :class:`~groundwork.recipes.pretrain.DataConfig`, or the
+    defaults of BERT and T5)."""
     objective: dict[str, Any]
+    mlm = getattr(data, "mlm_probability", 0.15)
+    density = getattr(data, "noise_density", 0.15)
+    span = getattr(data, "mean_noise_span_length", 3.0)
     if arch == "bert":
-        objective = {"nsp": True, "mlm_probability": 0.15}
+        objective = {"nsp": True, "mlm_probability": mlm}
     else:
         eot = tokenizer.eot_id
         objective = {
@@ -156,11 +164,50 @@ def run_sections(arch: str, tokenizer: Any) -> dict[str, Any]:
             "eos_id": eot,
             "decoder_start_id": eot,
             "pad_id": eot,
-            "noise_density": 0.15,
-            "mean_noise_span_length": 3.0,
+            "noise_density": density,
+            "mean_noise_span_length": span,
         }
     extra = ARCHITECTURES[arch].extra
     return {"model_class": extra["model_class"], "task": extra["task"], "objective": objective}
+
+
+_SENTINEL = re.compile(r"<extra_id_(\d+)>")
+
+
+def encode_with_sentinels(tokenizer: Any, text: str, model_vocab: int) -> list[int]:
+    """``text``'s ids, where each ``<extra_id_k>`` in it becomes sentinel ``k``
+    (``model_vocab - 1 - k``): what a span-corruption T5 was trained to fill in.
+
+    Raises:
+        ConfigError: A sentinel number the model does not have.
+    """
+    ids: list[int] = []
+    pieces = _SENTINEL.split(text)  # text, k, text, k, ..., text
+    for i, piece in enumerate(pieces):
+        if i % 2 == 0:
+            ids += tokenizer.encode(piece) if piece else []
+            continue
+        k = int(piece)
+        if k >= model_vocab - tokenizer.vocab_size:
+            raise ConfigError(
+                f"<extra_id_{k}>: the model has {model_vocab - tokenizer.vocab_size} sentinels"
+            )
+        ids.append(model_vocab - 1 - k)
+    return ids
+
+
+def decode_with_sentinels(tokenizer: Any, ids: Sequence[int], model_vocab: int) -> str:
+    """The text of ``ids``, sentinels (ids above the tokenizer's) written ``<extra_id_k>``."""
+    out, run = [], []
+    for i in ids:
+        if i < tokenizer.vocab_size:
+            run.append(i)
+            continue
+        out.append(tokenizer.decode(run) if run else "")
+        out.append(f"<extra_id_{model_vocab - 1 - i}>")
+        run = []
+    out.append(tokenizer.decode(run) if run else "")
+    return "".join(out)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,14 +1,15 @@
-"""Training: one engine (:func:`train`) for every objective, with the causal LM, classification,
-masked LM (+ next-sentence prediction) and sequence-to-sequence (span corruption) objectives and
-their data, AdamW with parameter groups, learning-rate schedules, gradient clipping, checkpoints
-with exact resume, metrics and FLOPs/MFU. Chapter 8 (Training).
+"""Training: one engine (:func:`train`) for every objective, with the causal LM, classification
+(per sequence and per token), masked LM (+ next-sentence prediction) and sequence-to-sequence
+(span corruption) objectives and their data, AdamW with parameter groups, learning-rate
+schedules, gradient clipping, checkpoints with exact resume, metrics and FLOPs/MFU. Chapter 8
+(Training).
 """
 
 from groundwork.runtime import resolve_device
 from groundwork.train.checkpoint import load_model_weights, save_model
 from groundwork.train.config import TrainConfig
 from groundwork.train.data import LabelledSequences, LMData, TokenData, TrainData
-from groundwork.train.encoder_data import BertPretrainingData, SpanCorruptionData
+from groundwork.train.encoder_data import BertPretrainingData, Seq2SeqPairs, SpanCorruptionData
 from groundwork.train.engine import TrainResult, train, validation_loss
 from groundwork.train.flops import mfu, model_flops_per_token, peak_flops, training_flops_per_token
 from groundwork.train.loop import evaluate_loss, train_causal_lm
@@ -23,6 +24,7 @@ from groundwork.train.objectives import (
     Objective,
     PretrainingObjective,
     Seq2SeqObjective,
+    TokenClassificationObjective,
     bits_per_byte,
     causal_lm_loss,
     masked_lm_loss,
@@ -66,7 +68,9 @@ __all__ = [
     "SentencePair",
     "SentencePairs",
     "Seq2SeqObjective",
+    "Seq2SeqPairs",
     "SpanCorruptionData",
+    "TokenClassificationObjective",
     "TokenData",
     "TokenMasker",
     "TrainConfig",

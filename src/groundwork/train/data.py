@@ -165,16 +165,19 @@ class LabelledSequences:
         val_seqs: Validation sequences (read in length order, ``val_batch_size`` at a time).
         val_labels: Their class ids.
         pad_id: Id that fills short sequences.
+
+    A subclass may give each sequence another kind of label (a target sequence:
+    :class:`~groundwork.train.encoder_data.Seq2SeqPairs`) and make its batches in ``_batch``.
     """
 
     def __init__(
         self,
         seqs: Sequence[Sequence[int]],
-        labels: Sequence[int],
+        labels: Sequence[Any],
         *,
         batch_size: int,
         val_seqs: Sequence[Sequence[int]] = (),
-        val_labels: Sequence[int] = (),
+        val_labels: Sequence[Any] = (),
         val_batch_size: int = 256,
         pad_id: int = 0,
     ) -> None:
@@ -194,7 +197,7 @@ class LabelledSequences:
         """Batches in one epoch (every pool of 50 batches but the last is full)."""
         return -(-len(self.seqs) // self.batch_size)
 
-    def _batch(self, idx: list[int], seqs: Sequence[Sequence[int]], labels: Sequence[int]) -> Batch:
+    def _batch(self, idx: list[int], seqs: Sequence[Sequence[int]], labels: Sequence[Any]) -> Batch:
         ids, lengths = pad_batch([seqs[i] for i in idx], self.pad_id)  # (B, L), (B,)
         return ids, lengths, torch.tensor([labels[i] for i in idx], dtype=torch.long)
 

@@ -7,6 +7,8 @@
 * :class:`SpanCorruptionData`: T5's span-corrupted windows of a token stream, a dict of
   ``input_ids``, ``attention_mask``, ``decoder_input_ids`` and ``labels``
   (:mod:`~groundwork.train.span_corruption`).
+* :class:`Seq2SeqPairs`: source/target pairs for fine-tuning an encoder-decoder, the same dict
+  from right-padded sources and targets, in shuffled epochs.
 
 Masks and pairs are random: for training they are drawn from the engine's generator, for
 validation from a private generator seeded afresh at every ``val_batches()`` call, so every
@@ -16,12 +18,13 @@ evaluation sees the same batches and takes nothing from the engine's generator. 
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from groundwork.checks import positive_int
 from groundwork.errors import ConfigError
-from groundwork.train.data import Batch, TokenData, pad_batch
+from groundwork.train.data import Batch, LabelledSequences, TokenData, pad_batch
 from groundwork.train.masking import TokenMasker
 from groundwork.train.objectives import IGNORE_INDEX, shift_right
 from groundwork.train.pairs import Document, SentencePairs, pack_pair
@@ -288,3 +291,74 @@ class SpanCorruptionData:
         if self.eval_batches is None:
             return f"whole validation split, {size}"
         return f"first {self.eval_batches} batches of {size}"
+
+
+# ---------------------------------------------------------------------------------------------
+# source -> target pairs (fine-tuning an encoder-decoder)
+
+
+class Seq2SeqPairs(LabelledSequences):
+    """Source and target id sequences for an encoder-decoder (translation, spelling
+    modernisation, ...), read in shuffled epochs of length-bucketed batches as
+    :class:`~groundwork.train.data.LabelledSequences` reads a classifier's (the target is the
+    "label"; batches group sources of similar length).
+
+    Batch: a dict of ``input_ids``, ``attention_mask`` ``(B, S)`` (sources right-padded) and
+    ``decoder_input_ids``, ``labels`` ``(B, T)``: ``labels`` are the targets, -100 after their
+    end, and the decoder reads them shifted right after ``decoder_start_token_id``. The ids are
+    taken as they are: append the EOS to sources and targets before.
+
+    Args:
+        sources: Encoder inputs (each of length >= 1).
+        targets: What the decoder must write for each (each of length >= 1).
+        batch_size: Pairs per training batch.
+        val_sources: Validation inputs (read in source-length order).
+        val_targets: Their targets.
+        val_batch_size: Pairs per validation batch.
+        pad_id: Id that pads sources and decoder inputs.
+        decoder_start_token_id: The decoder's first input.
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[Sequence[int]],
+        targets: Sequence[Sequence[int]],
+        *,
+        batch_size: int,
+        val_sources: Sequence[Sequence[int]] = (),
+        val_targets: Sequence[Sequence[int]] = (),
+        val_batch_size: int = 256,
+        pad_id: int = 0,
+        decoder_start_token_id: int = 0,
+    ) -> None:
+        if any(not s for s in (*sources, *val_sources)) or any(
+            not t for t in (*targets, *val_targets)
+        ):
+            raise ConfigError("every source and every target needs at least one token")
+        super().__init__(
+            sources,
+            targets,
+            batch_size=positive_int("batch_size", batch_size),
+            val_seqs=val_sources,
+            val_labels=val_targets,
+            val_batch_size=positive_int("val_batch_size", val_batch_size),
+            pad_id=pad_id,
+        )
+        self.decoder_start_token_id = decoder_start_token_id
+
+    def _batch(self, idx: list[int], seqs: Sequence[Sequence[int]], labels: Sequence[Any]) -> Batch:
+        input_ids, lengths = pad_batch([seqs[i] for i in idx], self.pad_id)  # (B, S), (B,)
+        attention_mask = torch.arange(input_ids.shape[1]) < lengths[:, None]  # (B, S)
+        targets, _ = pad_batch([labels[i] for i in idx], IGNORE_INDEX)  # (B, T)
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask.long(),
+            "decoder_input_ids": shift_right(
+                targets, decoder_start_token_id=self.decoder_start_token_id, pad_id=self.pad_id
+            ),
+            "labels": targets,
+        }
+
+    @property
+    def val_description(self) -> str:
+        return f"{len(self.val_seqs):,} validation pairs"

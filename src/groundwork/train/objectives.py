@@ -51,6 +51,11 @@ tensors with ``transformers``' key names, made by
 
 For all three, ``items`` is the number of labelled tokens.
 
+**Task heads** (chapter 12, :mod:`groundwork.adapt.heads`) read dict batches too:
+:class:`ClassificationObjective` takes ``input_ids``, ``attention_mask`` and ``labels`` ``(B,)``
+(one class per sequence), and :class:`TokenClassificationObjective` ``labels`` ``(B, T)`` (one
+class per token, -100 where there is none); metrics ``accuracy`` and ``token_accuracy``.
+
 Adding an objective (SFT, a reward model, DPO, distillation, an MoE auxiliary loss) is one small
 class with a ``__call__`` like these, plus, if its batches are of a new kind, a
 :class:`groundwork.train.data.TrainData`; the loop itself is not copied. An objective that needs
@@ -78,6 +83,7 @@ __all__ = [
     "Objective",
     "PretrainingObjective",
     "Seq2SeqObjective",
+    "TokenClassificationObjective",
     "bits_per_byte",
     "causal_lm_loss",
     "masked_lm_loss",
@@ -157,15 +163,38 @@ class CausalLMObjective:
 
 class ClassificationObjective:
     """One label per sequence: batches ``(ids (B, L), lengths (B,), labels (B,))``, the model
-    called as ``model(ids, lengths)`` giving ``(B, C)`` logits; mean cross-entropy."""
+    called as ``model(ids, lengths)`` giving ``(B, C)`` logits; mean cross-entropy.
+
+    A dict batch (``input_ids``, ``attention_mask``, ``labels`` ``(B,)``, optionally
+    ``token_type_ids``) is given to a task head
+    (:class:`~groundwork.adapt.heads.SequenceClassifier`) as ``model(input_ids,
+    attention_mask=..., token_type_ids=...)``, and adds the metric ``accuracy``.
+    """
 
     def __call__(
-        self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+        self,
+        model: nn.Module,
+        batch: "tuple[torch.Tensor, torch.Tensor, torch.Tensor] | Batch",
     ) -> LossOutput:
+        if isinstance(batch, Mapping):
+            return self._dict_batch(model, batch)
         ids, lengths, labels = batch
         logits = model(ids, lengths)  # (B, C)
         loss = F.cross_entropy(logits.float(), labels)
         return LossOutput(loss=loss, items=labels.numel(), tokens=int(lengths.sum()))
+
+    @staticmethod
+    def _dict_batch(model: nn.Module, batch: "Batch") -> LossOutput:
+        logits = model(batch["input_ids"], **_encoder_kwargs(batch))  # (B, C)
+        labels = batch["labels"]  # (B,)
+        loss = F.cross_entropy(logits.float(), labels)
+        accuracy = (logits.detach().argmax(-1) == labels).float().mean()
+        return LossOutput(
+            loss=loss,
+            items=labels.numel(),
+            tokens=_input_tokens(batch),
+            metrics={"accuracy": accuracy},
+        )
 
 
 # --8<-- [end:objectives]
@@ -326,3 +355,27 @@ class Seq2SeqObjective:
 
 
 # --8<-- [end:encoder_objectives]
+
+
+# --8<-- [start:token_classification]
+class TokenClassificationObjective:
+    """One label per token (named entities, parts of speech; chapter 12): the mean
+    cross-entropy over the labelled tokens.
+
+    Batches: ``input_ids``, ``attention_mask`` and ``labels`` (``(B, T)`` each; ``labels`` -100
+    where there is nothing to predict: padding, and the continuation pieces of a word labelled
+    on its first piece), optionally ``token_type_ids``. The model
+    (:class:`~groundwork.adapt.heads.TokenClassifier`), called as ``model(input_ids,
+    attention_mask=..., token_type_ids=...)``, returns ``(B, T, C)`` logits. ``items`` is the
+    number of labelled tokens; metric ``token_accuracy``.
+    """
+
+    def __call__(self, model: nn.Module, batch: Batch) -> LossOutput:
+        logits = model(batch["input_ids"], **_encoder_kwargs(batch))  # (B, T, C)
+        loss, accuracy, n = masked_lm_loss(logits, batch["labels"])
+        return LossOutput(
+            loss=loss, items=n, tokens=_input_tokens(batch), metrics={"token_accuracy": accuracy}
+        )
+
+
+# --8<-- [end:token_classification]
