@@ -1,5 +1,7 @@
 """What several test files share (importable as ``helpers``: pytest puts ``tests/`` on the path)."""
 
+from pathlib import Path
+
 from groundwork.train import TrainConfig
 
 
@@ -19,3 +21,30 @@ def tiny_train(**overrides: object) -> TrainConfig:
     )
     fields.update(overrides)
     return TrainConfig(**fields)  # type: ignore[arg-type]
+
+
+def tiny_bert_run(root: Path, texts: list[str], vocab_size: int = 120) -> Path:
+    """A random 1-layer BERT (d 32) run directory with a WordPiece tokenizer trained on
+    ``texts`` (BERT's special tokens), as `groundwork pretrain` writes one."""
+    import torch
+
+    from groundwork import tokenize
+    from groundwork.models.bert import BertConfig, BertForMaskedLM
+    from groundwork.recipes.pretrain_encoders import BERT_SPECIAL_TOKENS
+    from groundwork.runs import write_run
+
+    tok = tokenize.train_tokenizer(
+        "wordpiece", texts, vocab_size, special_tokens=BERT_SPECIAL_TOKENS
+    )
+    tok.save(root / "tokenizer.json")
+    config = BertConfig(
+        vocab_size=tok.vocab_size, d_model=32, n_layers=1, n_heads=2, max_seq_len=256
+    )
+    torch.manual_seed(0)
+    return write_run(
+        BertForMaskedLM(config),
+        root / "run",
+        tokenizer=root / "tokenizer.json",
+        kind="mlm",
+        model_class="BertForMaskedLM",
+    )

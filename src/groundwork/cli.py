@@ -46,6 +46,7 @@ from groundwork.recipes.generate import chat, generate, sample
 from groundwork.recipes.models import export, import_, model_info, model_list
 from groundwork.recipes.ngram import ngram
 from groundwork.recipes.pretrain import pretrain_command
+from groundwork.recipes.probe import probe
 from groundwork.recipes.word2vec import word2vec
 
 set_parsing_settings(docstring_parse_attribute_docstrings=True)
@@ -59,6 +60,7 @@ COMMANDS: dict[str, Callable[..., None] | dict[str, Callable[..., None]]] = {
     "classify": classify,
     "pretrain": pretrain_command,
     "finetune": finetune,
+    "probe": probe,
     "sample": sample,
     "evaluate": evaluate,
     "embed": embed,

@@ -297,35 +297,83 @@ def results_table(result: FinetuneResult, base: str) -> str:
 # the command
 
 
+def _print_head_run(summary: str, sizes: dict[str, int], what: str, table: str, out: Path) -> None:
+    print(summary)
+    print(f"test split ({', '.join(f'{n:,} {s}' for s, n in sizes.items())} {what}):")
+    print(table)
+    print(f"run directory: {out} (loss plot: {Path(out) / 'plots' / 'loss.png'})")
+
+
 def finetune(
-    model: Path,
+    model: str,
     *,
     task: str = "folio-modern",
     train: TrainConfig,
     out: Path = Path("runs/finetune"),
     overwrite: bool = False,
     resume: bool = False,
-    max_tokens: int = 64,
+    max_tokens: int | None = None,
     test_limit: int | None = None,
     num_beams: int = 1,
+    pooling: str | None = None,
 ) -> None:
-    """Fine-tune a pretrained T5 run on a text-to-text task, then score it on the test split.
+    """Fine-tune a pretrained model on a task, then score it on the task's test split.
 
-    Use --config RECIPE.yaml (configs/shakespeare-modernize.yaml) and override any field. Prints
-    chrF, BLEU and exact matches of the model and of copying the input, and writes a run
-    directory (the model, its training log, metrics.json).
+    Use --config RECIPE.yaml (configs/shakespeare-modernize.yaml, configs/dreaddit-minilm.yaml)
+    and override any field. Text-to-text tasks (folio-modern) fine-tune a T5 run and print chrF,
+    BLEU and exact matches beside copying the input; classification tasks (dreaddit, sms-spam)
+    put a classification head on the model and print accuracy and F1 beside a bag-of-words
+    logistic regression; labelling tasks (conll-ner) put a token head on it and print entity
+    precision, recall and F1 beside each word's most frequent tag. Writes a run directory (the
+    model, its training log, metrics.json).
 
     Args:
-        model: The run to start from: a T5 run (kind seq2seq) from `groundwork pretrain`.
-        task: The task: folio-modern (First Folio spelling -> modern spelling).
+        model: What to start from: a T5 run (text-to-text tasks), or a named pretrained model
+            (all-minilm-l6-v2, smollm2-135m-instruct) or run directory (classification).
+        task: folio-modern (First Folio -> modern spelling), dreaddit (stress), sms-spam,
+            conll-ner (named entities of the CoNLL sample).
         train: Steps, batch, optimizer, schedule, evaluation.
         out: Run directory to write.
         overwrite: Replace an existing run in --out.
-        resume: Continue the fine-tuning run in --out from its last checkpoint.
-        max_tokens: Cut sources and targets to this many tokens (EOS included).
-        test_limit: Score only the first this many test pairs.
-        num_beams: Decode the test sources with beam search (1: greedy).
+        resume: Text-to-text: continue the fine-tuning run in --out from its last checkpoint.
+        max_tokens: Cut texts to this many tokens (text-to-text: EOS included; default 64, 128
+            for classification; labelling refuses longer sentences, default 256).
+        test_limit: Text-to-text: score only the first this many test pairs.
+        num_beams: Text-to-text: decode the test sources with beam search (1: greedy).
+        pooling: Classification: cls, mean or last (default: the model family's).
     """
+    from groundwork.recipes import finetune_classify as fc
+    from groundwork.recipes import finetune_label as fl
+
+    if task in fc.CLASSIFICATION_TASKS:
+        found = fc.finetune_classifier(
+            model,
+            task=task,
+            train_config=train,
+            out=Path(out),
+            overwrite=overwrite,
+            max_tokens=max_tokens or 128,
+            pooling=pooling,
+        )
+        _print_head_run(found.summary, found.sizes, "examples", fc.results_table(found, model), out)
+        return
+    if task in fl.LABELLING_TASKS:
+        labelled = fl.finetune_labeller(
+            model,
+            task=task,
+            train_config=train,
+            out=Path(out),
+            overwrite=overwrite,
+            max_tokens=max_tokens or 256,
+        )
+        what = "sentences; entity-level scores, as seqeval"
+        _print_head_run(
+            labelled.summary, labelled.sizes, what, fl.results_table(labelled, model), out
+        )
+        return
+    if task not in TASKS:
+        known = [*TASKS, *fc.CLASSIFICATION_TASKS, *fl.LABELLING_TASKS]
+        raise UnknownNameError(f"unknown task {task!r}: {did_you_mean(task, known)}")
     result = finetune_seq2seq(
         Path(model),
         task=task,
@@ -333,7 +381,7 @@ def finetune(
         out=Path(out),
         overwrite=overwrite,
         resume=resume,
-        max_tokens=max_tokens,
+        max_tokens=max_tokens or 64,
         test_limit=test_limit,
         num_beams=num_beams,
     )

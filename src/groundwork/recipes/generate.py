@@ -13,20 +13,24 @@ from typing import Any, Literal
 from groundwork.errors import ConfigError, UnknownNameError, did_you_mean
 
 
-def load_model(name: str, *, seq2seq: bool = False) -> tuple[Any, Any, str | None]:
+def load_model(
+    name: str, *, seq2seq: bool = False, any_family: bool = False
+) -> tuple[Any, Any, str | None]:
     """A run directory or a named pretrained model: ``(model, tokenizer, chat_template)``; a
-    causal LM, or with ``seq2seq`` also an encoder-decoder run (``kind: seq2seq``)."""
+    causal LM, or with ``seq2seq`` also an encoder-decoder run (``kind: seq2seq``), or with
+    ``any_family`` any model (an encoder to fine-tune)."""
     from groundwork.pretrained import PRETRAINED, load
     from groundwork.runs import is_run, load_run
 
     if is_run(name):
         net, tokenizer, config = load_run(Path(name))
-        if seq2seq and config.get("kind") == "seq2seq":
+        if any_family or (seq2seq and config.get("kind") == "seq2seq"):
             return net, tokenizer, None
         return _causal_lm(name, net), tokenizer, None
     if name in PRETRAINED:
         smol = load(name)
-        return _causal_lm(name, smol.model), smol.tokenizer, smol.chat_template
+        model = smol.model if any_family else _causal_lm(name, smol.model)
+        return model, smol.tokenizer, smol.chat_template
     raise UnknownNameError(
         f"{name!r} is neither a run directory nor a named model: {did_you_mean(name, PRETRAINED)}"
     )
