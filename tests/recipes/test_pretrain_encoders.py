@@ -20,7 +20,7 @@ from groundwork.recipes.pretrain import (
     pretrain_command,
     resume_pretraining,
 )
-from groundwork.recipes.pretrain_encoders import NUM_SENTINELS
+from groundwork.recipes.pretrain_encoders import NUM_SENTINELS, check_objective_fields
 from groundwork.runs import load_run
 from groundwork.train import TrainConfig, read_metrics
 
@@ -204,7 +204,7 @@ def test_objective_rates_are_options_written_to_the_run(char_shards: Path, tmp_p
     with pytest.raises(ConfigError, match="mlm_probability is for bert only"):
         pretrain(model=TINY_T5, data=DataConfig(shards=char_shards, mlm_probability=0.2))
     with pytest.raises(ConfigError, match="noise_density is for t5 only"):
-        DataConfig(noise_density=0.2).check_for("bert")
+        check_objective_fields(DataConfig(noise_density=0.2), "bert")
     with pytest.raises(ConfigError, match=r"noise_density must be in \(0, 1\)"):
         DataConfig(noise_density=1.5)
     with pytest.raises(ConfigError, match="mean_noise_span_length must be >= 1"):

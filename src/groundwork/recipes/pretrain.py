@@ -105,15 +105,6 @@ class ModelArgs:
         return arch.config(self.preset, **{**overrides, **fixed}, vocab_size=vocab_size)
 
 
-OBJECTIVE_FIELDS = (
-    "whole_word_masking",
-    "mlm_probability",
-    "noise_density",
-    "mean_noise_span_length",
-)
-"""DataConfig's fields that set the objective of an encoder family (the run's ``objective``)."""
-
-
 @dataclass(kw_only=True)
 class DataConfig:
     """Where the tokens come from."""
@@ -139,27 +130,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         positive_int("data.vocab_size", self.vocab_size)
-        for name in ("mlm_probability", "noise_density"):
-            value = getattr(self, name)
-            if not 0.0 < value < 1.0:
-                raise ConfigError(f"data.{name} must be in (0, 1), got {value}")
-        if self.mean_noise_span_length < 1.0:
-            raise ConfigError(
-                f"data.mean_noise_span_length must be >= 1, got {self.mean_noise_span_length}"
-            )
-
-    def check_for(self, arch: str) -> None:
-        """Refuse the objective fields of another family than ``arch``'s, if changed."""
-        only = {
-            "whole_word_masking": "bert",
-            "mlm_probability": "bert",
-            "noise_density": "t5",
-            "mean_noise_span_length": "t5",
-        }
-        defaults = DataConfig()
-        for name, family in only.items():
-            if family != arch and getattr(self, name) != getattr(defaults, name):
-                raise ConfigError(f"data.{name} is for {family} only (this run is {arch})")
+        encoders.check_objective_rates(self)
 
 
 def prepare_data(data: DataConfig, *, progress: bool = True) -> tuple[Path, Path]:
@@ -276,7 +247,7 @@ def pretrain(
     model = model or ModelArgs()
     data = data or DataConfig()
     cfg = train_config or TrainConfig()
-    data.check_for(model.arch)
+    encoders.check_objective_fields(data, model.arch)
     if model.arch in encoders.KINDS:
         return _pretrain_encoder(model, data, cfg, out)
     tok_path, shards = prepare_data(data, progress=cfg.progress)
@@ -303,7 +274,7 @@ def pretrain(
 
 def _data_section(data: DataConfig) -> dict[str, Any]:
     """``config.yaml``'s data section of a causal LM run (without the BERT-only field)."""
-    return {k: v for k, v in plain(data).items() if k not in OBJECTIVE_FIELDS}
+    return {k: v for k, v in plain(data).items() if k not in encoders.OBJECTIVE_FIELDS}
 
 
 def _pretrain_encoder(

@@ -71,6 +71,13 @@ KINDS: dict[str, str] = {
 from the registry entries' ``extra`` (bert: ``mlm``, t5: ``seq2seq``)."""
 NUM_SENTINELS = 100
 """T5's sentinel ids (``<extra_id_0>`` .. ``<extra_id_99>``), reserved above the tokenizer's."""
+OBJECTIVE_FIELDS: dict[str, str] = {
+    "whole_word_masking": "bert",
+    "mlm_probability": "bert",
+    "noise_density": "t5",
+    "mean_noise_span_length": "t5",
+}
+"""The data options (``--data.X``) that set one family's objective, and that family."""
 BERT_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 """What a tokenizer trained for BERT is given (and what BERT needs, ``[UNK]`` aside)."""
 
@@ -83,6 +90,26 @@ class BertSpecials:
     sep: int
     mask: int
     pad: int
+
+
+def check_objective_rates(data: Any) -> None:
+    """The rates of a data section are in range: masking and noise in (0, 1), spans >= 1."""
+    for name in ("mlm_probability", "noise_density"):
+        value = getattr(data, name)
+        if not 0.0 < value < 1.0:
+            raise ConfigError(f"data.{name} must be in (0, 1), got {value}")
+    if data.mean_noise_span_length < 1.0:
+        raise ConfigError(
+            f"data.mean_noise_span_length must be >= 1, got {data.mean_noise_span_length}"
+        )
+
+
+def check_objective_fields(data: Any, arch: str) -> None:
+    """Refuse a data option of another family's objective than ``arch``'s, if it was changed."""
+    defaults = type(data)()
+    for name, family in OBJECTIVE_FIELDS.items():
+        if family != arch and getattr(data, name) != getattr(defaults, name):
+            raise ConfigError(f"data.{name} is for {family} only (this run is {arch})")
 
 
 def bert_specials(tokenizer: Any, where: Path | str) -> BertSpecials:
