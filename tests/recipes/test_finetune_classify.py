@@ -10,7 +10,7 @@ import helpers
 from groundwork import cli
 from groundwork.errors import DataError, UnknownNameError
 from groundwork.recipes import finetune_classify as fc
-from groundwork.runs import read_config
+from groundwork.runs import load_run, read_config
 from groundwork.train import TrainConfig, read_metrics
 
 CALM = ["a quiet walk by the river", "tea with friends", "a good book and sleep", "sunny day"]
@@ -67,7 +67,11 @@ def test_a_head_is_fine_tuned_and_scored_beside_the_baseline(
     # the words tell the classes apart: the baseline is perfect, and so is the head
     assert metrics["bag_of_words_baseline"]["accuracy"] == 1.0
     assert result.model.accuracy == metrics["test"]["accuracy"] == 1.0
-    assert (out / "model.safetensors").is_file()
+    # the run loads back as the trained head, with the backbone's tokenizer
+    head, tokenizer, _ = load_run(out, device="cpu")
+    seqs = fc.encode_for(tokenizer, "bert", CALM + STRESS, 16)
+    data = fc.LabelledTexts(seqs, [0] * 8, batch_size=8)
+    assert fc.predict(head, data, seqs) == [0, 0, 0, 0, 1, 1, 1, 1]
 
 
 def test_the_validation_split_is_held_out_of_training_by_id() -> None:

@@ -55,6 +55,10 @@ def test_finetune_writes_a_run_and_scores_entities(
     metrics = json.loads((out / fl.METRICS_FILE).read_text())
     assert set(metrics["majority_tag_baseline"]) >= {"micro avg", "PER", "LOC"}
     assert 0 < metrics["majority_tag_baseline"]["micro avg"]["f1-score"] < 1
+    head, _, _ = load_run(out, device="cpu")  # the trained token head, back from the run
+    assert type(head).__name__ == "TokenClassifier" and head.num_labels == len(
+        config["head"]["labels"]
+    )
     assert (
         metrics["test"]["micro avg"]["support"]
         == metrics["majority_tag_baseline"]["micro avg"]["support"]

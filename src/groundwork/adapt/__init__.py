@@ -9,6 +9,8 @@
   ``BertForTokenClassification``, ``GPT2ForSequenceClassification`` and
   ``LlamaForSequenceClassification`` as our heads (:func:`head_from_hf`).
 * :mod:`groundwork.adapt.probe`: linear probes with control tasks (imported on its own).
+* :mod:`groundwork.adapt.runs`: the ``task-head`` run directory, which importing this package
+  teaches :func:`groundwork.runs.load_run` to read.
 
 References: Devlin et al. 2019 (BERT fine-tuning); Radford et al. 2018 (GPT's last-token
 classifier).
@@ -35,6 +37,7 @@ from groundwork.adapt.heads_hf import (
     head_from_hf_state_dict,
     hf_head_key_map,
 )
+from groundwork.adapt.runs import load_task_head
 
 __all__ = [
     "HF_HEADS",
@@ -50,6 +53,7 @@ __all__ = [
     "hidden_size",
     "last_hidden_state",
     "layer_states",
+    "load_task_head",
     "num_layer_states",
     "pool",
 ]

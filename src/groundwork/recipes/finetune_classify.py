@@ -287,6 +287,7 @@ def finetune_classifier(
         out,
         kind="task-head",
         model=backbone.config,
+        model_class=type(backbone).__name__,
         backbone=model,
         head=head_section,
         task=task,
@@ -296,6 +297,7 @@ def finetune_classifier(
     head.train()
     result = train(head, data, ClassificationObjective(), train_config, out, evaluate=evaluate)
     save_model(head, out / "model.safetensors")
+    tokenizer.save(out / "tokenizer.json")
     test_report = classification_report(
         labels["test"], predict(head, data, seqs["test"]), num_classes=len(the_task.labels)
     )

@@ -177,6 +177,7 @@ def finetune_labeller(
         out,
         kind="task-head",
         model=backbone.config,
+        model_class=type(backbone).__name__,
         backbone=model,
         head={"kind": "token", "num_labels": len(names), "labels": names},
         task=task,
@@ -186,6 +187,7 @@ def finetune_labeller(
     head.train()
     result = train(head, data, TokenClassificationObjective(), train_config, out, evaluate=evaluate)
     save_model(head, out / "model.safetensors")
+    tokenizer.save(out / "tokenizer.json")
     report = entity_scores(gold("test"), tags_of("test", head))
     train_pairs = [(sentences[k].words, sentences[k].ner) for k in split["train"]]
     baseline = entity_scores(

@@ -1,0 +1,50 @@
+"""The run directory of a fine-tuned task head, ``kind: task-head`` (written by ``groundwork
+finetune`` for classification and labelling tasks): ``config.yaml`` holds the backbone's config
+and class (``model``, ``model_class``) and the head (``head``: ``kind``, ``pooling``,
+``num_labels``, ``labels``); ``model.safetensors`` the head with its backbone; ``tokenizer.json``
+the backbone's tokenizer. Importing :mod:`groundwork.adapt` teaches
+:func:`groundwork.runs.load_run` to read it. Chapter 12.
+"""
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from groundwork.adapt.heads import head_for
+from groundwork.errors import CheckpointError
+from groundwork.models import registry
+from groundwork.runs import CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, load_tokenizer, register_kind
+from groundwork.train.checkpoint import load_model_weights
+
+__all__ = ["KIND", "load_task_head"]
+
+KIND = "task-head"
+
+
+def load_task_head(run_dir: Path, config: dict[str, Any], weights: bool) -> tuple[nn.Module, Any]:
+    """The head of a ``task-head`` run over its backbone (weights loaded unless ``weights`` is
+    false) and the backbone's tokenizer."""
+    if "model" not in config or "head" not in config:
+        raise CheckpointError(f"{run_dir / CONFIG_FILE} lacks a model or head section")
+    model_config = registry.config_from_dict(config["model"])
+    arch = registry.arch_of(model_config)
+    classes = arch.model_classes()
+    name = config.get("model_class", getattr(arch.model_cls, "__name__", arch.name))
+    if name not in classes:
+        raise CheckpointError(
+            f"{run_dir / CONFIG_FILE}: model_class {name!r} is not a class of {arch.name} models"
+        )
+    backbone = classes[name](model_config)
+    head_config = config["head"]
+    pooling = head_config.get("pooling") if head_config["kind"] == "sequence" else None
+    head = head_for(backbone, head_config["kind"], int(head_config["num_labels"]), pooling)
+    if weights:
+        load_model_weights(head, run_dir / MODEL_FILE)
+    tokenizer = load_tokenizer(run_dir)
+    if tokenizer is None:
+        raise CheckpointError(f"{run_dir} has no {TOKENIZER_FILE}")
+    return head, tokenizer
+
+
+register_kind(KIND, load_task_head)
