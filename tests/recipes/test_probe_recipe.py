@@ -8,7 +8,8 @@ import pytest
 
 from groundwork import cli
 from groundwork.corpus.conll import conll_sample
-from groundwork.recipes.probe import _word_pieces, word_features
+from groundwork.recipes.finetune_label import word_pieces as _word_pieces
+from groundwork.recipes.probe import word_features
 from groundwork.runs import load_run
 
 

@@ -59,12 +59,26 @@ def pad_inputs(
     return ids.to(device), mask.to(device)
 
 
-def _check(model: T5, inputs: Sequence[Sequence[int]], config: GenerationConfig) -> None:
+def _setup(
+    model: T5,
+    inputs: Sequence[Sequence[int]],
+    config: GenerationConfig,
+    eos_ids: Sequence[int] | None,
+    pad_id: int | None,
+    decoder_start_id: int | None,
+) -> tuple[int, int, set[int]]:
+    """Check the inputs; the padding id, the decoder's first id and every id that ends an
+    output (the EOS, or ``eos_ids``, and ``config.stop_ids``), the model's by default."""
     check_prompts(model, inputs)  # empty, out of the vocabulary (no length limit: relative)
     if config.stop_strings:
         raise ConfigError(
             "stop_strings are not supported by encoder-decoder decoding: use stop_ids"
         )
+    c = model.config
+    pad = c.pad_id if pad_id is None else pad_id
+    start = c.decoder_start_id if decoder_start_id is None else decoder_start_id
+    ends = set((c.eos_id,) if eos_ids is None else eos_ids) | set(config.stop_ids)
+    return pad, start, ends
 
 
 # --8<-- [start:generate_seq2seq]
@@ -107,17 +121,13 @@ def generate_seq2seq(
         ConfigError: no inputs, an empty input, an id outside the vocabulary, ``num_beams > 1``
             or stop strings.
     """
-    _check(model, inputs, config)
+    pad, start, ends = _setup(model, inputs, config, eos_ids, pad_id, decoder_start_id)
     if config.num_beams > 1:
         raise ConfigError(f"num_beams={config.num_beams}: use beam_search_seq2seq")
-    c = model.config
-    pad = c.pad_id if pad_id is None else pad_id
-    start = c.decoder_start_id if decoder_start_id is None else decoder_start_id
-    ends = (c.eos_id,) if eos_ids is None else tuple(eos_ids)
     device = model.lm_head.weight.device
     B, n = len(inputs), config.max_new_tokens
     ids, mask = pad_inputs(inputs, pad, device)  # (B, S)
-    stop = torch.tensor(sorted({*ends, *config.stop_ids}), dtype=torch.long, device=device)
+    stop = torch.tensor(sorted(ends), dtype=torch.long, device=device)
     generator = None
     if config.seed is not None:
         generator = torch.Generator(device=device).manual_seed(config.seed)
@@ -208,14 +218,11 @@ def beam_search_seq2seq(
         ConfigError: no inputs, an empty input, an id outside the vocabulary, stop strings, or
             more beams than vocabulary entries.
     """
-    _check(model, inputs, config)
+    pad, start, ends = _setup(model, inputs, config, eos_ids, pad_id, decoder_start_id)
     c = model.config
     W, n = config.num_beams, config.max_new_tokens
     if config.num_beams > c.vocab_size:
         raise ConfigError(f"num_beams ({W}) is larger than the vocabulary ({c.vocab_size} tokens)")
-    pad = c.pad_id if pad_id is None else pad_id
-    start = c.decoder_start_id if decoder_start_id is None else decoder_start_id
-    ends = set((c.eos_id,) if eos_ids is None else eos_ids) | set(config.stop_ids)
     device = model.lm_head.weight.device
     B = len(inputs)
     ids, mask = pad_inputs(inputs, pad, device)  # (B, S)

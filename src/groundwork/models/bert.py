@@ -245,6 +245,16 @@ class MaskedLMHead(nn.Module):
         self.norm = LayerNorm(c.d_model, eps=c.layer_norm_eps)
         self.decoder = nn.Linear(c.d_model, c.vocab_size)
 
+    @classmethod
+    def tied_to(cls, bert: "Bert") -> "MaskedLMHead":
+        """A newly initialised head for ``bert``, its output matrix the token embedding when the
+        config ties them (one matrix reads tokens in and predicts them)."""
+        head = cls(bert.config)
+        init_bert_weights(head)
+        if bert.config.tie_embeddings:
+            head.decoder.weight = bert.tok_emb.weight
+        return head
+
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """Map ``(B, T, d_model)`` to logits ``(B, T, vocab_size)``."""
         h = self.norm(F.gelu(self.dense(hidden), approximate=self.approximate))  # (B, T, d)
@@ -262,10 +272,7 @@ class BertForMaskedLM(nn.Module):
         super().__init__()
         self.config = config
         self.bert = Bert(config, pooler=False)
-        self.mlm = MaskedLMHead(config)
-        init_bert_weights(self.mlm)
-        if config.tie_embeddings:  # one matrix reads tokens in and predicts them
-            self.mlm.decoder.weight = self.bert.tok_emb.weight
+        self.mlm = MaskedLMHead.tied_to(self.bert)
 
     def forward(
         self,
@@ -307,12 +314,9 @@ class BertForPreTraining(nn.Module):
         super().__init__()
         self.config = config
         self.bert = Bert(config, pooler=True)
-        self.mlm = MaskedLMHead(config)
+        self.mlm = MaskedLMHead.tied_to(self.bert)
         self.nsp = nn.Linear(config.d_model, 2)
-        init_bert_weights(self.mlm)
         init_bert_weights(self.nsp)
-        if config.tie_embeddings:
-            self.mlm.decoder.weight = self.bert.tok_emb.weight
 
     def forward(
         self,

@@ -22,6 +22,7 @@ ones longer than ``max_tokens`` are cut (keeping the EOS) and counted. The run d
 Chapter 6.
 """
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,10 +60,15 @@ class Seq2SeqTask:
     pairs: Callable[[str], list[tuple[str, str]]]
 
 
-def _folio_modern(split: str) -> list[tuple[str, str]]:
+@functools.cache
+def _folio_modern_all() -> tuple[Any, ...]:
     from groundwork.corpus.parallel import folio_modern_pairs
 
-    return [(p.folio, p.modern) for p in folio_modern_pairs(split)]  # type: ignore[arg-type]
+    return tuple(folio_modern_pairs("all"))  # both editions read and aligned once
+
+
+def _folio_modern(split: str) -> list[tuple[str, str]]:
+    return [(p.folio, p.modern) for p in _folio_modern_all() if p.split == split]
 
 
 TASKS: dict[str, Seq2SeqTask] = {

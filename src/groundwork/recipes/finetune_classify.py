@@ -35,7 +35,7 @@ from groundwork.fileio import write_json
 from groundwork.runs import check_writable, write_config
 from groundwork.train.checkpoint import save_model
 from groundwork.train.config import TrainConfig
-from groundwork.train.data import Batch, LabelledSequences, pad_batch
+from groundwork.train.data import Batch, LabelledSequences, pad_with_mask
 
 __all__ = [
     "CLASSIFICATION_TASKS",
@@ -127,8 +127,7 @@ class LabelledTexts(LabelledSequences):
     ``labels`` ``(B,)``."""
 
     def _batch(self, idx: list[int], seqs: Sequence[Sequence[int]], labels: Sequence[Any]) -> Batch:
-        input_ids, lengths = pad_batch([seqs[i] for i in idx], self.pad_id)  # (B, T), (B,)
-        attention_mask = (torch.arange(input_ids.shape[1]) < lengths[:, None]).long()  # (B, T)
+        input_ids, attention_mask = pad_with_mask([seqs[i] for i in idx], self.pad_id)  # (B, T)
         return {
             "input_ids": input_ids,
             "attention_mask": attention_mask,

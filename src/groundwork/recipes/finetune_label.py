@@ -30,34 +30,38 @@ from groundwork.fileio import write_json
 from groundwork.runs import check_writable, write_config
 from groundwork.train.checkpoint import save_model
 from groundwork.train.config import TrainConfig
-from groundwork.train.data import Batch, LabelledSequences, pad_batch
+from groundwork.train.data import Batch, LabelledSequences, pad_batch, pad_with_mask
 from groundwork.train.objectives import IGNORE_INDEX
 
-__all__ = ["LABELLING_TASKS", "LabelledTokens", "align_labels", "finetune_labeller"]
+__all__ = ["LABELLING_TASKS", "LabelledTokens", "align_labels", "finetune_labeller", "word_pieces"]
 
 LABELLING_TASKS = ("conll-ner",)
 """The sequence-labelling tasks ``groundwork finetune --task`` knows."""
 METRICS_FILE = "metrics.json"
 
 
+def word_pieces(tokenizer: Any, words: Sequence[str], family: str) -> tuple[list[int], list[int]]:
+    """A sentence's ids as the family reads them (a BERT: ``[CLS] pieces [SEP]``; a decoder: the
+    words joined by spaces) and the position of each word's first sub-token."""
+    ids: list[int] = [tokenizer.token_to_id("[CLS]")] if family == "bert" else []
+    first: list[int] = []
+    for k, word in enumerate(words):
+        first.append(len(ids))
+        ids += tokenizer.encode(word if family == "bert" or k == 0 else " " + word) or [0]
+    if family == "bert":
+        ids.append(tokenizer.token_to_id("[SEP]"))
+    return ids, first
+
+
 def align_labels(
     tokenizer: Any, words: Sequence[str], labels: Sequence[int], family: str
 ) -> tuple[list[int], list[int], list[int]]:
-    """Ids of a sentence, the label of each id (a word's on its first sub-token, -100 on the
-    rest and on ``[CLS]``/``[SEP]``), and the position of each word's first sub-token."""
-    ids: list[int] = []
-    targets: list[int] = []
-    first: list[int] = []
-    if family == "bert":
-        ids, targets = [tokenizer.token_to_id("[CLS]")], [IGNORE_INDEX]
-    for k, (word, label) in enumerate(zip(words, labels, strict=True)):
-        pieces = tokenizer.encode(word if family == "bert" or k == 0 else " " + word) or [0]
-        first.append(len(ids))
-        ids += pieces
-        targets += [label] + [IGNORE_INDEX] * (len(pieces) - 1)
-    if family == "bert":
-        ids.append(tokenizer.token_to_id("[SEP]"))
-        targets.append(IGNORE_INDEX)
+    """Ids of a sentence (:func:`word_pieces`), the label of each id (a word's on its first
+    sub-token, -100 on the rest and on ``[CLS]``/``[SEP]``), and each word's first position."""
+    ids, first = word_pieces(tokenizer, words, family)
+    targets = [IGNORE_INDEX] * len(ids)
+    for position, label in zip(first, labels, strict=True):
+        targets[position] = label
     return ids, targets, first
 
 
@@ -66,11 +70,11 @@ class LabelledTokens(LabelledSequences):
     ``input_ids``, ``attention_mask`` and ``labels`` ``(B, T)`` (-100 on padding)."""
 
     def _batch(self, idx: list[int], seqs: Sequence[Sequence[int]], labels: Sequence[Any]) -> Batch:
-        input_ids, lengths = pad_batch([seqs[i] for i in idx], self.pad_id)  # (B, T), (B,)
+        input_ids, attention_mask = pad_with_mask([seqs[i] for i in idx], self.pad_id)  # (B, T)
         targets, _ = pad_batch([labels[i] for i in idx], IGNORE_INDEX)  # (B, T)
         return {
             "input_ids": input_ids,
-            "attention_mask": (torch.arange(input_ids.shape[1]) < lengths[:, None]).long(),
+            "attention_mask": attention_mask,
             "labels": targets,
         }
 

@@ -33,21 +33,6 @@ PROBE_TASKS = ("conll-pos", "conll-ner")
 TEST_FRACTION = 0.2
 
 
-def _word_pieces(tokenizer: Any, words: Sequence[str], family: str) -> tuple[list[int], list[int]]:
-    """A sentence's ids and the position of each word's first sub-token."""
-    ids: list[int] = []
-    first: list[int] = []
-    if family == "bert":
-        ids.append(tokenizer.token_to_id("[CLS]"))
-    for k, word in enumerate(words):
-        pieces = tokenizer.encode(word if family == "bert" or k == 0 else " " + word)
-        first.append(len(ids))
-        ids += pieces or [0]
-    if family == "bert":
-        ids.append(tokenizer.token_to_id("[SEP]"))
-    return ids, first
-
-
 @torch.no_grad()
 def word_features(
     model: Any, tokenizer: Any, sentences: Sequence[Sequence[str]], family: str
@@ -55,11 +40,12 @@ def word_features(
     """Per layer (embeddings first), one ``(N, D)`` row per word of ``sentences``: the state of
     its first sub-token."""
     from groundwork.adapt.features import layer_states
+    from groundwork.recipes.finetune_label import word_pieces
 
     model.eval()
     per_layer: list[list[torch.Tensor]] = []
     for words in sentences:
-        ids, first = _word_pieces(tokenizer, words, family)
+        ids, first = word_pieces(tokenizer, words, family)
         limit = getattr(model.config, "max_seq_len", len(ids))
         if len(ids) > limit:
             raise ConfigError(f"a sentence of {len(ids)} tokens exceeds the model's {limit}")

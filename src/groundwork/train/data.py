@@ -127,6 +127,19 @@ def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[torch.Ten
     return ids, lengths
 
 
+def pad_with_mask(
+    seqs: Sequence[Sequence[int]], pad_id: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad id lists into ``ids (B, T)`` with their ``attention_mask (B, T)`` (1 on a
+    token, 0 on padding), as encoders and task heads read them.
+
+    >>> pad_with_mask([[5, 6], [7]])[1].tolist()
+    [[1, 1], [1, 0]]
+    """
+    ids, lengths = pad_batch(seqs, pad_id)  # (B, T), (B,)
+    return ids, (torch.arange(ids.shape[1]) < lengths[:, None]).long()
+
+
 def batches(
     encoded: Sequence[Sequence[int]],
     batch_size: int,

@@ -24,7 +24,7 @@ import torch
 
 from groundwork.checks import positive_int
 from groundwork.errors import ConfigError
-from groundwork.train.data import Batch, LabelledSequences, TokenData, pad_batch
+from groundwork.train.data import Batch, LabelledSequences, TokenData, pad_batch, pad_with_mask
 from groundwork.train.masking import TokenMasker
 from groundwork.train.objectives import IGNORE_INDEX, shift_right
 from groundwork.train.pairs import Document, SentencePairs, pack_pair
@@ -347,12 +347,11 @@ class Seq2SeqPairs(LabelledSequences):
         self.decoder_start_token_id = decoder_start_token_id
 
     def _batch(self, idx: list[int], seqs: Sequence[Sequence[int]], labels: Sequence[Any]) -> Batch:
-        input_ids, lengths = pad_batch([seqs[i] for i in idx], self.pad_id)  # (B, S), (B,)
-        attention_mask = torch.arange(input_ids.shape[1]) < lengths[:, None]  # (B, S)
+        input_ids, attention_mask = pad_with_mask([seqs[i] for i in idx], self.pad_id)  # (B, S)
         targets, _ = pad_batch([labels[i] for i in idx], IGNORE_INDEX)  # (B, T)
         return {
             "input_ids": input_ids,
-            "attention_mask": attention_mask.long(),
+            "attention_mask": attention_mask,
             "decoder_input_ids": shift_right(
                 targets, decoder_start_token_id=self.decoder_start_token_id, pad_id=self.pad_id
             ),
