@@ -39,12 +39,14 @@ from groundwork.recipes.data import (
     tokenizer_encode,
     tokenizer_train,
 )
+from groundwork.recipes.domain_adapt import continue_pretraining
 from groundwork.recipes.embed import embed
 from groundwork.recipes.evaluate import evaluate
 from groundwork.recipes.finetune import finetune
 from groundwork.recipes.generate import chat, generate, sample
 from groundwork.recipes.models import export, import_, model_info, model_list
 from groundwork.recipes.ngram import ngram
+from groundwork.recipes.predict import predict
 from groundwork.recipes.pretrain import pretrain_command
 from groundwork.recipes.probe import probe
 from groundwork.recipes.word2vec import word2vec
@@ -59,7 +61,10 @@ COMMANDS: dict[str, Callable[..., None] | dict[str, Callable[..., None]]] = {
     "word2vec": word2vec,
     "classify": classify,
     "pretrain": pretrain_command,
+    # returns its result for code that calls it; the command prints it
+    "continue-pretraining": typing.cast(Callable[..., None], continue_pretraining),
     "finetune": finetune,
+    "predict": predict,
     "probe": probe,
     "sample": sample,
     "evaluate": evaluate,
@@ -86,6 +91,7 @@ COMMANDS: dict[str, Callable[..., None] | dict[str, Callable[..., None]]] = {
 OPTIONAL_POSITIONALS: dict[Callable[..., None], tuple[str, ...]] = {
     chat: ("model",),
     embed: ("model",),
+    predict: ("run",),
 }
 """Parameters with a default that are still given positionally (``groundwork chat [MODEL]``,
 ``groundwork embed [MODEL] TEXT...``); they come before a command's list of words."""

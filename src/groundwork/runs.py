@@ -26,11 +26,19 @@ runs/<name>/
 ``load_run(dir)`` returns ``(model, tokenizer or vocabulary, config)`` for any of them; a new kind
 is taught to it with :func:`register_kind`. Writes are atomic (:mod:`groundwork.fileio`).
 See ``docs/architecture.md``.
+
+**Kinds as plugins.** A kind whose loader lives in a higher layer (``task-head``, read by
+:mod:`groundwork.adapt.runs`) cannot be imported from here. Such a loader is declared as an entry
+point of the group ``groundwork.run_kinds`` (``pyproject.toml``: ``task-head =
+"groundwork.adapt.runs:load_task_head"``), and :func:`load_run` imports and registers it the
+first time it meets that kind, so a run loads whatever the caller imported before. A third-party
+package can add a kind the same way.
 """
 
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -66,9 +74,46 @@ Loader = Callable[[Path, dict[str, Any], bool], tuple[nn.Module | Any, Any]]
 _LOADERS: dict[str, Loader] = {}
 
 
+ENTRY_POINT_GROUP = "groundwork.run_kinds"
+"""The entry-point group naming the loaders of kinds defined outside this module
+(``kind = "package.module:loader"``)."""
+
+
 def register_kind(kind: str, loader: Loader) -> None:
     """Teach :func:`load_run` to read runs of ``kind`` (recipes call this for their outputs)."""
     _LOADERS[kind] = loader
+
+
+def known_kinds() -> list[str]:
+    """Every kind :func:`load_run` can read: those registered and those declared as entry
+    points of :data:`ENTRY_POINT_GROUP`, sorted."""
+    return sorted({*_LOADERS, *(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))})
+
+
+def loader_for(kind: str) -> Loader | None:
+    """The loader of ``kind``: a registered one, else the entry point of that name in
+    :data:`ENTRY_POINT_GROUP`, imported and registered now; ``None`` if there is neither.
+
+    Raises:
+        CheckpointError: The entry point exists but cannot be imported (a broken install).
+    """
+    if kind in _LOADERS:
+        return _LOADERS[kind]
+    for point in entry_points(group=ENTRY_POINT_GROUP, name=kind):
+        try:
+            loader = point.load()
+        except (ImportError, AttributeError) as err:
+            raise CheckpointError(
+                f"the loader of run kind {kind!r} ({point.value}) cannot be imported ({err}); "
+                "reinstall groundwork (pip install -e .) or the package that provides it"
+            ) from err
+        if not callable(loader):
+            raise CheckpointError(
+                f"the entry point of run kind {kind!r} ({point.value}) is not a function"
+            )
+        register_kind(kind, loader)
+        return loader
+    return None
 
 
 def plain(obj: Any) -> Any:
@@ -228,16 +273,18 @@ def load_run(run_dir: Path | str, *, device: str = "auto", weights: bool = True)
     """Load any run directory: ``(model in eval mode, tokenizer, config dict)``.
 
     Raises:
-        CheckpointError: not a run directory, an unknown kind, or weights that do not fit.
+        CheckpointError: not a run directory, an unknown kind (neither registered nor an entry
+            point of :data:`ENTRY_POINT_GROUP`), or weights that do not fit.
     """
     run_dir = Path(run_dir)
     config = read_config(run_dir)
     kind = str(config.get("kind", "lm"))
-    if kind not in _LOADERS:
+    loader = loader_for(kind)
+    if loader is None:
         raise CheckpointError(
-            f"{run_dir}: unknown run kind {kind!r}: {did_you_mean(kind, _LOADERS)}"
+            f"{run_dir}: unknown run kind {kind!r}: {did_you_mean(kind, known_kinds())}"
         )
-    model, tokenizer = _LOADERS[kind](run_dir, config, weights)
+    model, tokenizer = loader(run_dir, config, weights)
     if isinstance(model, nn.Module):
         model.to(resolve_device(device)).eval()
     return Run(model, tokenizer, config)

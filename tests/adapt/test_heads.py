@@ -1,11 +1,18 @@
 """Task heads without a reference model: pooling ignores padding, ``head_for`` picks each
-family's defaults, and bad input is refused with a ``ConfigError`` that says what to do."""
+family's defaults, a multiple-choice head scores every candidate as a sequence and trains through
+the sequence objective, and bad input is refused with a ``ConfigError`` that says what to do."""
 
 import pytest
 import torch
 from torch import nn
 
-from groundwork.adapt import SequenceClassifier, TokenClassifier, head_for, pool
+from groundwork.adapt import (
+    MultipleChoiceClassifier,
+    SequenceClassifier,
+    TokenClassifier,
+    head_for,
+    pool,
+)
 from groundwork.errors import ConfigError, UnknownNameError
 from groundwork.models import (
     GPT,
@@ -152,3 +159,121 @@ def test_bad_input_is_refused() -> None:
     mask[1] = 0
     with pytest.raises(ConfigError, match="row 1 of the batch is all padding"):
         SequenceClassifier(gpt, 2)(ids, mask)
+
+
+# Multiple choice -----------------------------------------------------------------------------
+
+
+def _choice_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    """Two examples of three candidates ``(2, 3, 9)``, some right-padded."""
+    ids, mask = _padded_batch()  # (3, 9): full, 6 tokens, 2 tokens
+    flipped = mask.flip(0)  # 2 tokens, 6 tokens, full
+    return torch.stack([ids, ids.flip(0)]), torch.stack([mask, flipped])  # (B=2, C=3, T=9)
+
+
+@pytest.mark.parametrize(
+    ("family", "pooling"), [("gpt", "last"), ("llama", "mean"), ("t5", "mean"), ("bert", "cls")]
+)
+def test_a_choice_head_scores_each_candidate_as_a_sequence(family: str, pooling: str) -> None:
+    """Candidate ``c`` of example ``b`` gets the score its tokens alone, unpadded, get: the
+    ``B * C`` candidates are independent sequences."""
+    backbone = _backbones()[family]
+    head = MultipleChoiceClassifier(backbone, pooling, 0.0)  # type: ignore[arg-type]
+    assert head.num_labels == 1 and head.classifier.out_features == 1
+    ids, mask = _choice_batch()
+    with torch.no_grad():
+        logits = head(ids, mask)
+        assert logits.shape == (2, 3)
+        for b in range(2):
+            for c in range(3):
+                n = int(mask[b, c].sum())
+                alone = head(ids[b : b + 1, c : c + 1, :n])  # (1, 1, n), no padding
+                torch.testing.assert_close(alone[0, 0], logits[b, c], rtol=1e-5, atol=1e-6)
+
+
+def test_a_bert_choice_head_is_the_classifier_on_the_pooled_candidates() -> None:
+    """``BertForMultipleChoice``'s computation, written out: flatten, pool, score, reshape."""
+    bert = _backbones()["bert"]
+    head = MultipleChoiceClassifier(bert, dropout=0.0)
+    assert head.pooling == "cls" and head.pooler is None
+    ids, mask = _choice_batch()
+    segments = torch.zeros_like(ids)
+    segments[..., 4:] = 1
+    with torch.no_grad():
+        hidden = bert(
+            ids.view(6, 9), attention_mask=mask.view(6, 9), token_type_ids=segments.view(6, 9)
+        )
+        want = head.classifier(bert.pool(hidden)).view(2, 3)  # (B * C, 1) -> (B, C)
+        torch.testing.assert_close(head(ids, mask, token_type_ids=segments), want)
+
+
+def test_a_choice_head_trains_through_the_classification_objective() -> None:
+    """The sequence objective, unchanged: a dict batch with ``labels`` ``(B,)``, the index of the
+    right candidate; one optimiser step lowers the loss on that batch."""
+    from groundwork.train.objectives import ClassificationObjective
+
+    torch.manual_seed(0)
+    head = head_for(Bert(BertConfig.from_name("tiny")), "choice", 1, dropout=0.0)
+    assert isinstance(head, MultipleChoiceClassifier) and head.training
+    ids, mask = _choice_batch()
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([2, 0])}
+    objective = ClassificationObjective()
+    optimizer = torch.optim.SGD(head.parameters(), lr=0.5)
+    out = objective(head, batch)
+    logits = head(ids, mask)
+    torch.testing.assert_close(out.loss, nn.functional.cross_entropy(logits, batch["labels"]))
+    assert out.items == 2 and out.tokens == int(mask.sum())
+    assert 0.0 <= float(out.metrics["accuracy"]) <= 1.0
+    out.loss.backward()
+    assert head.classifier.weight.grad is not None
+    assert head.backbone.tok_emb.weight.grad is not None  # the backbone trains too
+    optimizer.step()
+    with torch.no_grad():
+        assert objective(head, batch).loss.item() < out.loss.item()
+
+
+def test_head_for_builds_a_choice_head_with_the_family_defaults() -> None:
+    bert = head_for("bert:tiny", "choice", 1)
+    assert isinstance(bert, MultipleChoiceClassifier) and bert.pooling == "cls"
+    assert bert.classifier.bias is not None
+    assert bert.dropout.p == BertConfig.from_name("tiny").dropout
+    gpt = head_for("gpt:tiny", "choice", 1)
+    assert isinstance(gpt, MultipleChoiceClassifier) and gpt.pooling == "last"
+    assert gpt.classifier.bias is None and gpt.dropout.p == 0.0
+    llama = head_for(_backbones()["llama"], "choice", 1, "mean")
+    assert isinstance(llama, MultipleChoiceClassifier) and llama.pooling == "mean"
+
+
+def test_bad_choice_input_is_refused() -> None:
+    bert, gpt = _backbones()["bert"], _backbones()["gpt"]
+    for bad in (2, 4, 0):
+        with pytest.raises(ConfigError, match=r"num_labels must be 1, got " + str(bad)):
+            head_for(bert, "choice", bad)
+    with pytest.raises(ConfigError, match=r"pooling 'cls' reads BERT's"):
+        MultipleChoiceClassifier(gpt, "cls")
+    head = MultipleChoiceClassifier(gpt)
+    ids, mask = _choice_batch()
+    with pytest.raises(
+        ConfigError, match=r"input_ids \(batch, num_choices, seq_len\), got shape \(2, 3\)"
+    ):
+        head(ids[:, :, 0])
+    with pytest.raises(ConfigError, match=r"input_ids \(batch, num_choices, seq_len\).*\(6, 9\)"):
+        head(ids.view(6, 9), mask.view(6, 9))
+    with pytest.raises(ConfigError, match=r"attention_mask must have the shape of input_ids"):
+        head(ids, mask[:, :2])
+    with pytest.raises(ConfigError, match=r"token_type_ids must have the shape of input_ids"):
+        MultipleChoiceClassifier(bert)(
+            ids, mask, token_type_ids=torch.zeros(2, 9, dtype=torch.long)
+        )
+    mask[1, 2] = 0
+    with pytest.raises(ConfigError, match="row 5 of the batch is all padding"):
+        head(ids, mask)  # candidate (1, 2) is row 1 * 3 + 2 of the flattened batch
+
+
+def test_docstring_examples() -> None:
+    import doctest
+
+    from groundwork.adapt import heads, heads_hf
+
+    for module in (heads, heads_hf):
+        assert doctest.testmod(module).failed == 0

@@ -1,25 +1,46 @@
 """Parity with Hugging Face ``transformers``' task heads, built offline from a small odd config
 with random weights: ``BertForSequenceClassification``, ``BertForTokenClassification``,
-``GPT2ForSequenceClassification`` and ``LlamaForSequenceClassification`` converted by
-``head_from_hf`` give the same logits and the same gradients (fp32, ``rtol=atol=1e-5``), on a
-right-padded batch; and ``layer_states`` equals ``output_hidden_states=True``."""
+``BertForMultipleChoice``, ``GPT2ForSequenceClassification`` and
+``LlamaForSequenceClassification`` converted by ``head_from_hf`` give the same logits and the same
+gradients (fp32, ``rtol=atol=1e-5``), on a right-padded batch; ``layer_states`` equals
+``output_hidden_states=True``. The other way, ``head_to_hf`` and ``export_head_hf`` turn our heads
+into those classes (same logits, through ``save_pretrained`` and the ``AutoModelFor*`` classes
+too), and import after export gives the same state, key for key."""
 
+import dataclasses
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
 from groundwork.adapt import (
+    HF_HEADS,
+    MultipleChoiceClassifier,
     SequenceClassifier,
     TokenClassifier,
+    export_head_hf,
+    head_for,
     head_from_hf,
     head_from_hf_state_dict,
+    head_to_hf,
+    hf_head_class,
     hf_head_key_map,
+    hf_head_state_dict,
     layer_states,
 )
 from groundwork.errors import CheckpointError, ConfigError
-from groundwork.interop.hf import from_hf, hf_adapter
-from groundwork.models import GPT, Bert, BertForMaskedLM, Llama, T5Encoder
+from groundwork.interop.hf import config_from_hf_dict, from_hf, hf_adapter
+from groundwork.models import (
+    GPT,
+    Bert,
+    BertForMaskedLM,
+    BertForPreTraining,
+    Llama,
+    T5Config,
+    T5Encoder,
+)
 
 transformers = pytest.importorskip("transformers")
 
@@ -29,9 +50,16 @@ NUM_LABELS = 5
 HEADS = {
     "BertForSequenceClassification": SequenceClassifier,
     "BertForTokenClassification": TokenClassifier,
+    "BertForMultipleChoice": MultipleChoiceClassifier,
     "GPT2ForSequenceClassification": SequenceClassifier,
     "LlamaForSequenceClassification": SequenceClassifier,
 }
+AUTO = {
+    "sequence": "AutoModelForSequenceClassification",
+    "token": "AutoModelForTokenClassification",
+    "choice": "AutoModelForMultipleChoice",
+}
+"""The ``transformers`` auto class that loads each kind of head."""
 
 
 def _hf_config(hf_class: str, **overrides: Any) -> Any:
@@ -99,6 +127,15 @@ def _batch(T: int = 13) -> dict[str, torch.Tensor]:
     return dict(input_ids=input_ids, attention_mask=attention_mask)
 
 
+def _batch_for(hf_class: str) -> dict[str, torch.Tensor]:
+    """:func:`_batch`; for a multiple-choice head, two examples of three candidates
+    ``(2, 3, T)`` (the three rows, then the three rows in reverse)."""
+    batch = _batch()
+    if HF_HEADS[hf_class].kind != "choice":
+        return batch
+    return {k: torch.stack([v, v.flip(0)]) for k, v in batch.items()}  # (B=2, C=3, T)
+
+
 def _compare(got: torch.Tensor, want: torch.Tensor, mask: torch.Tensor) -> None:
     """Equal logits; for token logits, at the real tokens (padding states are not compared)."""
     if got.dim() == 3:
@@ -112,8 +149,8 @@ def test_logits_and_gradients_equal_transformers(hf_class: str) -> None:
     hf = _hf_model(hf_class)
     ours = head_from_hf(hf)
     assert type(ours) is HEADS[hf_class] and not ours.training
-    assert ours.num_labels == NUM_LABELS
-    batch = _batch()
+    assert ours.num_labels == (1 if HF_HEADS[hf_class].kind == "choice" else NUM_LABELS)
+    batch = _batch_for(hf_class)
     mask = batch["attention_mask"]
 
     hf_logits = hf(**batch).logits
@@ -221,11 +258,219 @@ def test_the_state_dict_is_checked() -> None:
         head_from_hf_state_dict(d, broken, cls)
 
 
-def test_key_map_needs_the_base_model() -> None:
-    from groundwork.models.bert import BertConfig
+@pytest.mark.parity
+def test_bert_multiple_choice_with_sentence_pairs() -> None:
+    """Segment ids ``(B, C, T)`` are flattened with the candidates, as ``transformers`` does."""
+    hf = _hf_model("BertForMultipleChoice", classifier_dropout=0.2)
+    ours = head_from_hf(hf)
+    assert isinstance(ours, MultipleChoiceClassifier) and ours.dropout.p == 0.2
+    batch = _batch_for("BertForMultipleChoice")
+    segments = torch.zeros_like(batch["input_ids"])
+    segments[..., 3:] = 1
+    with torch.no_grad():
+        want = hf(**batch, token_type_ids=segments).logits
+        got = ours(batch["input_ids"], batch["attention_mask"], token_type_ids=segments)
+    assert got.shape == (2, 3)
+    torch.testing.assert_close(got, want, **TOL)
 
-    head = SequenceClassifier(BertForMaskedLM(BertConfig.from_name("tiny")), 2)
-    with pytest.raises(ConfigError, match="backbone must be a Bert encoder"):
-        hf_head_key_map(head, "BertForSequenceClassification")
-    assert "pooler.weight" in dict(head.named_parameters())  # a pooler of its own
-    assert isinstance(SequenceClassifier(Bert(BertConfig.from_name("tiny")), 2).pooler, type(None))
+
+# Export: ours -> transformers ------------------------------------------------------------------
+
+
+def _our_head(hf_class: str) -> Any:
+    """Our head of ``hf_class``'s kind and family, built by ``head_for`` over a backbone of the
+    test config, every parameter moved off its initial value; in eval mode."""
+    spec = HF_HEADS[hf_class]
+    config = config_from_hf_dict(_hf_config(hf_class).to_dict())
+    backbone: Any
+    if spec.model_type == "bert":
+        backbone = Bert(config, pooler=spec.kind != "token")
+    elif spec.model_type == "llama":
+        backbone = Llama(dataclasses.replace(config, tie_embeddings=True))
+    else:
+        backbone = GPT(config)
+    torch.manual_seed(3)
+    head = head_for(backbone, spec.kind, 1 if spec.kind == "choice" else NUM_LABELS)
+    with torch.no_grad():
+        for param in head.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+    return head.eval()
+
+
+def _labels(hf_class: str) -> list[str] | None:
+    return None if HF_HEADS[hf_class].kind == "choice" else [f"c{i}" for i in range(NUM_LABELS)]
+
+
+def _logits(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    with torch.no_grad():
+        return model(**batch).logits  # type: ignore[no-any-return]
+
+
+def _assert_same_state(got: torch.nn.Module, want: torch.nn.Module) -> None:
+    got_state, want_state = got.state_dict(), want.state_dict()
+    assert list(got_state) == list(want_state)
+    for key, tensor in want_state.items():
+        assert torch.equal(got_state[key], tensor), key
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("hf_class", list(HEADS))
+def test_head_to_hf_gives_our_logits_and_imports_back(hf_class: str) -> None:
+    ours = _our_head(hf_class)
+    assert hf_head_class(ours) == hf_class
+    labels = _labels(hf_class)
+    hf = head_to_hf(ours, labels)
+    assert type(hf).__name__ == hf_class and not hf.training
+    if labels is not None:
+        assert hf.config.id2label == dict(enumerate(labels))
+        assert hf.config.label2id == {name: i for i, name in enumerate(labels)}
+    batch = _batch_for(hf_class)
+    with torch.no_grad():
+        got = ours(batch["input_ids"], batch["attention_mask"])
+    _compare(got, _logits(hf, batch), batch["attention_mask"])
+    back = head_from_hf(hf)  # import(export(head)): the same head, key for key
+    assert type(back) is type(ours) and not back.training
+    assert back.num_labels == ours.num_labels and back.dropout.p == ours.dropout.p
+    _assert_same_state(back, ours)
+    # and export(import(theirs)) is theirs
+    theirs = _hf_model(hf_class)
+    again = hf_head_state_dict(head_from_hf(theirs))
+    assert set(again) == set(theirs.state_dict())
+    for key, tensor in theirs.state_dict().items():
+        assert torch.equal(again[key], tensor), key
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("hf_class", list(HEADS))
+def test_export_and_save_pretrained_load_with_the_auto_classes(
+    hf_class: str, tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file
+
+    ours = _our_head(hf_class)
+    labels = _labels(hf_class)
+    head_to_hf(ours, labels).save_pretrained(tmp_path / "saved")
+    export_head_hf(ours, tmp_path / "exported", labels)  # no transformers needed to write
+    batch = _batch_for(hf_class)
+    with torch.no_grad():
+        want = ours(batch["input_ids"], batch["attention_mask"])
+    auto = getattr(transformers, AUTO[HF_HEADS[hf_class].kind])
+    for directory in ("saved", "exported"):
+        hf, info = auto.from_pretrained(
+            tmp_path / directory, attn_implementation="eager", output_loading_info=True
+        )
+        assert type(hf).__name__ == hf_class, directory
+        assert not info["missing_keys"] and not info["unexpected_keys"], (directory, info)
+        if labels is not None:
+            assert hf.config.id2label == dict(enumerate(labels)), directory
+        _compare(want, _logits(hf.eval(), batch), batch["attention_mask"])
+    directory = tmp_path / "exported"
+    config = json.loads((directory / "config.json").read_text())
+    assert config["architectures"] == [hf_class]
+    back = head_from_hf_state_dict(config, load_file(directory / "model.safetensors"), hf_class)
+    _assert_same_state(back, ours)
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("pretrained", [BertForMaskedLM, BertForPreTraining])
+def test_heads_over_a_pretrained_bert_export_the_encoder_and_pooler(pretrained: type) -> None:
+    """The pretraining heads are left out; the pooler is the encoder's (``BertForPreTraining``)
+    or the head's own (``BertForMaskedLM`` has none)."""
+    config = config_from_hf_dict(_hf_config("BertForSequenceClassification").to_dict())
+    torch.manual_seed(4)
+    backbone = pretrained(config).eval()
+    heads = {
+        "BertForSequenceClassification": SequenceClassifier(backbone, NUM_LABELS, dropout=0.0),
+        "BertForTokenClassification": TokenClassifier(backbone, NUM_LABELS, dropout=0.0),
+        "BertForMultipleChoice": MultipleChoiceClassifier(backbone, dropout=0.0),
+    }
+    for hf_class, head in heads.items():
+        with torch.no_grad():
+            for param in head.parameters():
+                param.add_(0.05 * torch.randn_like(param))
+        key_map = hf_head_key_map(head, hf_class)
+        assert not [k for k in key_map if k.startswith(("backbone.mlm.", "backbone.nsp."))]
+        pooler = {k for k, v in key_map.items() if v.startswith("bert.pooler.")}
+        if HF_HEADS[hf_class].kind == "token":
+            assert not pooler
+        elif pretrained is BertForMaskedLM:
+            assert pooler == {"pooler.weight", "pooler.bias"}  # the head's own
+        else:
+            assert pooler == {"backbone.bert.pooler.weight", "backbone.bert.pooler.bias"}
+        hf = head_to_hf(head)
+        assert type(hf).__name__ == hf_class
+        batch = _batch_for(hf_class)
+        with torch.no_grad():
+            got = head(batch["input_ids"], batch["attention_mask"])
+        _compare(got, _logits(hf, batch), batch["attention_mask"])
+
+
+def test_heads_transformers_has_no_class_for_are_refused(tmp_path: Path) -> None:
+    from groundwork.models import BertConfig, GPTConfig
+
+    gpt, bert = GPT(GPTConfig.from_name("tiny")), Bert(BertConfig.from_name("tiny"))
+    refused = {
+        r"no head class that mean-pools": SequenceClassifier(bert, 2, "mean"),
+        r"no head class that mean-pools.*'last'": SequenceClassifier(gpt, 2, "mean"),
+        r"BertForSequenceClassification pools with 'cls', this head with 'last'": (
+            SequenceClassifier(bert, 2, "last")
+        ),
+        r"no transformers class we export holds a token head over a GPT": TokenClassifier(gpt, 2),
+        r"holds a choice head over a GPT: we export .*BertForMultipleChoice": (
+            MultipleChoiceClassifier(gpt)
+        ),
+        r"holds a sequence head over a T5Encoder": SequenceClassifier(
+            T5Encoder(T5Config.from_name("tiny")), 2, "last"
+        ),
+        r"score layer has no bias, this head's classifier has one": SequenceClassifier(
+            gpt, 2, bias=True
+        ),
+        r"classifier layer has a bias, this head's classifier has none": TokenClassifier(
+            bert, 2, bias=False
+        ),
+    }
+    for message, head in refused.items():
+        with pytest.raises(ConfigError, match=message):
+            hf_head_class(head)
+        with pytest.raises(ConfigError, match=message):
+            export_head_hf(head, tmp_path / "out")
+        assert not (tmp_path / "out").exists()  # nothing written
+    head = SequenceClassifier(bert, 3)
+    with pytest.raises(ConfigError, match=r"labels must be 3 distinct names.*\['a', 'b'\]"):
+        export_head_hf(head, tmp_path / "out", ["a", "b"])
+    with pytest.raises(ConfigError, match=r"labels must be 3 distinct names"):
+        head_to_hf(head, ["a", "b", "a"])
+    with pytest.raises(ConfigError, match=r"multiple-choice head .* has no label names"):
+        head_to_hf(MultipleChoiceClassifier(bert), ["a", "b"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_decoders_pad_id() -> None:
+    """GPT-2's and Llama's classes find the last token by ``pad_token_id``: 0 unless given."""
+    from groundwork.models import GPTConfig
+
+    head = head_for(GPT(GPTConfig.from_name("tiny")), "sequence", 2)
+    assert head_to_hf(head).config.pad_token_id == 0
+    assert head_to_hf(head, pad_token_id=7).config.pad_token_id == 7
+    with pytest.raises(ConfigError, match="pad_token_id 99999 is outside the vocabulary"):
+        head_to_hf(head, pad_token_id=99999)
+
+
+def test_the_key_map_is_checked() -> None:
+    from groundwork.models import BertConfig, GPTConfig
+
+    bert, gpt = Bert(BertConfig.from_name("tiny")), GPT(GPTConfig.from_name("tiny"))
+    with pytest.raises(ConfigError, match=r"BertForTokenClassification is a token head"):
+        hf_head_key_map(SequenceClassifier(bert, 2), "BertForTokenClassification")
+    with pytest.raises(ConfigError, match=r"holds a bert model: .* not a GPT"):
+        hf_head_key_map(SequenceClassifier(gpt, 2), "BertForSequenceClassification")
+    with pytest.raises(ConfigError, match=r"holds a gpt2 model: .* not a Bert"):
+        hf_head_key_map(SequenceClassifier(bert, 2), "GPT2ForSequenceClassification")
+    with pytest.raises(CheckpointError, match="not a head we convert"):
+        hf_head_key_map(SequenceClassifier(bert, 2), "BertForQuestionAnswering")
+    # a BERT built without a pooler: the head's own is BERT's pooler
+    own = SequenceClassifier(Bert(BertConfig.from_name("tiny"), pooler=False), 2)
+    assert own.pooler is not None
+    key_map = hf_head_key_map(own, "BertForSequenceClassification")
+    assert key_map["pooler.weight"] == "bert.pooler.dense.weight"
+    assert SequenceClassifier(bert, 2).pooler is None

@@ -274,6 +274,32 @@ def test_probe_layers_finds_the_signal() -> None:
         assert 0.0 <= r.control_accuracy <= 0.65
 
 
+def test_macro_f1_is_sklearns_over_the_classes_present() -> None:
+    metrics = pytest.importorskip("sklearn.metrics")
+    from groundwork.adapt.probe import _macro_f1
+
+    rng = random.Random(0)
+    for classes in ([0, 1], [3, 7, 11], [5, 2, 9, 4]):
+        y_true = [rng.choice(classes) for _ in range(60)]
+        y_pred = [rng.choice(classes[:-1]) for _ in range(60)]  # one class never predicted
+        expected = metrics.f1_score(y_true, y_pred, average="macro", zero_division=0)
+        assert _macro_f1(y_true, y_pred) == pytest.approx(expected, abs=1e-12)
+    # a class only predicted (never true) counts, with F1 0
+    assert _macro_f1([0, 0], [0, 1]) == pytest.approx(
+        metrics.f1_score([0, 0], [0, 1], average="macro")
+    )
+
+
+def test_probe_layers_reports_macro_f1() -> None:
+    layers, types, y = synthetic_layers()
+    results = probe_layers(layers, y, control_labels(types, y), range(600), range(600, 900))
+    for r in results:
+        assert r.task_macro_f1 is not None and r.control_macro_f1 is not None
+        assert 0.0 <= r.task_macro_f1 <= 1.0 and 0.0 <= r.control_macro_f1 <= 1.0
+    f1 = [r.task_macro_f1 or 0.0 for r in results]
+    assert f1[2] > 0.95 and f1[0] < 0.55
+
+
 def test_plot_is_written(tmp_path) -> None:
     results = [
         LayerResult(0, 0.4, 0.35, 0.05),

@@ -73,3 +73,22 @@ def test_a_file_sorted_by_label_is_shuffled_so_a_limit_is_a_fair_sample() -> Non
     first = [task.doc_to_target(d) for d in task.docs()[:20]]
     assert 5 <= sum(first) <= 15  # the file itself starts with 39 "yes" in a row
     assert task.docs() == task.docs()  # a fixed order
+
+
+@pytest.mark.parametrize(
+    ("name", "key", "share"),
+    [("medqa-test", "question", 0.3), ("privacy-qa", "context", 0.2)],
+)
+def test_application_tasks_hold_out_a_part_and_draw_shots_from_the_rest(
+    name: str, key: str, share: float
+) -> None:
+    task = TASKS[name]
+    assert task.fewshot_docs is not None
+    test, train = task.docs(), task.fewshot_docs()
+    assert {d[key] for d in test}.isdisjoint(d[key] for d in train)
+    assert abs(len(test) / (len(test) + len(train)) - share) < 0.03
+    assert [d[key] for d in task.docs()] == [d[key] for d in test]  # deterministic
+    for doc, ex in zip(test, build_examples(task, 3, limit=5), strict=False):
+        shots = ex.context.removesuffix(task.doc_to_text(doc))  # the three solved examples
+        assert sum(str(d[key]).strip() in shots for d in train) >= 3
+        assert not any(str(d[key]).strip() in shots for d in test)

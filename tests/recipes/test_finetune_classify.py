@@ -135,3 +135,42 @@ def test_bad_input(bert_run: Path, toy_task: str, tmp_path: Path) -> None:
         cli.main(["finetune", str(bert_run), "--task", "dreadit", "--out", str(tmp_path / "y")])
         == 2
     )
+
+
+def _write_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
+    import csv
+
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["post", "mood"])
+        writer.writerows(rows)
+    return path
+
+
+def test_a_task_of_ones_own_from_label_files(
+    bert_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [(t, "calm") for t in CALM] + [(t, "tense") for t in STRESS]
+    train = _write_csv(tmp_path / "train.csv", rows * 3)
+    test = _write_csv(tmp_path / "test.csv", rows)
+    out = tmp_path / "own"
+    argv = ["finetune", str(bert_run), "--task", "moods", "--out", str(out)]
+    argv += ["--train-file", str(train), "--test-file", str(test)]
+    argv += ["--text-field", "post", "--label-field", "mood"]
+    argv += ["--train.max-steps", "2", "--train.progress", "false", "--train.batch-size", "8"]
+    argv += ["--train.tensorboard", "false"]
+    assert cli.main(argv) == 0
+    assert "macro-F1" in capsys.readouterr().out
+    config = read_config(out)
+    assert config["task"] == "moods" and config["head"]["labels"] == ["calm", "tense"]
+    assert config["task_files"] == {"train_file": str(train), "test_file": str(test)}
+    # a label the training file never had is refused before anything is trained
+    unseen = _write_csv(tmp_path / "unseen.csv", [("a storm", "furious")])
+    argv[argv.index(str(test))] = str(unseen)
+    argv[argv.index(str(out))] = str(tmp_path / "unseen-run")
+    assert cli.main(argv) == 2
+    assert "never occurs in the training file" in capsys.readouterr().err
+    assert not (tmp_path / "unseen-run").exists()
+    only_train = ["finetune", str(bert_run), "--train-file", str(train), "--out", str(tmp_path)]
+    assert cli.main(only_train) == 2
+    assert "needs both --train-file and --test-file" in capsys.readouterr().err

@@ -1,6 +1,7 @@
-r"""Task heads over a pretrained backbone: one label per sequence (:class:`SequenceClassifier`)
-or one label per token (:class:`TokenClassifier`), for any transformer family
-:mod:`groundwork.adapt.features` reads (GPT, Llama, BERT, the T5 encoder).
+r"""Task heads over a pretrained backbone: one label per sequence (:class:`SequenceClassifier`),
+one label per token (:class:`TokenClassifier`) or one of several candidate inputs
+(:class:`MultipleChoiceClassifier`), for any transformer family :mod:`groundwork.adapt.features`
+reads (GPT, Llama, BERT, the T5 encoder).
 
 Fine-tuning (Devlin et al. 2019, §4; Radford et al. 2018, §3.2) adds one small layer on top of
 the pretrained network and trains everything on the labelled task. A head reads the backbone's
@@ -18,7 +19,13 @@ final hidden states :math:`H \in \mathbb{R}^{T \times d}` and maps them to :math
   - ``"mean"``: the mean of the real tokens' states (Reimers & Gurevych 2019), padding masked;
 
 * a **token** label for every position (named entities, parts of speech), :math:`W\,
-  \mathrm{dropout}(h_t) + b`, as ``BertForTokenClassification``.
+  \mathrm{dropout}(h_t) + b`, as ``BertForTokenClassification``;
+
+* a **choice** among :math:`C` candidates (SWAG, HellaSwag, ARC: the question paired with each
+  answer), each candidate pooled as a sequence and scored by one output,
+  :math:`s_c = w^\top \mathrm{dropout}(\mathrm{pool}(H_c)) + b`, the :math:`C` scores being the
+  logits of a softmax over the candidates, as ``BertForMultipleChoice`` (Devlin et al. 2019,
+  §4.4; Radford et al. 2018, §3.3).
 
 **Finding the last token.** ``transformers`` finds it from the *ids*: the rightmost token that is
 not ``config.pad_token_id`` (and refuses a batch of several without a pad id). Ours reads the
@@ -36,7 +43,10 @@ References:
     * Devlin et al. 2019, "BERT: Pre-training of Deep Bidirectional Transformers for Language
       Understanding" (§4: fine-tuning with ``[CLS]`` for sequences, every token for tagging).
     * Radford et al. 2018, "Improving Language Understanding by Generative Pre-Training" (§3.2:
-      a linear layer on the last token's final activation).
+      a linear layer on the last token's final activation; §3.3: multiple choice as one
+      sequence per answer, scored and normalised with a softmax).
+    * Zellers et al. 2018, "SWAG: A Large-Scale Adversarial Dataset for Grounded Commonsense
+      Inference" (the multiple-choice task ``BertForMultipleChoice`` was written for).
     * Reimers & Gurevych 2019, "Sentence-BERT" (mean pooling).
 
 Chapter 12 (Adaptation).
@@ -59,6 +69,7 @@ from groundwork.runs import is_run, load_run
 __all__ = [
     "POOLINGS",
     "TASK_KINDS",
+    "MultipleChoiceClassifier",
     "Pooling",
     "SequenceClassifier",
     "TaskKind",
@@ -71,9 +82,9 @@ __all__ = [
 Pooling = Literal["cls", "mean", "last"]
 POOLINGS: tuple[str, ...] = ("cls", "mean", "last")
 """How a sequence becomes one vector (see the module's docstring)."""
-TaskKind = Literal["sequence", "token"]
-TASK_KINDS: tuple[str, ...] = ("sequence", "token")
-"""One label per sequence, or one per token."""
+TaskKind = Literal["sequence", "token", "choice"]
+TASK_KINDS: tuple[str, ...] = ("sequence", "token", "choice")
+"""One label per sequence, one per token, or one of several candidate sequences."""
 
 INIT_STD = 0.02
 """Standard deviation of a new classifier's weights (BERT's and GPT-2's ``initializer_range``)."""
@@ -136,17 +147,20 @@ def pool(
 # --8<-- [end:pool]
 
 
+def _check_num_labels(num_labels: int) -> None:
+    if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 2:
+        raise ConfigError(
+            f"num_labels must be an integer >= 2, got {num_labels!r} (a single-output "
+            "regression head is not supported)"
+        )
+
+
 class _Head(nn.Module):
-    """What both heads share: the backbone, dropout and the linear classifier, checked."""
+    """What every head shares: the backbone, dropout and the linear classifier, checked."""
 
     def __init__(self, backbone: nn.Module, num_labels: int, *, dropout: float, bias: bool):
         super().__init__()
         d_model = hidden_size(backbone)  # refuses a model we cannot read
-        if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 2:
-            raise ConfigError(
-                f"num_labels must be an integer >= 2, got {num_labels!r} (a single-output "
-                "regression head is not supported)"
-            )
         if not 0.0 <= dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}")
         self.num_labels = num_labels
@@ -169,8 +183,52 @@ class _Head(nn.Module):
         )  # (B, T, d_model)
 
 
+class _PooledHead(_Head):
+    """A head that reads one vector per sequence: the pooling, checked, and BERT's pooler (the
+    encoder's, or one of the head's own when the encoder has none)."""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_labels: int,
+        pooling: Pooling | None,
+        *,
+        dropout: float,
+        bias: bool,
+    ) -> None:
+        pooling = default_pooling(backbone) if pooling is None else pooling
+        _check_pooling(pooling, backbone)
+        super().__init__(backbone, num_labels, dropout=dropout, bias=bias)
+        self.pooling: Pooling = pooling
+        encoder = encoder_of(backbone)
+        self.pooler: nn.Linear | None = None  # a pooler of the head's own, when BERT has none
+        if pooling == "cls" and encoder is not None and encoder.pooler is None:
+            self.pooler = nn.Linear(encoder.config.d_model, encoder.config.d_model)
+            init_bert_weights(self.pooler)
+
+    def _pooled(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        token_type_ids: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """One vector per sequence ``(B, d)`` from ``input_ids`` ``(B, T)``."""
+        hidden = self._hidden(input_ids, attention_mask, token_type_ids)  # (B, T, d)
+        if self.pooling == "cls":
+            return self._cls(hidden)  # (B, d)
+        return pool(hidden, _token_mask(input_ids, attention_mask), self.pooling)  # (B, d)
+
+    def _cls(self, hidden: torch.Tensor) -> torch.Tensor:
+        """BERT's pooled output, ``tanh(W h_[CLS] + b)``: ``(B, T, d) -> (B, d)``."""
+        if self.pooler is not None:
+            return torch.tanh(self.pooler(hidden[:, 0]))
+        encoder = encoder_of(self.backbone)
+        assert encoder is not None
+        return encoder.pool(hidden)
+
+
 # --8<-- [start:heads]
-class SequenceClassifier(_Head):
+class SequenceClassifier(_PooledHead):
     """One label per sequence: ``classifier(dropout(pool(backbone(ids))))``.
 
     Args:
@@ -200,15 +258,8 @@ class SequenceClassifier(_Head):
         *,
         bias: bool = True,
     ) -> None:
-        pooling = default_pooling(backbone) if pooling is None else pooling
-        _check_pooling(pooling, backbone)
-        super().__init__(backbone, num_labels, dropout=dropout, bias=bias)
-        self.pooling: Pooling = pooling
-        encoder = encoder_of(backbone)
-        self.pooler: nn.Linear | None = None  # a pooler of the head's own, when BERT has none
-        if pooling == "cls" and encoder is not None and encoder.pooler is None:
-            self.pooler = nn.Linear(encoder.config.d_model, encoder.config.d_model)
-            init_bert_weights(self.pooler)
+        _check_num_labels(num_labels)
+        super().__init__(backbone, num_labels, pooling, dropout=dropout, bias=bias)
 
     def forward(
         self,
@@ -227,20 +278,8 @@ class SequenceClassifier(_Head):
         Raises:
             ConfigError: Inputs of the wrong shape, or a row that is all padding.
         """
-        hidden = self._hidden(input_ids, attention_mask, token_type_ids)  # (B, T, d)
-        if self.pooling == "cls":
-            pooled = self._cls(hidden)  # (B, d)
-        else:
-            pooled = pool(hidden, _token_mask(input_ids, attention_mask), self.pooling)
+        pooled = self._pooled(input_ids, attention_mask, token_type_ids)  # (B, d)
         return self.classifier(self.dropout(pooled))  # (B, num_labels)
-
-    def _cls(self, hidden: torch.Tensor) -> torch.Tensor:
-        """BERT's pooled output, ``tanh(W h_[CLS] + b)``: ``(B, T, d) -> (B, d)``."""
-        if self.pooler is not None:
-            return torch.tanh(self.pooler(hidden[:, 0]))
-        encoder = encoder_of(self.backbone)
-        assert encoder is not None
-        return encoder.pool(hidden)
 
 
 class TokenClassifier(_Head):
@@ -260,6 +299,7 @@ class TokenClassifier(_Head):
     def __init__(
         self, backbone: nn.Module, num_labels: int, dropout: float = 0.1, *, bias: bool = True
     ) -> None:
+        _check_num_labels(num_labels)
         super().__init__(backbone, num_labels, dropout=dropout, bias=bias)
 
     def forward(
@@ -274,6 +314,75 @@ class TokenClassifier(_Head):
         :meth:`SequenceClassifier.forward`'s."""
         hidden = self._hidden(input_ids, attention_mask, token_type_ids)  # (B, T, d)
         return self.classifier(self.dropout(hidden))  # (B, T, num_labels)
+
+
+class MultipleChoiceClassifier(_PooledHead):
+    """One of ``C`` candidates: every candidate (the question with answer ``c``) is pooled as a
+    sequence and scored by one output, ``classifier(dropout(pool(backbone(ids_c))))``; the ``C``
+    scores are the logits of a softmax over the candidates. ``transformers``' twin:
+    ``BertForMultipleChoice``.
+
+    The candidates go through the backbone as one batch of ``B * C`` sequences, so one head fits
+    any number of candidates (``num_labels`` is 1: one score per candidate).
+
+    Args:
+        backbone: As for :class:`SequenceClassifier`.
+        pooling: As for :class:`SequenceClassifier` (``None``: the family's default).
+        dropout: Dropout on each pooled vector (training only).
+        bias: Give the classifier a bias.
+
+    Raises:
+        ConfigError: As for :class:`SequenceClassifier`.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        pooling: Pooling | None = None,
+        dropout: float = 0.1,
+        *,
+        bias: bool = True,
+    ) -> None:
+        super().__init__(backbone, 1, pooling, dropout=dropout, bias=bias)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Candidate logits ``(B, C)``; their cross-entropy with the right candidates' indices
+        ``(B,)`` is the loss.
+
+        Args:
+            input_ids: Token ids ``(B, C, T)``: ``C`` candidates per example, padded to one
+                length ``T``.
+            attention_mask: ``(B, C, T)``, 1 for tokens and 0 for padding; ``None``: no padding.
+            token_type_ids: BERT's segment ids ``(B, C, T)``; BERT only.
+
+        Raises:
+            ConfigError: ``input_ids`` not ``(B, C, T)``, a mask or segment ids of another
+                shape, or a candidate that is all padding.
+        """
+        if input_ids.dim() != 3:
+            raise ConfigError(
+                "a multiple-choice head reads input_ids (batch, num_choices, seq_len), got shape "
+                f"{tuple(input_ids.shape)}: stack each example's candidates on dimension 1"
+            )
+        for name, extra in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
+            if extra is not None and extra.shape != input_ids.shape:
+                raise ConfigError(
+                    f"{name} must have the shape of input_ids {tuple(input_ids.shape)}, got "
+                    f"{tuple(extra.shape)}"
+                )
+        B, C, T = input_ids.shape
+        ids = input_ids.reshape(B * C, T)  # (B * C, T)
+        mask = attention_mask.reshape(B * C, T) if attention_mask is not None else None
+        types = token_type_ids.reshape(B * C, T) if token_type_ids is not None else None
+        pooled = self._pooled(ids, mask, types)  # (B * C, d)
+        scores = self.classifier(self.dropout(pooled))  # (B * C, 1)
+        return scores.view(B, C)  # (B, C)
 
 
 # --8<-- [end:heads]
@@ -308,7 +417,7 @@ def head_for(
     pooling: Pooling | None = None,
     *,
     dropout: float | None = None,
-) -> SequenceClassifier | TokenClassifier:
+) -> SequenceClassifier | TokenClassifier | MultipleChoiceClassifier:
     """A task head over ``backbone`` with its family's defaults.
 
     ==========  ==========  ==========  ====================
@@ -321,13 +430,20 @@ def head_for(
 
     (as ``transformers``' ``BertFor*``, ``GPT2For*``/``LlamaForSequenceClassification``).
 
+    >>> head_for("bert:tiny", "choice", 1).pooling  # BertForMultipleChoice's
+    'cls'
+
+
     Args:
         backbone: A model, or the name of one: a pretrained model (``"all-minilm-l6-v2"``,
             ``"smollm2-135m-instruct"``), a run directory, or ``"<arch>:<preset>"``
             (``"bert:tiny"``: a new, randomly initialised model).
-        task_kind: ``"sequence"`` (one label per sequence) or ``"token"`` (one per token).
-        num_labels: Number of classes (>= 2).
-        pooling: Sequences only: ``"cls"``, ``"mean"`` or ``"last"`` (default: the family's).
+        task_kind: ``"sequence"`` (one label per sequence: :class:`SequenceClassifier`),
+            ``"token"`` (one per token: :class:`TokenClassifier`) or ``"choice"`` (one of ``C``
+            candidate sequences: :class:`MultipleChoiceClassifier`).
+        num_labels: Number of classes (>= 2); 1 for ``"choice"`` (one score per candidate).
+        pooling: Sequences and choices: ``"cls"``, ``"mean"`` or ``"last"`` (default: the
+            family's).
         dropout: Dropout before the classifier (default: the family's).
 
     Returns:
@@ -336,7 +452,7 @@ def head_for(
 
     Raises:
         ConfigError: An unknown task kind or pooling, pooling given for tokens, or a bad
-            ``num_labels``.
+            ``num_labels`` (not 1 for ``"choice"``).
         UnknownNameError: A name that is no model.
     """
     if task_kind not in TASK_KINDS:
@@ -344,6 +460,11 @@ def head_for(
     if task_kind == "token" and pooling is not None:
         raise ConfigError(
             "pooling applies to sequence labels only: a token head labels every token"
+        )
+    if task_kind == "choice" and num_labels != 1:
+        raise ConfigError(
+            f"a multiple-choice head scores each candidate with one output: num_labels must be 1, "
+            f"got {num_labels!r} (the number of candidates is the input's dimension C)"
         )
     model = _backbone(backbone)
     hidden_size(model)  # refuses a model we cannot read before its defaults are looked up
@@ -353,4 +474,6 @@ def head_for(
         dropout = encoder.config.dropout if encoder is not None else 0.0
     if task_kind == "token":
         return TokenClassifier(model, num_labels, dropout, bias=bias)
+    if task_kind == "choice":
+        return MultipleChoiceClassifier(model, pooling, dropout, bias=bias)
     return SequenceClassifier(model, num_labels, pooling, dropout, bias=bias)

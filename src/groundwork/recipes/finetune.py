@@ -322,6 +322,10 @@ def finetune(
     test_limit: int | None = None,
     num_beams: int = 1,
     pooling: str | None = None,
+    train_file: Path | None = None,
+    test_file: Path | None = None,
+    text_field: str = "text",
+    label_field: str = "label",
 ) -> None:
     """Fine-tune a pretrained model on a task, then score it on the task's test split.
 
@@ -330,31 +334,58 @@ def finetune(
     BLEU and exact matches beside copying the input; classification tasks (dreaddit, sms-spam)
     put a classification head on the model and print accuracy and F1 beside a bag-of-words
     logistic regression; labelling tasks (conll-ner) put a token head on it and print entity
-    precision, recall and F1 beside each word's most frequent tag. Writes a run directory (the
-    model, its training log, metrics.json).
+    precision, recall and F1 beside each word's most frequent tag; multiple-choice tasks (medqa)
+    score each option with a head and print accuracy beside random and longest-option guesses.
+    Writes a run directory (the model, its training log, metrics.json).
 
     Args:
         model: What to start from: a T5 run (text-to-text tasks), or a named pretrained model
             (all-minilm-l6-v2, smollm2-135m-instruct) or run directory (classification).
         task: folio-modern (First Folio -> modern spelling), dreaddit (stress), sms-spam,
-            conll-ner (named entities of the CoNLL sample).
+            privacy-qa (is a privacy-policy clause relevant to a question), conll-ner (named
+            entities of the CoNLL sample), medqa (medical exam questions, five options).
         train: Steps, batch, optimizer, schedule, evaluation.
         out: Run directory to write.
         overwrite: Replace an existing run in --out.
         resume: Text-to-text: continue the fine-tuning run in --out from its last checkpoint.
         max_tokens: Cut texts to this many tokens (text-to-text: EOS included; default 64, 128
-            for classification; labelling refuses longer sentences, default 256).
+            for classification, 256 for each question-option pair; labelling refuses longer
+            sentences, default 256).
         test_limit: Text-to-text: score only the first this many test pairs.
         num_beams: Text-to-text: decode the test sources with beam search (1: greedy).
-        pooling: Classification: cls, mean or last (default: the model family's).
+        pooling: Classification and multiple choice: cls, mean or last (default: the model
+            family's).
+        train_file: Classification on your own data: a CSV, TSV or JSON-lines file with a text
+            and a label per row; needs --test-file. --task names the task (default: the
+            file's name).
+        test_file: The labelled test examples, in the same format (every label must occur in
+            --train-file).
+        text_field: With --train-file: the column or field holding the text.
+        label_field: With --train-file: the column or field holding the label.
     """
+    from groundwork.recipes import finetune_choice as fch
     from groundwork.recipes import finetune_classify as fc
     from groundwork.recipes import finetune_label as fl
 
-    if task in fc.CLASSIFICATION_TASKS:
+    own_task = None
+    if train_file is not None or test_file is not None:
+        from groundwork.recipes.task_files import task_from_files
+
+        if train_file is None or test_file is None:
+            raise ConfigError("a task of your own needs both --train-file and --test-file")
+        own_task = task_from_files(
+            Path(train_file),
+            Path(test_file),
+            text_field=text_field,
+            label_field=label_field,
+            name=None if task in TASKS or task in fc.CLASSIFICATION_TASKS else task,
+        )
+    if own_task is not None or task in fc.CLASSIFICATION_TASKS:
+        files = {"train_file": str(train_file), "test_file": str(test_file)} if own_task else None
         found = fc.finetune_classifier(
             model,
-            task=task,
+            task=own_task or task,
+            task_files=files,
             train_config=train,
             out=Path(out),
             overwrite=overwrite,
@@ -377,8 +408,21 @@ def finetune(
             labelled.summary, labelled.sizes, what, fl.results_table(labelled, model), out
         )
         return
+    if task in fch.CHOICE_TASKS:
+        chosen = fch.finetune_choice(
+            model,
+            task=task,
+            train_config=train,
+            out=Path(out),
+            overwrite=overwrite,
+            max_tokens=max_tokens or 256,
+            pooling=pooling,
+        )
+        what = "questions"
+        _print_head_run(chosen.summary, chosen.sizes, what, fch.results_table(chosen, model), out)
+        return
     if task not in TASKS:
-        known = [*TASKS, *fc.CLASSIFICATION_TASKS, *fl.LABELLING_TASKS]
+        known = [*TASKS, *fc.CLASSIFICATION_TASKS, *fl.LABELLING_TASKS, *fch.CHOICE_TASKS]
         raise UnknownNameError(f"unknown task {task!r}: {did_you_mean(task, known)}")
     result = finetune_seq2seq(
         Path(model),

@@ -11,7 +11,11 @@ training vocabulary, our own :func:`~groundwork.adapt.probe.fit_probe`): the bas
 fine-tuned transformer has to beat to be worth its cost.
 
 Tasks: ``dreaddit`` (stress in Reddit posts, Turcan & McKeown 2019: 2,838 training and 715 test
-posts; the paper's best logistic regression reaches F1 79.8, BERT-base 80.7) and ``sms-spam``.
+posts; the paper's best logistic regression reaches F1 79.8, BERT-base 80.7), ``sms-spam`` and
+``privacy-qa`` (is a privacy-policy clause relevant to a user's question; the pair is one text,
+``question [SEP] clause``, which a BERT tokenizer reads as its separator token; the test clauses
+are those the ``privacy-qa`` evaluation task holds out, so prompting and fine-tuning meet on the
+same questions).
 The validation split is 10% of the training examples, by a salted hash of their ids.
 
 The run directory (``kind: task-head``) holds ``config.yaml`` (the backbone's name and config,
@@ -74,6 +78,22 @@ def _source_examples(source: str, labels: Sequence[str] | None = None) -> Callab
     return examples
 
 
+def _privacy_qa(split: str) -> list[tuple[str, str, int]]:
+    """Privacy-Policy QA as text pairs ``question [SEP] clause``: the harness task's held-out
+    clauses are the test split, the rest the training split (:mod:`groundwork.evaluate.tasks`)."""
+    from groundwork.evaluate.tasks import privacy_qa_split
+
+    rows = privacy_qa_split()[split]
+    return [
+        (
+            f"{split}/{n:05d}",
+            f"{d['question'].strip()} [SEP] {d['context'].strip()}",
+            int(str(d["answer"]).strip().lower() == "true"),
+        )
+        for n, d in enumerate(rows)
+    ]
+
+
 CLASSIFICATION_TASKS: dict[str, ClassificationTask] = {
     "dreaddit": ClassificationTask(
         "dreaddit",
@@ -87,6 +107,14 @@ CLASSIFICATION_TASKS: dict[str, ClassificationTask] = {
         "spam or ham text messages (Almeida & Hidalgo 2011)",
         ("ham", "spam"),
         _source_examples("sms-spam", ("ham", "spam")),
+        positive=1,
+    ),
+    "privacy-qa": ClassificationTask(
+        "privacy-qa",
+        "is a privacy-policy clause relevant to a user's question (LegalBench; Ravichander "
+        "et al. 2019)",
+        ("irrelevant", "relevant"),
+        _privacy_qa,
         positive=1,
     ),
 }
@@ -229,24 +257,29 @@ def _score(report: ClassificationReport, task: ClassificationTask) -> float:
 def finetune_classifier(
     model: str,
     *,
-    task: str,
+    task: str | ClassificationTask,
     train_config: TrainConfig,
     out: Path,
     overwrite: bool = False,
     max_tokens: int = 128,
     pooling: str | None = None,
+    task_files: dict[str, str] | None = None,
 ) -> ClassifierResult:
-    """Fine-tune ``model`` with a sequence-classification head on ``task``; write the run to
-    ``out`` and score the test split beside the bag-of-words baseline."""
+    """Fine-tune ``model`` with a sequence-classification head on ``task`` (a name of
+    :data:`CLASSIFICATION_TASKS`, or a task of one's own, e.g. from
+    :func:`groundwork.recipes.task_files.task_from_files`, whose files ``task_files`` records in
+    the run's config); write the run to ``out`` and score the test split beside the
+    bag-of-words baseline."""
     from groundwork.adapt import head_for
     from groundwork.train.engine import train
     from groundwork.train.objectives import ClassificationObjective
 
-    if task not in CLASSIFICATION_TASKS:
+    if isinstance(task, str) and task not in CLASSIFICATION_TASKS:
         raise UnknownNameError(f"unknown task {task!r}: {did_you_mean(task, CLASSIFICATION_TASKS)}")
     if max_tokens < 2:
         raise ConfigError(f"max_tokens must be >= 2, got {max_tokens}")
-    the_task = CLASSIFICATION_TASKS[task]
+    the_task = CLASSIFICATION_TASKS[task] if isinstance(task, str) else task
+    task = the_task.name
     check_writable(out, overwrite=overwrite)
     if train_config.best_metric == "val_loss":  # the engine's default: choose by F1 instead
         train_config = dataclasses.replace(train_config, best_metric="val_f1", best_mode="max")
@@ -290,6 +323,7 @@ def finetune_classifier(
         backbone=model,
         head=head_section,
         task=task,
+        **({"task_files": task_files} if task_files else {}),
         max_tokens=max_tokens,
         train=train_config,
     )

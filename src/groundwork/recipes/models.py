@@ -75,23 +75,42 @@ def _check_out_of_run(run: Path, out: Path) -> None:
 
 def export(run: Path, out: Path, format: Literal["hf"] = "hf") -> None:
     """Export a run's model to another format: `hf` writes config.json + model.safetensors
-    (+ tokenizer.json) that transformers' AutoModelForCausalLM.from_pretrained(OUT) loads.
+    (+ tokenizer.json) that transformers' from_pretrained(OUT) loads: AutoModelForCausalLM for
+    a language model; for a fine-tuned task head (`groundwork finetune`),
+    AutoModelForSequenceClassification (BERT, GPT-2, Llama), AutoModelForTokenClassification
+    (BERT) or AutoModelForMultipleChoice (BERT), with the task's label names in id2label.
 
     Args:
         run: A run directory.
         out: Output directory (not the run directory, nor inside it).
         format: Target format (hf: Hugging Face transformers).
     """
+    import groundwork.adapt  # noqa: F401  (teaches load_run the task-head kind)
     from groundwork.interop.hf import export_hf
     from groundwork.runs import TOKENIZER_FILE, load_run
 
     run, out = Path(run), Path(out)
     _check_out_of_run(run, out)
-    net, tokenizer, _ = load_run(run, device="cpu")
-    export_hf(net, out, eos_token_id=tokenizer.eot_id if tokenizer is not None else None)
+    net, tokenizer, config = load_run(run, device="cpu")
+    eos = tokenizer.eot_id if tokenizer is not None else None
+    if config.get("kind") == "task-head":
+        _export_task_head(net, config, out, eos)
+    else:
+        export_hf(net, out, eos_token_id=eos)
     if (run / TOKENIZER_FILE).exists():
         shutil.copyfile(run / TOKENIZER_FILE, out / TOKENIZER_FILE)
     print(f"exported {run} -> {out} (Hugging Face format)")
+
+
+def _export_task_head(head: Any, config: dict[str, Any], out: Path, eos: int | None) -> None:
+    """A task-head run's head as its transformers class, with the run's label names (none for a
+    multiple-choice head) and the id its fine-tuning padded with."""
+    from groundwork.adapt import export_head_hf
+
+    section = config["head"]
+    labels = section.get("labels") if section.get("kind") != "choice" else None
+    pad = int(getattr(head.backbone.config, "pad_id", 0) or 0)  # as groundwork finetune pads
+    export_head_hf(head, out, labels, pad_token_id=pad, eos_token_id=eos)
 
 
 def import_(path: Path, out: Path) -> None:
