@@ -261,15 +261,7 @@ def test_resume_needs_a_continue_pretraining_run(base_run: Path) -> None:
 # --- the command ----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def command(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``groundwork continue-pretraining`` (until cli.COMMANDS lists it)."""
-    monkeypatch.setitem(cli.COMMANDS, "continue-pretraining", continue_pretraining)
-
-
-def test_the_command(
-    command: None, base_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_the_command(base_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["continue-pretraining", str(base_run), "--out", str(tmp_path / "run")]
     argv += ["--train.max-steps", "2", "--train.batch-size", "2", "--train.device", "cpu"]
     argv += ["--train.progress", "false", "--train.tensorboard", "false", "--eval-tokens", "300"]
@@ -281,19 +273,20 @@ def test_the_command(
     assert config["train"]["lr"] == 1e-4 and config["train"]["seq_len"] == 64  # the context
 
 
-def test_the_recipe_for_smollm2_parses(command: None) -> None:
+def test_the_recipe_for_smollm2_parses() -> None:
     config = Path(__file__).parents[2] / "configs" / "smollm2-biomedical.yaml"
     parser = cli.build_parser()
     args = ["continue-pretraining", "smollm2-135m-instruct", "--config", str(config)]
     values = parser.instantiate(parser.parse_args(args))["continue-pretraining"]
     train = values["train"]
-    assert values["domain"] == "biomedical" and values["task_limit"] is None
-    assert (train.max_steps, train.batch_size, values["block_size"]) == (150, 4, 256)
-    assert train.tokens_per_step * train.max_steps == 153_600 and train.lr == 1e-4
+    assert values["domain"] == "biomedical" and values["task_limit"] == 100
+    assert values["tasks"] == "pubmedqa-held-out,medqa-test"
+    assert (train.max_steps, train.batch_size, values["block_size"]) == (100, 4, 256)
+    assert train.tokens_per_step * train.max_steps == 102_400 and train.lr == 1e-4
 
 
 def test_the_command_reports_bad_input_in_one_line(
-    command: None, base_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    base_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = ["continue-pretraining", str(base_run), "--domain", "legl", "--out", str(tmp_path)]
     assert cli.main(argv) == 2

@@ -212,6 +212,10 @@ def test_a_decoder_is_probed_at_its_last_token(
     assert cli.main([*argv, "--plot", str(tmp_path / "p.png")]) == 0
     found = json.loads(capsys.readouterr().out)
     assert found["pooling"] == "last" and [r["layer"] for r in found["layers"]] == [0, 1, 2]
+    # --layers probes only those, numbered as the model's layers, with the same results
+    assert cli.main([*argv, "--layers", "2", "--plot", str(tmp_path / "q.png")]) == 0
+    only = json.loads(capsys.readouterr().out)["layers"]
+    assert only == [found["layers"][2]]
 
 
 def test_bad_sentence_probes(
@@ -238,6 +242,12 @@ def test_bad_sentence_probes(
         probe(str(text_bert_run), task="sms-spam", limit=20, max_tokens=1000)
     with pytest.raises(ConfigError, match="limit must be >= 2"):
         probe(str(text_bert_run), task="sms-spam", limit=1)
+    # a layer the backbone does not have (a 2-block GPT: states 0..2)
+    argv = ["probe", str(text_gpt_run), "--task", "sms-spam", "--layers", "1,5", *plot]
+    assert cli.main(argv) == 2
+    assert "has hidden states 0..2 (0: the embeddings" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="comma-separated integers"):
+        probe(str(text_gpt_run), task="sms-spam", layers="top")
 
 
 def test_a_training_sample_of_one_class_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -426,7 +426,7 @@ def plot_probe(results: Sequence[LayerResult], path: str | Path, title: str | No
     low = min(0.0, *(r.selectivity for r in results))
     ax.set_ylim(low - 0.05, 1.05)
     ax.axhline(0.0, color="grey", lw=0.8)
-    ax.set_xticks(layers)
+    ax.set_xticks(layers[:: max(1, -(-len(layers) // 16))])  # at most 16 labels
     ax.set_xlabel("layer")
     ax.set_ylabel("accuracy")
     ax.set_title(title or "Linear probe accuracy by layer")

@@ -313,6 +313,7 @@ register_task(
 # --- the application tasks (chapter 24): a held-out test part, shots from the rest -----------
 
 
+# --8<-- [start:application_split]
 def application_split(name: str, docs: list[Doc], key: str) -> dict[str, list[Doc]]:
     """``{"train": ..., "test": ...}``: ``docs`` whose salted hash of ``doc[key]`` falls below
     :data:`HELD_OUT` ``[name]`` are the test part; documents with equal keys fall on one side.
@@ -326,6 +327,9 @@ def application_split(name: str, docs: list[Doc], key: str) -> dict[str, list[Do
         "train": [d for d, t in zip(docs, test, strict=True) if not t],
         "test": [d for d, t in zip(docs, test, strict=True) if t],
     }
+
+
+# --8<-- [end:application_split]
 
 
 @functools.cache

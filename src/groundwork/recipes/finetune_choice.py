@@ -115,6 +115,7 @@ def task_splits(task: ChoiceTask) -> dict[str, list[ChoiceExample]]:
 # data
 
 
+# --8<-- [start:encode_choices]
 def encode_choices(
     tokenizer: Any, family: str, example: ChoiceExample, max_tokens: int
 ) -> list[list[int]]:
@@ -146,6 +147,9 @@ def encode_choices(
             )
         out.append([*question[-room:], *option])
     return out
+
+
+# --8<-- [end:encode_choices]
 
 
 class ChoiceTexts(LabelledSequences):

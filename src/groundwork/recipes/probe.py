@@ -33,6 +33,7 @@ the label distribution alone gives. Macro-F1 is reported beside accuracy, since 
 87% ham. Chapter 12.
 """
 
+import dataclasses
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,6 +48,7 @@ from groundwork.recipes.finetune_classify import CLASSIFICATION_TASKS
 __all__ = [
     "PROBE_TASKS",
     "SENTENCE_POOLINGS",
+    "parse_layers",
     "permuted_labels",
     "probe",
     "sentence_features",
@@ -247,6 +249,28 @@ def _word_data(
     return features, labels, control, train_idx, test_idx, names
 
 
+def parse_layers(layers: str | None, n_layers: int, name: str) -> list[int] | None:
+    """The layer indices of ``--layers`` (``"0,3,6"``), checked against a model of ``n_layers``
+    blocks (indices ``0..n_layers``, 0 the embeddings); ``None``: all of them.
+
+    >>> parse_layers("6, 0", 6, "minilm")
+    [0, 6]
+    """
+    if layers is None:
+        return None
+    try:
+        wanted = sorted({int(x) for x in layers.split(",") if x.strip()})
+    except ValueError:
+        raise ConfigError(f"--layers takes comma-separated integers, got {layers!r}") from None
+    bad = [i for i in wanted if not 0 <= i <= n_layers]
+    if not wanted or bad:
+        raise ConfigError(
+            f"{name} has hidden states 0..{n_layers} (0: the embeddings, then one per block); "
+            f"there is no layer {', '.join(map(str, bad)) or 'in ' + repr(layers)}"
+        )
+    return wanted
+
+
 def probe(
     model: str,
     *,
@@ -259,6 +283,7 @@ def probe(
     C: float = 1.0,
     max_iter: int = 1000,
     seed: int = 0,
+    layers: str | None = None,
     json: bool = False,
 ) -> None:
     """Train a linear probe on every layer of a model to predict a word's or a text's label,
@@ -280,6 +305,7 @@ def probe(
         C: Inverse L2 strength of the logistic regressions.
         max_iter: L-BFGS iterations at most per probe (features are standardised first).
         seed: Seed of the control task's labels (texts: of their permutation).
+        layers: Probe only these layers, comma-separated (0: the embeddings; default: all).
         json: Print the results as JSON.
     """
     import json as json_lib
@@ -304,6 +330,8 @@ def probe(
     if limit is not None and limit < 2:
         raise ConfigError(f"limit must be >= 2 texts per split, got {limit}")
     net, tokenizer, family = load_backbone(model)
+    n_blocks = int(getattr(getattr(net, "config", None), "n_layers", 0))
+    wanted = parse_layers(layers, n_blocks, Path(model).name)
     chosen: SentencePooling = pooling or ("last" if _is_decoder(net) else "mean")
     if on_texts:
         _check_pooling(chosen, net)  # before reading the data: cls on a decoder fails here
@@ -326,9 +354,15 @@ def probe(
         unit = "words"
     with warnings.catch_warnings(record=True) as caught:  # one line for all, not one per probe
         warnings.simplefilter("always", RuntimeWarning)
+        if wanted is not None:
+            features = [features[i] for i in wanted]
         results = probe_layers(
             features, labels, control, train_idx, test_idx, C=C, max_iter=max_iter, standardize=True
         )
+        if wanted is not None:  # number the results by the model's layers
+            results = [
+                dataclasses.replace(r, layer=i) for r, i in zip(results, wanted, strict=True)
+            ]
     unconverged = [w for w in caught if "L-BFGS stopped" in str(w.message)]
     name = Path(model).name
     how = f" ({chosen} pooling)" if on_texts else ""
