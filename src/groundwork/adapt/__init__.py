@@ -11,8 +11,8 @@
   and ``LlamaForSequenceClassification`` as our heads (:func:`head_from_hf`) and ours as theirs
   (:func:`head_to_hf`, :func:`export_head_hf`).
 * :mod:`groundwork.adapt.probe`: linear probes with control tasks (imported on its own).
-* :mod:`groundwork.adapt.runs`: the ``task-head`` run directory, which importing this package
-  teaches :func:`groundwork.runs.load_run` to read.
+* :mod:`groundwork.adapt.runs`: the ``task-head`` run directory, which
+  :func:`groundwork.runs.load_run` reads (found through an entry point).
 
 References: Devlin et al. 2019 (BERT fine-tuning); Radford et al. 2018 (GPT's last-token
 classifier).

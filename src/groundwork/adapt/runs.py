@@ -2,8 +2,10 @@
 finetune`` for classification and labelling tasks): ``config.yaml`` holds the backbone's config
 and class (``model``, ``model_class``) and the head (``head``: ``kind``, one of ``sequence``,
 ``token`` and ``choice``; ``pooling``; ``num_labels``; ``labels``); ``model.safetensors`` the head
-with its backbone; ``tokenizer.json`` the backbone's tokenizer. Importing :mod:`groundwork.adapt`
-teaches :func:`groundwork.runs.load_run` to read it. Chapter 12.
+with its backbone; ``tokenizer.json`` the backbone's tokenizer. :func:`groundwork.runs.load_run`
+finds :func:`load_task_head` through the ``groundwork.run_kinds`` entry point (``pyproject.toml``),
+or through the :func:`~groundwork.runs.register_kind` call below once this module is imported.
+Chapter 12.
 """
 
 from pathlib import Path
