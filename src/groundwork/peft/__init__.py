@@ -1,0 +1,25 @@
+"""Parameter-efficient fine-tuning (chapter 13): model transforms ``apply_x(model, cfg) -> model``
+that freeze a pretrained model and add a few trainable weights.
+
+* :mod:`groundwork.peft.lora`: LoRA (Hu et al. 2021), with rsLoRA scaling, merge and unmerge.
+"""
+
+from groundwork.peft.lora import (
+    LoRAConfig,
+    LoRALinear,
+    apply_lora,
+    lora_state_dict,
+    merge_lora,
+    trainable_parameters,
+    unmerge_lora,
+)
+
+__all__ = [
+    "LoRAConfig",
+    "LoRALinear",
+    "apply_lora",
+    "lora_state_dict",
+    "merge_lora",
+    "trainable_parameters",
+    "unmerge_lora",
+]

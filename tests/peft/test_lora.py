@@ -1,0 +1,119 @@
+"""LoRA: equal to peft's LoRA on the same weights; merge/unmerge; frozen base; errors."""
+
+import pytest
+import torch
+from torch import nn
+
+from groundwork.errors import ConfigError
+from groundwork.models.llama import Llama, LlamaConfig
+from groundwork.peft import (
+    LoRAConfig,
+    LoRALinear,
+    apply_lora,
+    lora_state_dict,
+    merge_lora,
+    trainable_parameters,
+    unmerge_lora,
+)
+
+
+def _tiny_llama() -> Llama:
+    torch.manual_seed(0)
+    config = LlamaConfig.from_name("tiny", vocab_size=97, n_layers=2, n_heads=4, n_kv_heads=2)
+    return Llama(config).eval()
+
+
+def _randomise_b(model: nn.Module) -> None:
+    """Non-zero B (as peft's own tests do), so the adapter changes the output."""
+    torch.manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, LoRALinear):
+            nn.init.normal_(m.lora_B.weight, std=0.1)
+
+
+@pytest.mark.parametrize("use_rslora", [False, True])
+def test_equal_to_peft_on_the_same_weights(use_rslora: bool) -> None:
+    from peft import LoraConfig, inject_adapter_in_model
+
+    ours = _tiny_llama()
+    theirs = _tiny_llama()
+    theirs.load_state_dict(ours.state_dict())
+    targets = ("q_proj", "v_proj", "down_proj")
+    apply_lora(ours, LoRAConfig(r=4, alpha=8, target_modules=targets, use_rslora=use_rslora))
+    _randomise_b(ours)
+    peft_config = LoraConfig(r=4, lora_alpha=8, target_modules=list(targets), use_rslora=use_rslora)
+    theirs = inject_adapter_in_model(peft_config, theirs)
+    state = {}
+    for key, value in lora_state_dict(ours).items():  # ...lora_A.weight -> ...lora_A.default.weight
+        state[
+            key.replace(".lora_A.", ".lora_A.default.").replace(".lora_B.", ".lora_B.default.")
+        ] = value
+    missing, unexpected = theirs.load_state_dict(state, strict=False)
+    assert not unexpected and not [k for k in missing if "lora_" in k]
+    ids = torch.randint(0, 97, (2, 11))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids), theirs(ids), rtol=1e-5, atol=1e-5)
+    n_ours = trainable_parameters(ours)[0]
+    n_theirs = sum(p.numel() for n, p in theirs.named_parameters() if "lora_" in n)
+    assert n_ours == n_theirs > 0
+
+
+def test_the_adapted_model_starts_as_the_base_and_trains_only_the_adapters() -> None:
+    model = _tiny_llama()
+    base = {k: v.clone() for k, v in model.state_dict().items()}
+    ids = torch.randint(0, 97, (2, 9))
+    with torch.no_grad():
+        before = model(ids)
+    apply_lora(model, LoRAConfig(r=2, target_modules=("q_proj", "v_proj")))
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids), before)  # B = 0 at the start
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(".lora_A." in n or ".lora_B." in n for n in trainable)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    for _ in range(3):
+        model.train()
+        loss = model(ids).logsumexp(-1).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.eval()
+    with torch.no_grad():
+        assert not torch.allclose(model(ids), before)  # the adapters learnt something
+    for key, value in model.state_dict().items():  # and the base weights did not move
+        plain = key.replace(".base_layer.", ".")
+        if plain in base:
+            torch.testing.assert_close(value, base[plain], rtol=0, atol=0)
+
+
+def test_merged_equals_unmerged_and_merging_twice_changes_nothing() -> None:
+    model = apply_lora(_tiny_llama(), LoRAConfig(r=4, alpha=4, use_rslora=True))
+    _randomise_b(model)
+    ids = torch.randint(0, 97, (2, 7))
+    q_proj = model.get_submodule("model.layers.0.self_attn.q_proj")
+    weight = q_proj.base_layer.weight.clone()
+    with torch.no_grad():
+        unmerged = model(ids)
+        merge_lora(model)
+        merge_lora(model)
+        torch.testing.assert_close(model(ids), unmerged, rtol=1e-5, atol=1e-5)
+        unmerge_lora(model)
+        torch.testing.assert_close(model(ids), unmerged, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(q_proj.base_layer.weight, weight)
+
+
+def test_targets_by_regular_expression() -> None:
+    model = apply_lora(_tiny_llama(), LoRAConfig(r=1, target_modules=r"model\.layers\.1\..*_proj"))
+    adapted = [n for n, m in model.named_modules() if isinstance(m, LoRALinear)]
+    assert adapted and all(n.startswith("model.layers.1.") for n in adapted)
+
+
+def test_bad_input() -> None:
+    with pytest.raises(ConfigError, match=r"match no linear layer.*its linear layers are named"):
+        apply_lora(_tiny_llama(), LoRAConfig(target_modules=("c_attn",)))
+    with pytest.raises(ConfigError, match="rank r must be >= 1"):
+        LoRAConfig(r=0)
+    with pytest.raises(ConfigError, match="larger than the layer"):
+        apply_lora(_tiny_llama(), LoRAConfig(r=1000))
+    model = apply_lora(_tiny_llama(), LoRAConfig(r=2))
+    with pytest.raises(ConfigError, match="already has LoRA layers"):
+        apply_lora(model, LoRAConfig(r=2))
