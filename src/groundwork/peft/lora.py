@@ -78,6 +78,7 @@ class LoRAConfig:
         return any(name == t or name.endswith("." + t) for t in self.target_modules)
 
 
+# --8<-- [start:lora_linear]
 class LoRALinear(nn.Module):
     """A frozen ``nn.Linear`` (``base_layer``) plus a trainable low-rank update."""
 
@@ -128,6 +129,9 @@ class LoRALinear(nn.Module):
         if self.merged:
             self.base_layer.weight -= self.delta_weight()
             self.merged = False
+
+
+# --8<-- [end:lora_linear]
 
 
 def _lora_layers(model: nn.Module) -> Iterator[LoRALinear]:
