@@ -67,7 +67,7 @@ APPLICATIONS = (
 def head_text(app: Application, doc: Doc) -> str:
     """The text ``groundwork finetune`` built from this document."""
     if app.task == "privacy-qa":
-        return f"{doc['question'].strip()} [SEP] {doc['context'].strip()}"
+        return fc.privacy_qa_text(doc)
     return str(doc["text"])
 
 
@@ -81,10 +81,7 @@ def head_predictions(app: Application, run_dir: Path, docs: Sequence[Doc]) -> li
     max_tokens = int(config["max_tokens"])
     pad = int(getattr(head.backbone.config, "pad_id", 0) or 0)
     if app.kind == "choice":
-        examples = [
-            fch.ChoiceExample(str(i), d["question"].strip(), tuple(d["choices"]), d["label"])
-            for i, d in enumerate(docs)
-        ]
+        examples = [fch.lettered_example(str(i), d) for i, d in enumerate(docs)]
         seqs: list[Any] = [fch.encode_choices(tokenizer, family, e, max_tokens) for e in examples]
         data = fch.ChoiceTexts(seqs, [0] * len(seqs), batch_size=8, val_batch_size=16, pad_id=pad)
         return fch.predict(head, data, seqs)

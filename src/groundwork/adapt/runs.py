@@ -16,10 +16,17 @@ from torch import nn
 from groundwork.adapt.heads import head_for
 from groundwork.errors import CheckpointError
 from groundwork.models import registry
-from groundwork.runs import CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, load_tokenizer, register_kind
-from groundwork.train.checkpoint import load_model_weights
+from groundwork.runs import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    TOKENIZER_FILE,
+    load_tokenizer,
+    register_kind,
+    write_config,
+)
+from groundwork.train.checkpoint import load_model_weights, save_model
 
-__all__ = ["KIND", "load_task_head"]
+__all__ = ["KIND", "load_task_head", "train_task_head"]
 
 KIND = "task-head"
 
@@ -48,6 +55,44 @@ def load_task_head(run_dir: Path, config: dict[str, Any], weights: bool) -> tupl
     if tokenizer is None:
         raise CheckpointError(f"{run_dir} has no {TOKENIZER_FILE}")
     return head, tokenizer
+
+
+def train_task_head(
+    head: nn.Module,
+    tokenizer: Any,
+    data: Any,
+    objective: Any,
+    train_config: Any,
+    out: Path,
+    *,
+    backbone: str,
+    head_section: dict[str, Any],
+    evaluate: Any = None,
+    **sections: Any,
+) -> Any:
+    """Write a ``task-head`` run in ``out``: ``config.yaml`` (the backbone's config and class,
+    ``backbone`` (its name), ``head_section``, the recipe's other ``sections``, ``train``), then
+    train ``head`` through the engine and save its weights and the backbone's tokenizer. Returns
+    the engine's result."""
+    from groundwork.train.engine import train
+
+    net: Any = head.backbone
+    out.mkdir(parents=True, exist_ok=True)
+    write_config(
+        out,
+        kind=KIND,
+        model=net.config,
+        model_class=type(net).__name__,
+        backbone=backbone,
+        head=head_section,
+        **sections,
+        train=train_config,
+    )
+    head.train()
+    result = train(head, data, objective, train_config, out, evaluate=evaluate)
+    save_model(head, out / MODEL_FILE)
+    tokenizer.save(out / TOKENIZER_FILE)
+    return result
 
 
 register_kind(KIND, load_task_head)

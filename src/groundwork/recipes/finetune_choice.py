@@ -33,8 +33,7 @@ from torch import nn
 from groundwork.corpus.splits import hash_fraction
 from groundwork.errors import ConfigError, DataError
 from groundwork.fileio import write_json
-from groundwork.runs import check_writable, write_config
-from groundwork.train.checkpoint import save_model
+from groundwork.runs import check_writable
 from groundwork.train.config import TrainConfig
 from groundwork.train.data import Batch, LabelledSequences, pad_with_mask
 
@@ -46,6 +45,7 @@ __all__ = [
     "ChoiceTexts",
     "encode_choices",
     "finetune_choice",
+    "lettered_example",
     "results_table",
 ]
 
@@ -72,13 +72,15 @@ class ChoiceTask:
     examples: Callable[[str], list[ChoiceExample]]
 
 
+def lettered_example(example_id: str, doc: dict[str, Any]) -> ChoiceExample:
+    """A lettered multiple-choice row of the harness (``question``, ``choices``, ``label``)."""
+    return ChoiceExample(example_id, doc["question"].strip(), tuple(doc["choices"]), doc["label"])
+
+
 def _medqa(split: str) -> list[ChoiceExample]:
     from groundwork.evaluate.tasks import medqa_split
 
-    return [
-        ChoiceExample(f"{split}/{n:04d}", d["question"].strip(), tuple(d["choices"]), d["label"])
-        for n, d in enumerate(medqa_split()[split])
-    ]
+    return [lettered_example(f"{split}/{n:04d}", d) for n, d in enumerate(medqa_split()[split])]
 
 
 CHOICE_TASKS: dict[str, ChoiceTask] = {
@@ -219,8 +221,8 @@ def finetune_choice(
     """Fine-tune ``model`` with a multiple-choice head on ``task``; write the run to ``out`` and
     score the test split beside the random and longest-option baselines."""
     from groundwork.adapt import head_for
+    from groundwork.adapt.runs import train_task_head
     from groundwork.recipes.finetune_classify import load_backbone
-    from groundwork.train.engine import train
     from groundwork.train.objectives import ClassificationObjective
 
     the_task = CHOICE_TASKS[task]
@@ -253,28 +255,26 @@ def finetune_choice(
     def evaluate(net: nn.Module) -> dict[str, float]:
         return {"val_accuracy": accuracy(labels["val"], predict(net, data, seqs["val"]))}
 
-    out.mkdir(parents=True, exist_ok=True)
     n_choices = len(splits["train"][0].choices)
-    write_config(
+    head_section = {
+        "kind": "choice",
+        "pooling": getattr(head, "pooling", pooling),
+        "num_labels": 1,
+        "labels": [chr(ord("A") + i) for i in range(n_choices)],
+    }
+    result = train_task_head(
+        head,
+        tokenizer,
+        data,
+        ClassificationObjective(),
+        train_config,
         out,
-        kind="task-head",
-        model=backbone.config,
-        model_class=type(backbone).__name__,
         backbone=model,
-        head={
-            "kind": "choice",
-            "pooling": getattr(head, "pooling", pooling),
-            "num_labels": 1,
-            "labels": [chr(ord("A") + i) for i in range(n_choices)],
-        },
+        head_section=head_section,
+        evaluate=evaluate,
         task=task,
         max_tokens=max_tokens,
-        train=train_config,
     )
-    head.train()
-    result = train(head, data, ClassificationObjective(), train_config, out, evaluate=evaluate)
-    save_model(head, out / "model.safetensors")
-    tokenizer.save(out / "tokenizer.json")
     test = splits["test"]
     test_accuracy = accuracy(labels["test"], predict(head, data, seqs["test"]))
     longest = [max(range(n_choices), key=lambda j: len(ex.choices[j])) for ex in test]

@@ -36,8 +36,7 @@ from groundwork.corpus.splits import hash_fraction
 from groundwork.errors import ConfigError, DataError, UnknownNameError, did_you_mean
 from groundwork.evaluate.classification import ClassificationReport, classification_report
 from groundwork.fileio import write_json
-from groundwork.runs import check_writable, write_config
-from groundwork.train.checkpoint import save_model
+from groundwork.runs import check_writable
 from groundwork.train.config import TrainConfig
 from groundwork.train.data import Batch, LabelledSequences, pad_with_mask
 
@@ -47,6 +46,7 @@ __all__ = [
     "LabelledTexts",
     "bag_of_words_baseline",
     "finetune_classifier",
+    "privacy_qa_text",
 ]
 
 METRICS_FILE = "metrics.json"
@@ -78,6 +78,11 @@ def _source_examples(source: str, labels: Sequence[str] | None = None) -> Callab
     return examples
 
 
+def privacy_qa_text(doc: dict[str, Any]) -> str:
+    """The one text a head reads for a Privacy-Policy QA row: ``question [SEP] clause``."""
+    return f"{doc['question'].strip()} [SEP] {doc['context'].strip()}"
+
+
 def _privacy_qa(split: str) -> list[tuple[str, str, int]]:
     """Privacy-Policy QA as text pairs ``question [SEP] clause``: the harness task's held-out
     clauses are the test split, the rest the training split (:mod:`groundwork.evaluate.tasks`)."""
@@ -87,7 +92,7 @@ def _privacy_qa(split: str) -> list[tuple[str, str, int]]:
     return [
         (
             f"{split}/{n:05d}",
-            f"{d['question'].strip()} [SEP] {d['context'].strip()}",
+            privacy_qa_text(d),
             int(str(d["answer"]).strip().lower() == "true"),
         )
         for n, d in enumerate(rows)
@@ -271,7 +276,7 @@ def finetune_classifier(
     the run's config); write the run to ``out`` and score the test split beside the
     bag-of-words baseline."""
     from groundwork.adapt import head_for
-    from groundwork.train.engine import train
+    from groundwork.adapt.runs import train_task_head
     from groundwork.train.objectives import ClassificationObjective
 
     if isinstance(task, str) and task not in CLASSIFICATION_TASKS:
@@ -308,29 +313,26 @@ def finetune_classifier(
         )
         return {"val_f1": _score(report, the_task), "val_accuracy": report.accuracy}
 
-    out.mkdir(parents=True, exist_ok=True)
     head_section = {
         "kind": "sequence",
         "pooling": getattr(head, "pooling", pooling),
         "num_labels": len(the_task.labels),
         "labels": list(the_task.labels),
     }
-    write_config(
+    result = train_task_head(
+        head,
+        tokenizer,
+        data,
+        ClassificationObjective(),
+        train_config,
         out,
-        kind="task-head",
-        model=backbone.config,
-        model_class=type(backbone).__name__,
         backbone=model,
-        head=head_section,
+        head_section=head_section,
+        evaluate=evaluate,
         task=task,
         **({"task_files": task_files} if task_files else {}),
         max_tokens=max_tokens,
-        train=train_config,
     )
-    head.train()
-    result = train(head, data, ClassificationObjective(), train_config, out, evaluate=evaluate)
-    save_model(head, out / "model.safetensors")
-    tokenizer.save(out / "tokenizer.json")
     test_report = classification_report(
         labels["test"], predict(head, data, seqs["test"]), num_classes=len(the_task.labels)
     )

@@ -27,8 +27,7 @@ from groundwork.corpus.splits import hash_fraction
 from groundwork.errors import ConfigError
 from groundwork.evaluate.labelling import EntityReport, entity_scores
 from groundwork.fileio import write_json
-from groundwork.runs import check_writable, write_config
-from groundwork.train.checkpoint import save_model
+from groundwork.runs import check_writable
 from groundwork.train.config import TrainConfig
 from groundwork.train.data import Batch, LabelledSequences, pad_batch, pad_with_mask
 from groundwork.train.objectives import IGNORE_INDEX
@@ -131,9 +130,9 @@ def finetune_labeller(
     """Fine-tune ``model`` with a token head on ``task``; write the run to ``out`` and score the
     test sentences beside the majority-tag baseline."""
     from groundwork.adapt import head_for
+    from groundwork.adapt.runs import train_task_head
     from groundwork.corpus.conll import conll_sample
     from groundwork.recipes.finetune_classify import load_backbone
-    from groundwork.train.engine import train
     from groundwork.train.objectives import TokenClassificationObjective
 
     if task not in LABELLING_TASKS:
@@ -176,22 +175,19 @@ def finetune_labeller(
     def evaluate(net: nn.Module) -> dict[str, float]:
         return {"val_f1": entity_scores(gold("val"), tags_of("val", net)).f1}
 
-    out.mkdir(parents=True, exist_ok=True)
-    write_config(
+    result = train_task_head(
+        head,
+        tokenizer,
+        data,
+        TokenClassificationObjective(),
+        train_config,
         out,
-        kind="task-head",
-        model=backbone.config,
-        model_class=type(backbone).__name__,
         backbone=model,
-        head={"kind": "token", "num_labels": len(names), "labels": names},
+        head_section={"kind": "token", "num_labels": len(names), "labels": names},
+        evaluate=evaluate,
         task=task,
         max_tokens=max_tokens,
-        train=train_config,
     )
-    head.train()
-    result = train(head, data, TokenClassificationObjective(), train_config, out, evaluate=evaluate)
-    save_model(head, out / "model.safetensors")
-    tokenizer.save(out / "tokenizer.json")
     report = entity_scores(gold("test"), tags_of("test", head))
     train_pairs = [(sentences[k].words, sentences[k].ner) for k in split["train"]]
     baseline = entity_scores(
