@@ -29,7 +29,8 @@ def _randomise_b(model: nn.Module) -> None:
     torch.manual_seed(1)
     for m in model.modules():
         if isinstance(m, LoRALinear):
-            nn.init.normal_(m.lora_B.weight, std=0.1)
+            for b in m.lora_B.values():
+                nn.init.normal_(b.weight, std=0.1)
 
 
 def test_ours_load_in_peft_with_the_same_logits(tmp_path: Path) -> None:
@@ -90,11 +91,56 @@ def test_bad_adapters_are_refused(tmp_path: Path) -> None:
     config_file.write_text(json.dumps({**config, "peft_type": "PREFIX_TUNING"}))
     with pytest.raises(ConfigError, match="'PREFIX_TUNING' adapter"):
         load_lora(_llama(), adapter)
-    config_file.write_text(json.dumps({**config, "use_dora": True}))
-    with pytest.raises(ConfigError, match="use_dora=True"):
+    config_file.write_text(json.dumps({**config, "rank_pattern": {"q_proj": 4}}))
+    with pytest.raises(ConfigError, match=r"rank_pattern=\{'q_proj': 4\}, which load_lora"):
+        load_lora(_llama(), adapter)
+    config_file.write_text(json.dumps({**config, "use_dora": True}))  # DoRA without magnitudes
+    with pytest.raises(CheckpointError, match=r"no weight for .*lora_magnitude_vector"):
         load_lora(_llama(), adapter)
     with pytest.raises(CheckpointError, match="not a peft adapter directory"):
         load_lora(_llama(), tmp_path / "nothing")
-    gpt = GPT(GPTConfig.from_name("tiny", vocab_size=97))
-    with pytest.raises(ConfigError, match="Llama-family models"):
-        load_lora(gpt, adapter)
+    from groundwork.models.bert import Bert, BertConfig
+
+    bert = Bert(BertConfig.from_name("tiny"))
+    with pytest.raises(ConfigError, match=r"written for GPT and Llama models.*not a Bert"):
+        load_lora(bert, adapter)
+
+
+def _gpt() -> GPT:
+    torch.manual_seed(0)
+    return GPT(GPTConfig.from_name("tiny", vocab_size=97, n_layers=2, d_model=48, n_heads=3)).eval()
+
+
+@pytest.mark.parametrize("targets", [("qkv_proj",), ("o_proj", "up_proj"), ("down_proj",)])
+def test_gpt2_adapters_round_trip_through_peft_conv1d(tmp_path: Path, targets: tuple) -> None:
+    """GPT-2's fused c_attn and its Conv1D layers: ours load in peft (fan_in_fan_out) and back."""
+    from peft import PeftModel
+
+    hf = to_hf(_gpt()).eval()
+    ours = _gpt()
+    config = LoRAConfig(r=2, alpha=4, target_modules=targets, use_dora=targets == ("down_proj",))
+    apply_lora(ours, config)
+    _randomise_b(ours)
+    save_lora(ours, tmp_path / "a", config)
+    saved = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
+    assert saved["fan_in_fan_out"] is True
+    theirs = PeftModel.from_pretrained(hf, str(tmp_path / "a")).eval()
+    n_theirs = sum(p.numel() for n, p in theirs.named_parameters() if "lora_" in n)
+    assert n_theirs == sum(p.numel() for p in ours.parameters() if p.requires_grad)
+    ids = torch.randint(0, 97, (2, 9))
+    with torch.no_grad():
+        expected = theirs(input_ids=ids).logits
+        torch.testing.assert_close(ours(ids), expected, rtol=1e-5, atol=1e-5)
+        theirs.save_pretrained(str(tmp_path / "b"))
+        back = load_lora(_gpt(), tmp_path / "b")
+        torch.testing.assert_close(back(ids), expected, rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(back(ids), _gpt()(ids), atol=1e-4)  # the adapter acts
+
+
+def test_a_second_named_adapter_loads_beside_the_first(tmp_path: Path) -> None:
+    model = apply_lora(_llama(), LoRAConfig(r=2, target_modules=("q_proj",)))
+    _randomise_b(model)
+    save_lora(model, tmp_path / "q", LoRAConfig(r=2, target_modules=("q_proj",)))
+    load_lora(model, tmp_path / "q", adapter_name="copy")
+    q = model.get_submodule("model.layers.0.self_attn.q_proj")
+    torch.testing.assert_close(q.lora_B["copy"].weight, q.lora_B["default"].weight)
