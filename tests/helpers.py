@@ -48,3 +48,21 @@ def tiny_bert_run(root: Path, texts: list[str], vocab_size: int = 120) -> Path:
         kind="mlm",
         model_class="BertForMaskedLM",
     )
+
+
+def tiny_llama_run(root: Path, texts: list[str], vocab_size: int = 300) -> Path:
+    """A random 2-layer Llama (d 32, GQA) run directory with a byte-level BPE tokenizer trained
+    on ``texts``, as `groundwork pretrain` writes one (kind ``lm``)."""
+    import torch
+
+    from groundwork import tokenize
+    from groundwork.models.llama import Llama, LlamaConfig
+    from groundwork.runs import write_run
+
+    tok = tokenize.train_tokenizer("bpe", texts, vocab_size)
+    tok.save(root / "tokenizer.json")
+    config = LlamaConfig.from_name(
+        "tiny", vocab_size=tok.vocab_size, d_model=32, n_heads=4, n_kv_heads=2, d_ff=64
+    )
+    torch.manual_seed(0)
+    return write_run(Llama(config), root / "run", tokenizer=root / "tokenizer.json")

@@ -2,7 +2,9 @@
 (:func:`last_hidden_state`) or every layer's (:func:`layer_states`).
 
 A backbone is any of our transformer families: GPT (:class:`~groundwork.models.gpt.GPT`), Llama
-(:class:`~groundwork.models.llama.Llama`, SmolLM2 from :func:`groundwork.load` included), BERT
+(:class:`~groundwork.models.llama.Llama`, SmolLM2 from :func:`groundwork.load` included, and
+either with prompt or prefix tuning: a :class:`~groundwork.peft.virtual_tokens.VirtualTokenModel`,
+whose states are those of the real tokens, the virtual ones dropped), BERT
 (:class:`~groundwork.models.bert.Bert`, or the encoder inside
 :class:`~groundwork.models.bert.BertForMaskedLM` and
 :class:`~groundwork.models.bert.BertForPreTraining`) and the T5 encoder
@@ -62,6 +64,9 @@ class _Body:
     run: Run
     width: int
     """``d_model``."""
+    virtual: int = 0
+    """Positions before the real tokens in the blocks' states (a prompt-tuned model's prompt),
+    dropped from what :func:`layer_states` returns."""
 
 
 def encoder_of(model: nn.Module) -> Bert | None:
@@ -120,9 +125,21 @@ def _body(model: nn.Module) -> _Body:
             return t5(ids, mask)  # ends in the final RMSNorm (and dropout)
 
         return _Body(t5.encoder.blocks, run_t5, t5.config.d_model)
+    from groundwork.peft.virtual_tokens import VirtualTokenModel  # peft builds on the models
+
+    if isinstance(model, VirtualTokenModel):
+        wrapped = model
+
+        def run_virtual(ids: Any, mask: Any, segments: Any) -> torch.Tensor:
+            _no_segments(wrapped, segments)
+            return wrapped.hidden_states(ids, mask)  # the real tokens' states only
+
+        inner = _body(wrapped.base_model)
+        return _Body(inner.blocks, run_virtual, inner.width, wrapped.virtual_positions)
     raise ConfigError(
         f"cannot read the hidden states of a {type(model).__name__}: backbones are GPT, Llama, "
-        "BERT (Bert, BertForMaskedLM, BertForPreTraining) and T5 (T5Encoder, T5) models"
+        "BERT (Bert, BertForMaskedLM, BertForPreTraining) and T5 (T5Encoder, T5) models, and "
+        "GPT or Llama models with prompt or prefix tuning (groundwork.peft)"
     )
 
 
@@ -223,7 +240,7 @@ def layer_states(
     finally:
         for handle in handles:
             handle.remove()
-    return [*states, final]
+    return [*(s[:, body.virtual :] for s in states), final]
 
 
 # --8<-- [end:layer_states]

@@ -153,48 +153,63 @@ class GPT(DecoderLM):
 
     def forward(
         self,
-        idx: torch.Tensor,
+        idx: torch.Tensor | None,
         *,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         kv_cache: KVCache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Next-token logits for every position.
 
         Args:
-            idx: Token ids ``(B, T)``.
+            idx: Token ids ``(B, T)``; ``None`` when ``inputs_embeds`` is given.
             attention_mask: ``(B, T_k)`` with 1 for tokens and 0 for padding, ``T_k`` counting
                 cached positions too; ``None`` means no padding.
             position_ids: ``(B, T)`` or ``(1, T)``; default ``start .. start + T - 1``.
             kv_cache: Cache to read and extend; its ``seq_len`` is where ``idx`` starts.
+            inputs_embeds: ``(B, T, d_model)`` vectors used instead of the token embeddings of
+                ``idx`` (as ``transformers``' ``inputs_embeds``; prompt tuning puts trained
+                vectors in front of the tokens' own); the position embeddings are still added.
 
         Returns:
             Logits ``(B, T, vocab_size)``.
         """
         x = self.hidden_states(
-            idx, attention_mask=attention_mask, position_ids=position_ids, kv_cache=kv_cache
+            idx,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            kv_cache=kv_cache,
+            inputs_embeds=inputs_embeds,
         )
         return self.lm_head(x)  # (B, T, vocab_size)
 
     def hidden_states(
         self,
-        idx: torch.Tensor,
+        idx: torch.Tensor | None,
         *,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         kv_cache: KVCache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The final hidden states ``(B, T, d_model)`` the output head reads (after ``ln_f``);
         the arguments are :meth:`forward`'s."""
-        T = idx.shape[1]
+        if idx is not None and inputs_embeds is None:
+            tokens = self.wte(idx)  # (B, T, d_model)
+        elif inputs_embeds is not None and idx is None:
+            tokens = inputs_embeds  # (B, T, d_model)
+        else:
+            raise ValueError("give the token ids idx or inputs_embeds, exactly one of them")
+        T = tokens.shape[1]
         start = kv_cache.seq_len if kv_cache is not None else 0
         if start + T > self.config.max_seq_len:
             raise ValueError(
                 f"sequence of {start + T} tokens > max_seq_len {self.config.max_seq_len}"
             )
         if position_ids is None:
-            position_ids = torch.arange(start, start + T, device=idx.device).unsqueeze(0)  # (1, T)
-        x = self.drop(self.wte(idx) + self.wpe(position_ids))  # (B, T, d_model)
+            position_ids = torch.arange(start, start + T, device=tokens.device)[None]  # (1, T)
+        x = self.drop(tokens + self.wpe(position_ids))  # (B, T, d_model)
         mask = build_attention_mask(attention_mask, T, start + T, dtype=x.dtype, device=x.device)
         for block in self.blocks:
             x = block(x, mask=mask, kv_cache=kv_cache, start_pos=start)  # (B, T, d_model)

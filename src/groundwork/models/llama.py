@@ -175,18 +175,24 @@ class LlamaModel(nn.Module):
 
     def forward(
         self,
-        idx: torch.Tensor,
+        idx: torch.Tensor | None,
         *,
         attention_mask: torch.Tensor | None,
         position_ids: torch.Tensor | None,
         kv_cache: KVCache | None,
+        inputs_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Final hidden states ``(B, T, d_model)``; arguments as in :meth:`Llama.forward`."""
-        T = idx.shape[1]
+        if idx is not None and inputs_embeds is None:
+            x = self.embed_tokens(idx)  # (B, T, d_model)
+        elif inputs_embeds is not None and idx is None:
+            x = inputs_embeds  # (B, T, d_model)
+        else:
+            raise ValueError("give the token ids idx or inputs_embeds, exactly one of them")
+        T = x.shape[1]
         start = kv_cache.seq_len if kv_cache is not None else 0
         if position_ids is None:
-            position_ids = torch.arange(start, start + T, device=idx.device).unsqueeze(0)  # (1, T)
-        x = self.embed_tokens(idx)  # (B, T, d_model)
+            position_ids = torch.arange(start, start + T, device=x.device).unsqueeze(0)  # (1, T)
         rope = self.rotary(position_ids, dtype=x.dtype)  # cos, sin: (1 or B, T, d_head)
         mask = build_attention_mask(attention_mask, T, start + T, dtype=x.dtype, device=x.device)
         for layer in self.layers:
@@ -214,26 +220,34 @@ class Llama(DecoderLM):
 
     def forward(
         self,
-        idx: torch.Tensor,
+        idx: torch.Tensor | None,
         *,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         kv_cache: KVCache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Next-token logits for every position.
 
         Args:
-            idx: Token ids ``(B, T)``.
+            idx: Token ids ``(B, T)``; ``None`` when ``inputs_embeds`` is given.
             attention_mask: ``(B, T_k)`` with 1 for tokens and 0 for padding, ``T_k`` counting
                 cached positions too; ``None`` means no padding.
             position_ids: ``(B, T)`` or ``(1, T)``; default ``start .. start + T - 1``.
             kv_cache: Cache to read and extend; its ``seq_len`` is where ``idx`` starts.
+            inputs_embeds: ``(B, T, d_model)`` vectors used instead of the token embeddings of
+                ``idx`` (as ``transformers``' ``inputs_embeds``; prompt tuning puts trained
+                vectors in front of the tokens' own).
 
         Returns:
             Logits ``(B, T, vocab_size)``.
         """
         x = self.model(
-            idx, attention_mask=attention_mask, position_ids=position_ids, kv_cache=kv_cache
+            idx,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            kv_cache=kv_cache,
+            inputs_embeds=inputs_embeds,
         )
         return self.lm_head(x)  # (B, T, vocab_size)
 

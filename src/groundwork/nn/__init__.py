@@ -61,3 +61,7 @@ __all__ = [
     "sinusoidal_table",
     "to_additive",
 ]
+
+from groundwork.nn.nf4 import NF4Linear, NF4Quantized, dequantize_nf4, quantize_nf4
+
+__all__ += ["NF4Linear", "NF4Quantized", "dequantize_nf4", "quantize_nf4"]

@@ -326,6 +326,8 @@ def finetune(
     test_file: Path | None = None,
     text_field: str = "text",
     label_field: str = "label",
+    method: str = "full",
+    peft: dict[str, Any] | None = None,
 ) -> None:
     """Fine-tune a pretrained model on a task, then score it on the task's test split.
 
@@ -362,6 +364,11 @@ def finetune(
             --train-file).
         text_field: With --train-file: the column or field holding the text.
         label_field: With --train-file: the column or field holding the label.
+        method: Classification: which weights train: full (all), or a parameter-efficient
+            method (chapter 13): lora, qlora (LoRA over a 4-bit NF4 base), adapter (Houlsby
+            bottleneck adapters), prefix, prompt, ia3 or bitfit. The head always trains.
+        peft: Options of --method as JSON, e.g. '{"r": 16, "alpha": 32}' for lora or
+            '{"num_virtual_tokens": 20}' for prompt (the fields of its config class).
     """
     from groundwork.recipes import finetune_choice as fch
     from groundwork.recipes import finetune_classify as fc
@@ -391,9 +398,16 @@ def finetune(
             overwrite=overwrite,
             max_tokens=max_tokens or 128,
             pooling=pooling,
+            method=method,
+            peft=peft,
         )
         _print_head_run(found.summary, found.sizes, "examples", fc.results_table(found, model), out)
         return
+    if method != "full" or peft:
+        raise ConfigError(
+            f"--method {method} is for classification tasks ({', '.join(fc.CLASSIFICATION_TASKS)}"
+            " or --train-file); the other tasks fine-tune every weight"
+        )
     if task in fl.LABELLING_TASKS:
         labelled = fl.finetune_labeller(
             model,

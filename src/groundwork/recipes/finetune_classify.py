@@ -24,6 +24,7 @@ the head, the task and its labels), ``model.safetensors`` (the head with its bac
 """
 
 import dataclasses
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ from groundwork.corpus.splits import hash_fraction
 from groundwork.errors import ConfigError, DataError, UnknownNameError, did_you_mean
 from groundwork.evaluate.classification import ClassificationReport, classification_report
 from groundwork.fileio import write_json
+from groundwork.peft.lora import trainable_parameters
 from groundwork.runs import check_writable
 from groundwork.train.config import TrainConfig
 from groundwork.train.data import Batch, LabelledSequences, pad_with_mask
@@ -269,12 +271,17 @@ def finetune_classifier(
     max_tokens: int = 128,
     pooling: str | None = None,
     task_files: dict[str, str] | None = None,
+    method: str = "full",
+    peft: dict[str, Any] | None = None,
 ) -> ClassifierResult:
     """Fine-tune ``model`` with a sequence-classification head on ``task`` (a name of
     :data:`CLASSIFICATION_TASKS`, or a task of one's own, e.g. from
     :func:`groundwork.recipes.task_files.task_from_files`, whose files ``task_files`` records in
     the run's config); write the run to ``out`` and score the test split beside the
-    bag-of-words baseline."""
+    bag-of-words baseline. ``method`` (a name of :data:`groundwork.peft.methods.METHODS`) and
+    ``peft`` (its options) fine-tune with a PEFT method instead of every weight; the head always
+    trains. ``metrics.json`` records the trainable parameters, the peak resident memory and the
+    seconds per training step (the training call's wall time less its evaluations)."""
     from groundwork.adapt import head_for
     from groundwork.adapt.runs import train_task_head
     from groundwork.train.objectives import ClassificationObjective
@@ -289,7 +296,11 @@ def finetune_classifier(
     if train_config.best_metric == "val_loss":  # the engine's default: choose by F1 instead
         train_config = dataclasses.replace(train_config, best_metric="val_f1", best_mode="max")
     backbone, tokenizer, family = load_backbone(model)
+    peft_section = None
+    if method != "full" or peft:
+        backbone, peft_section = adapt_backbone(backbone, tokenizer, method, peft, the_task)
     head = head_for(backbone, "sequence", len(the_task.labels), pooling)  # type: ignore[arg-type]
+    trainable, total = trainable_parameters(head)
     splits = task_splits(the_task)
     seqs = {
         s: encode_for(tokenizer, family, [t for t, _ in part], max_tokens)
@@ -307,10 +318,14 @@ def finetune_classifier(
         pad_id=pad,
     )
 
+    eval_seconds = [0.0]
+
     def evaluate(net: nn.Module) -> dict[str, float]:
+        started = time.perf_counter()
         report = classification_report(
             labels["val"], predict(net, data, seqs["val"]), num_classes=len(the_task.labels)
         )
+        eval_seconds[0] += time.perf_counter() - started
         return {"val_f1": _score(report, the_task), "val_accuracy": report.accuracy}
 
     head_section = {
@@ -319,6 +334,7 @@ def finetune_classifier(
         "num_labels": len(the_task.labels),
         "labels": list(the_task.labels),
     }
+    started = time.perf_counter()
     result = train_task_head(
         head,
         tokenizer,
@@ -331,8 +347,11 @@ def finetune_classifier(
         evaluate=evaluate,
         task=task,
         **({"task_files": task_files} if task_files else {}),
+        **({"peft": peft_section} if peft_section else {}),
         max_tokens=max_tokens,
     )
+    train_seconds = time.perf_counter() - started - eval_seconds[0]
+    steps = max(result.state.step, 1)
     test_report = classification_report(
         labels["test"], predict(head, data, seqs["test"]), num_classes=len(the_task.labels)
     )
@@ -346,12 +365,48 @@ def finetune_classifier(
             "test": test_report.as_dict(names),
             "bag_of_words_baseline": baseline.as_dict(names),
             "training": result.summary(),
+            "method": method,
+            "peft": peft_section,
+            "trainable_parameters": trainable,
+            "total_parameters": total,
+            "peak_rss_mb": round(peak_rss_mb(), 1),
+            "seconds_per_step": round(train_seconds / steps, 3),
         },
     )
     sizes = {s: len(v) for s, v in seqs.items()}
     return ClassifierResult(
         out, result.summary(), result.stopped, test_report, baseline, the_task, sizes
     )
+
+
+def adapt_backbone(
+    backbone: nn.Module,
+    tokenizer: Any,
+    method: str,
+    options: dict[str, Any] | None,
+    task: ClassificationTask,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """``backbone`` adapted with PEFT ``method`` and the run's ``peft`` section (the method and
+    its full options). Prompt tuning starts from the task's description unless told otherwise
+    (Lester et al. 2021 §3: an init from real words beats a random one)."""
+    from groundwork.peft.methods import apply_method, method_options
+
+    options = dict(options or {})
+    if method == "prompt" and "init_text" not in options:
+        options["init_text"] = task.description
+    recorded = method_options(method, backbone, options)
+    init_ids = None
+    if recorded.get("init_text"):
+        init_ids = tokenizer.encode(recorded["init_text"])
+    adapted = apply_method(backbone, method, options, init_ids=init_ids)
+    return adapted, {"method": method, "options": recorded}
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident memory so far, in MiB (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def results_table(result: ClassifierResult, model: str) -> str:
