@@ -15,18 +15,16 @@ Target (the adaptation issue): ratio >= 1.0.
 """
 
 import argparse
-import json
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from groundwork.adapt import head_from_hf
 from groundwork.train import build_adamw
-from machine import machine
+from machine import machine, report_ratio
 
 
 def main() -> None:
@@ -118,13 +116,7 @@ def main() -> None:
         ),
         "command": "python " + " ".join(sys.argv),
     }
-    print(f"ours       {tok_s['ours']:>12,.0f} tokens/s")
-    print(f"reference  {tok_s['reference']:>12,.0f} tokens/s")
-    print(f"ratio      {ratio:>12.3f}  (ours / reference)")
-    out = Path(__file__).parent / "results" / f"finetune_step-{device.type}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"recorded in {out}")
+    report_ratio("finetune_step", tok_s, result, device.type)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ from torch import nn
 from groundwork.errors import CheckpointError, ConfigError, TrainingError
 from groundwork.runtime import eval_mode, resolve_device
 from groundwork.train import checkpoint as ckpt
+from groundwork.train.activation_checkpointing import checkpoint_blocks, uncheckpoint_blocks
 from groundwork.train.config import TrainConfig
 from groundwork.train.data import Batch, TrainData, to_device
 from groundwork.train.flops import mfu, model_flops_per_token, peak_flops
@@ -167,6 +168,8 @@ def train(
     state = _start(run_dir, model, optimizer, data, generator, resume=resume)
     if evaluate is None:
         evaluate = _mean_objective_loss(objective, data, device, cfg.precision)
+    if cfg.activation_checkpointing:
+        checkpoint_blocks(model)
     forward = cast(nn.Module, torch.compile(model)) if cfg.compile else model
     logger = MetricsLogger(
         run_dir, tensorboard=cfg.tensorboard, resume_step=state.step if resume else None
@@ -264,6 +267,8 @@ def train(
                 plotted = perf_counter()
     bar.close()
     logger.close()
+    if cfg.activation_checkpointing:
+        uncheckpoint_blocks(model)
     if cfg.restore_best and stopped in ("finished", "early_stop"):
         _restore_best(model, run_dir, state)
     return TrainResult(
