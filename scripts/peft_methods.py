@@ -77,11 +77,12 @@ def run(method: str, lr: float, out: Path, reuse: bool = False) -> dict[str, Any
 
 def table(rows: list[dict[str, Any]]) -> str:
     full = next((r for r in rows if r["method"] == "full"), None)
-    columns = ["method", "trains", "trainable params", "%", "peak RSS (MiB)"]
+    base = full["trainable_parameters"] if full else rows[0]["total_parameters"]
+    columns = ["method", "trains", "trainable params", "% of the model", "peak RSS (MiB)"]
     columns += ["vs full", "s / step", "accuracy", "F1 (spam)"]
     lines = []
     for r in rows:
-        share = 100 * r["trainable_parameters"] / r["total_parameters"]
+        share = 100 * r["trainable_parameters"] / base  # the base model's own parameters
         memory = f"{r['peak_rss_mb'] / full['peak_rss_mb']:.0%}" if full else "n/a"
         lines.append(
             [
