@@ -68,7 +68,7 @@ def test_each_saved_adapter_loads_through_load_adapter(method: str, tmp_path: Pa
 
 
 def test_unknown_adapters_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(CheckpointError, match="no adapter_config.json"):
+    with pytest.raises(CheckpointError, match=r"no adapter_config\.json"):
         load_adapter(_llama(), tmp_path)
     (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "LOHA"}))
     with pytest.raises(ConfigError, match=r"'LOHA' adapter; groundwork reads LORA, IA3"):

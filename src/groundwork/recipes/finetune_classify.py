@@ -23,6 +23,7 @@ the head, the task and its labels), ``model.safetensors`` (the head with its bac
 ``metrics.json`` and the engine's log. Chapters 12 and 24.
 """
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
@@ -410,10 +411,8 @@ def adapt_backbone(
 def reset_peak_rss() -> None:
     """Start a new peak of resident memory from now (Linux: ``clear_refs`` 5 resets ``VmHWM``);
     elsewhere a no-op, and :func:`peak_rss_mb` is then the whole process's peak."""
-    try:
+    with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
 
 
 def peak_rss_mb() -> float:
@@ -428,8 +427,6 @@ def peak_rss_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
 
 
 def results_table(result: ClassifierResult, model: str) -> str:
