@@ -220,3 +220,32 @@ def test_named_adapters_add_up_as_peft_and_switch() -> None:
     assert isinstance(up, nn.Linear)  # b was its only adapter: a plain layer again
     with pytest.raises(ConfigError, match="no LoRA adapter named 'b'"):
         delete_adapter(ours, "b")
+
+
+def test_gpt2_lora_merges_and_training_leaves_the_base_alone() -> None:
+    """GPT-2's fused qkv_proj and MLP: merged == unmerged, twice is once, the base does not move."""
+    from groundwork.models.gpt import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.from_name("tiny", vocab_size=97, d_model=48, n_heads=3)).eval()
+    base = {k: v.clone() for k, v in model.state_dict().items()}
+    ids = torch.randint(0, 97, (2, 9))
+    with torch.no_grad():
+        before = model(ids)
+    apply_lora(model, LoRAConfig(r=2, target_modules=("qkv_proj", "up_proj", "down_proj")))
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    for _ in range(2):
+        model(ids).logsumexp(-1).mean().backward()
+        opt.step()
+        opt.zero_grad()
+    with torch.no_grad():
+        unmerged = model(ids)
+        assert not torch.allclose(unmerged, before, atol=1e-4)  # the adapters learnt something
+        merge_lora(model)
+        merge_lora(model)
+        torch.testing.assert_close(model(ids), unmerged, rtol=1e-5, atol=1e-5)
+        unmerge_lora(model)
+    for key, value in model.state_dict().items():
+        plain = key.replace(".base_layer.", ".")
+        if plain in base:
+            torch.testing.assert_close(value, base[plain], rtol=1e-5, atol=1e-6)
