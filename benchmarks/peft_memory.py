@@ -26,12 +26,12 @@ from machine import machine
 
 CHILD = r"""
 import json, sys, time
-from pathlib import Path
 import torch
 import torch.nn.functional as F
 from groundwork.adapt import head_for
 from groundwork.peft.methods import apply_method
 from groundwork.pretrained import load
+from groundwork.runtime import peak_rss_mb, reset_peak_rss
 from groundwork.train.activation_checkpointing import checkpoint_blocks
 
 method, steps, batch, seq = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
@@ -44,7 +44,7 @@ params = [p for p in head.parameters() if p.requires_grad]
 opt = torch.optim.AdamW(params, lr=1e-5)
 ids = torch.randint(0, 49152, (batch, seq))
 labels = torch.randint(0, 2, (batch,))
-Path("/proc/self/clear_refs").write_text("5")
+reset_peak_rss()
 started = time.perf_counter()
 for _ in range(steps):
     loss = F.cross_entropy(head(ids), labels)
@@ -52,8 +52,7 @@ for _ in range(steps):
     opt.step()
     opt.zero_grad(set_to_none=True)
 seconds = (time.perf_counter() - started) / steps
-peak = next(int(l.split()[1]) for l in Path("/proc/self/status").read_text().splitlines()
-            if l.startswith("VmHWM:")) / 1024
+peak = peak_rss_mb()
 print(json.dumps({"method": method, "peak_rss_mb": round(peak, 1),
                   "trainable_parameters": sum(p.numel() for p in params),
                   "seconds_per_step": round(seconds, 3)}))

@@ -1,8 +1,15 @@
 """What several test files share (importable as ``helpers``: pytest puts ``tests/`` on the path)."""
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from groundwork.train import TrainConfig
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from groundwork.models.gpt import GPT
+    from groundwork.models.llama import Llama
 
 
 def tiny_train(**overrides: object) -> TrainConfig:
@@ -66,3 +73,50 @@ def tiny_llama_run(root: Path, texts: list[str], vocab_size: int = 300) -> Path:
     )
     torch.manual_seed(0)
     return write_run(Llama(config), root / "run", tokenizer=root / "tokenizer.json")
+
+
+def tiny_llama(**overrides: object) -> "Llama":
+    """A seeded tiny Llama in eval mode: vocabulary 97, 4 query heads over 2 key/value heads
+    (grouped-query attention), the ``tiny`` preset otherwise; any field can be overridden."""
+    import torch
+
+    from groundwork.models.llama import Llama, LlamaConfig
+
+    torch.manual_seed(0)
+    fields: dict[str, object] = {"vocab_size": 97, "n_heads": 4, "n_kv_heads": 2, **overrides}
+    return Llama(LlamaConfig.from_name("tiny", **fields)).eval()
+
+
+def tiny_gpt(**overrides: object) -> "GPT":
+    """A seeded tiny GPT in eval mode: vocabulary 97, the ``tiny`` preset otherwise."""
+    import torch
+
+    from groundwork.models.gpt import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    return GPT(GPTConfig.from_name("tiny", **{"vocab_size": 97, **overrides})).eval()
+
+
+CALM = ["a quiet walk by the river", "tea with friends", "a good book and sleep", "sunny day"]
+STRESS = ["deadline panic no sleep", "rent due and no money", "panic at work again", "exam fear"]
+
+
+def calm_or_stressed(split: str) -> list[tuple[str, str, int]]:
+    """A toy classification task's ``(id, text, label)`` examples: 24 for ``train``, 8 for any
+    other split, cycling through :data:`CALM` (0) and :data:`STRESS` (1)."""
+    n = 12 if split == "train" else 4
+    texts = [(t, 0) for t in CALM] + [(t, 1) for t in STRESS]
+    return [(f"{split}{i}", texts[i % 8][0], texts[i % 8][1]) for i in range(n * 2)]
+
+
+def randomise_lora_b(model: "nn.Module") -> None:
+    """Non-zero LoRA ``B`` matrices (as peft's own tests do), so the adapters change the output."""
+    import torch
+
+    from groundwork.peft import LoRALinear
+
+    torch.manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, LoRALinear):
+            for b in m.lora_B.values():
+                torch.nn.init.normal_(b.weight, std=0.1)

@@ -1,10 +1,12 @@
-"""Where and how torch runs: device choice, CPU threads, and evaluation mode as a context.
+"""Where and how torch runs: device choice, CPU threads, evaluation mode as a context, and the
+peak resident memory of the process.
 
 Shared by training, evaluation, generation and the recipes, so each is written once.
 """
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -65,3 +67,24 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
         yield model
     finally:
         model.train(was_training)
+
+
+def reset_peak_rss() -> None:
+    """Start a new peak of resident memory from now (Linux: ``clear_refs`` 5 resets ``VmHWM``);
+    elsewhere a no-op, and :func:`peak_rss_mb` is then the whole process's peak."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory since :func:`reset_peak_rss` or the start (Linux ``VmHWM``), in
+    MiB; where there is no ``/proc``, the process's peak (``ru_maxrss``)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux

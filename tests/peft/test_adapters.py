@@ -11,9 +11,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+import helpers
 from groundwork.errors import CheckpointError, ConfigError
-from groundwork.models.gpt import GPT, GPTConfig
-from groundwork.models.llama import Llama, LlamaConfig
+from groundwork.models.gpt import GPT
+from groundwork.models.llama import Llama
 from groundwork.peft.adapters import (
     AdapterConfig,
     AdapterLinear,
@@ -28,16 +29,11 @@ D = 64
 
 
 def _llama(n_layers: int = 2, d_model: int = D) -> Llama:
-    torch.manual_seed(0)
-    config = LlamaConfig.from_name(
-        "tiny", vocab_size=V, n_layers=n_layers, d_model=d_model, n_heads=4, n_kv_heads=2
-    )
-    return Llama(config).eval()
+    return helpers.tiny_llama(vocab_size=V, n_layers=n_layers, d_model=d_model)
 
 
 def _gpt() -> GPT:
-    torch.manual_seed(0)
-    return GPT(GPTConfig.from_name("tiny", vocab_size=V)).eval()
+    return helpers.tiny_gpt(vocab_size=V)
 
 
 MODELS: dict[str, Callable[[], nn.Module]] = {"llama": _llama, "gpt": _gpt}

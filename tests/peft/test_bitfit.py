@@ -10,9 +10,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+import helpers
 from groundwork.errors import CheckpointError, ConfigError
-from groundwork.models.gpt import GPT, GPTConfig
-from groundwork.models.llama import Llama, LlamaConfig
+from groundwork.models.gpt import GPT
+from groundwork.models.llama import Llama
 from groundwork.peft.bitfit import (
     BitFitConfig,
     apply_bitfit,
@@ -26,16 +27,11 @@ V = 97
 
 
 def _llama(n_layers: int = 2, d_model: int = 64) -> Llama:
-    torch.manual_seed(0)
-    config = LlamaConfig.from_name(
-        "tiny", vocab_size=V, n_layers=n_layers, d_model=d_model, n_heads=4, n_kv_heads=2
-    )
-    return Llama(config).eval()
+    return helpers.tiny_llama(vocab_size=V, n_layers=n_layers, d_model=d_model)
 
 
 def _gpt(d_model: int = 64) -> GPT:
-    torch.manual_seed(0)
-    return GPT(GPTConfig.from_name("tiny", vocab_size=V, d_model=d_model)).eval()
+    return helpers.tiny_gpt(vocab_size=V, d_model=d_model)
 
 
 def _trainable(model: nn.Module) -> dict[str, int]:

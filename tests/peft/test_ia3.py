@@ -8,10 +8,11 @@ import pytest
 import torch
 from torch import nn
 
+import helpers
 from groundwork.errors import CheckpointError, ConfigError
 from groundwork.interop.hf import to_hf
-from groundwork.models.gpt import GPT, GPTConfig
-from groundwork.models.llama import Llama, LlamaConfig
+from groundwork.models.gpt import GPT
+from groundwork.models.llama import Llama
 from groundwork.peft.ia3 import (
     IA3Config,
     IA3Linear,
@@ -28,16 +29,11 @@ V = 97
 
 
 def _llama(n_layers: int = 2, d_model: int = 64) -> Llama:
-    torch.manual_seed(0)
-    config = LlamaConfig.from_name(
-        "tiny", vocab_size=V, n_layers=n_layers, d_model=d_model, n_heads=4, n_kv_heads=2
-    )
-    return Llama(config).eval()
+    return helpers.tiny_llama(vocab_size=V, n_layers=n_layers, d_model=d_model)
 
 
 def _gpt() -> GPT:
-    torch.manual_seed(0)
-    model = GPT(GPTConfig.from_name("tiny", vocab_size=V)).eval()
+    model = helpers.tiny_gpt(vocab_size=V)
     with torch.no_grad():  # GPT-2 starts with zero biases: random ones test their scaling
         for name, p in model.named_parameters():
             if name.endswith(".bias"):

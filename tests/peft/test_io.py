@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+import helpers
 from groundwork.errors import CheckpointError, ConfigError
-from groundwork.models.llama import Llama, LlamaConfig
+from groundwork.models.llama import Llama
 from groundwork.peft import (
     BitFitConfig,
     IA3Config,
@@ -28,9 +29,7 @@ from groundwork.peft import (
 
 
 def _llama() -> Llama:
-    torch.manual_seed(0)
-    config = LlamaConfig.from_name("tiny", vocab_size=97, n_layers=2, n_heads=4, n_kv_heads=2)
-    return Llama(config).eval()
+    return helpers.tiny_llama(n_layers=2)
 
 
 def _perturb(model: nn.Module) -> None:

@@ -4,8 +4,9 @@ import pytest
 import torch
 from torch import nn
 
+import helpers
 from groundwork.errors import ConfigError
-from groundwork.models.llama import Llama, LlamaConfig
+from groundwork.models.llama import Llama
 from groundwork.peft import (
     LoRAConfig,
     LoRALinear,
@@ -21,18 +22,10 @@ from groundwork.peft import (
 
 
 def _tiny_llama() -> Llama:
-    torch.manual_seed(0)
-    config = LlamaConfig.from_name("tiny", vocab_size=97, n_layers=2, n_heads=4, n_kv_heads=2)
-    return Llama(config).eval()
+    return helpers.tiny_llama(n_layers=2)
 
 
-def _randomise_b(model: nn.Module) -> None:
-    """Non-zero B (as peft's own tests do), so the adapter changes the output."""
-    torch.manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, LoRALinear):
-            for b in m.lora_B.values():
-                nn.init.normal_(b.weight, std=0.1)
+_randomise_b = helpers.randomise_lora_b
 
 
 @pytest.mark.parametrize("use_rslora", [False, True])

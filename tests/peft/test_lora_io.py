@@ -8,29 +8,21 @@ import pytest
 import torch
 from torch import nn
 
+import helpers
 from groundwork.errors import CheckpointError, ConfigError
 from groundwork.interop.hf import to_hf
-from groundwork.models.gpt import GPT, GPTConfig
+from groundwork.models.gpt import GPT
 from groundwork.models.llama import Llama, LlamaConfig
-from groundwork.peft import LoRAConfig, LoRALinear, apply_lora, load_lora, save_lora
+from groundwork.peft import LoRAConfig, apply_lora, load_lora, save_lora
 
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "up_proj")
 
 
 def _llama(n_layers: int = 2) -> Llama:
-    torch.manual_seed(0)
-    config = LlamaConfig.from_name(
-        "tiny", vocab_size=97, n_layers=n_layers, n_heads=4, n_kv_heads=2
-    )
-    return Llama(config).eval()
+    return helpers.tiny_llama(n_layers=n_layers)
 
 
-def _randomise_b(model: nn.Module) -> None:
-    torch.manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, LoRALinear):
-            for b in m.lora_B.values():
-                nn.init.normal_(b.weight, std=0.1)
+_randomise_b = helpers.randomise_lora_b
 
 
 def test_ours_load_in_peft_with_the_same_logits(tmp_path: Path) -> None:
@@ -107,8 +99,7 @@ def test_bad_adapters_are_refused(tmp_path: Path) -> None:
 
 
 def _gpt() -> GPT:
-    torch.manual_seed(0)
-    return GPT(GPTConfig.from_name("tiny", vocab_size=97, n_layers=2, d_model=48, n_heads=3)).eval()
+    return helpers.tiny_gpt(n_layers=2, d_model=48, n_heads=3)
 
 
 @pytest.mark.parametrize("targets", [("qkv_proj",), ("o_proj", "up_proj"), ("down_proj",)])

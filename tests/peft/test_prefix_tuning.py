@@ -13,12 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import helpers
 from groundwork.adapt.features import last_hidden_state, layer_states
 from groundwork.adapt.heads import SequenceClassifier, head_for
 from groundwork.errors import CheckpointError, ConfigError
 from groundwork.interop.hf import to_hf
-from groundwork.models.gpt import GPT, GPTConfig
-from groundwork.models.llama import Llama, LlamaConfig
+from groundwork.models.gpt import GPT
+from groundwork.models.llama import Llama
 from groundwork.peft.lora import trainable_parameters
 from groundwork.peft.prefix_tuning import (
     PrefixTuned,
@@ -37,14 +38,11 @@ CONFIGS = {
 
 
 def _llama(**overrides: Any) -> Llama:
-    torch.manual_seed(0)
-    config = LlamaConfig.from_name("tiny", vocab_size=97, n_heads=4, n_kv_heads=2, **overrides)
-    return Llama(config).eval()
+    return helpers.tiny_llama(**overrides)
 
 
 def _gpt(**overrides: Any) -> GPT:
-    torch.manual_seed(0)
-    return GPT(GPTConfig.from_name("tiny", vocab_size=97, **overrides)).eval()
+    return helpers.tiny_gpt(**overrides)
 
 
 FAMILIES = {"llama": _llama, "gpt": _gpt}

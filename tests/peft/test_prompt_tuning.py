@@ -12,13 +12,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import helpers
 from groundwork.adapt.features import hidden_size, last_hidden_state, layer_states
 from groundwork.adapt.heads import SequenceClassifier, head_for, pool
 from groundwork.errors import CheckpointError, ConfigError
 from groundwork.interop.hf import to_hf
 from groundwork.models.bert import Bert, BertConfig
-from groundwork.models.gpt import GPT, GPTConfig
-from groundwork.models.llama import Llama, LlamaConfig
+from groundwork.models.gpt import GPT
+from groundwork.models.llama import Llama
 from groundwork.peft.lora import trainable_parameters
 from groundwork.peft.prompt_tuning import (
     PromptTuned,
@@ -34,14 +35,11 @@ TOL = dict(rtol=1e-5, atol=1e-5)
 
 
 def _llama(**overrides: Any) -> Llama:
-    torch.manual_seed(0)
-    config = LlamaConfig.from_name("tiny", vocab_size=97, n_heads=4, n_kv_heads=2, **overrides)
-    return Llama(config).eval()
+    return helpers.tiny_llama(**overrides)
 
 
 def _gpt(**overrides: Any) -> GPT:
-    torch.manual_seed(0)
-    return GPT(GPTConfig.from_name("tiny", vocab_size=97, **overrides)).eval()
+    return helpers.tiny_gpt(**overrides)
 
 
 FAMILIES = {"llama": _llama, "gpt": _gpt}

@@ -13,14 +13,7 @@ from groundwork.recipes import finetune_classify as fc
 from groundwork.runs import load_run, read_config
 from groundwork.train import TrainConfig, read_metrics
 
-CALM = ["a quiet walk by the river", "tea with friends", "a good book and sleep", "sunny day"]
-STRESS = ["deadline panic no sleep", "rent due and no money", "panic at work again", "exam fear"]
-
-
-def _examples(split: str) -> list[tuple[str, str, int]]:
-    n = 12 if split == "train" else 4
-    texts = [(t, 0) for t in CALM] + [(t, 1) for t in STRESS]
-    return [(f"{split}{i}", texts[i % 8][0], texts[i % 8][1]) for i in range(n * 2)]
+CALM, STRESS, _examples = helpers.CALM, helpers.STRESS, helpers.calm_or_stressed
 
 
 def tiny_train(**kw: object) -> TrainConfig:

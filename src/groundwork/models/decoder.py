@@ -54,6 +54,21 @@ def init_weights(model: nn.Module, n_layers: int) -> None:
 # --8<-- [end:init]
 
 
+def token_inputs(
+    embedding: nn.Module, idx: torch.Tensor | None, inputs_embeds: torch.Tensor | None
+) -> torch.Tensor:
+    """The token vectors ``(B, T, d_model)`` a decoder starts from: ``embedding(idx)``, or
+    ``inputs_embeds`` given instead (as ``transformers``; prompt tuning puts trained vectors
+    in front of the tokens' own).
+
+    Raises:
+        ValueError: both or neither given.
+    """
+    if (idx is None) == (inputs_embeds is None):
+        raise ValueError("give the token ids idx or inputs_embeds, exactly one of them")
+    return embedding(idx) if inputs_embeds is None else inputs_embeds  # (B, T, d_model)
+
+
 class DecoderLM(nn.Module):
     """Base class of the decoder-only transformers: the parts of the
     :class:`~groundwork.models.protocol.CausalLM` protocol that do not depend on the family.

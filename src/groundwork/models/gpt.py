@@ -24,7 +24,7 @@ from torch import nn
 
 from groundwork.errors import ConfigError
 from groundwork.models.config import check_choice, check_divides, check_positive, preset
-from groundwork.models.decoder import DecoderLM, init_weights
+from groundwork.models.decoder import DecoderLM, init_weights, token_inputs
 from groundwork.nn import (
     GELUMLP,
     Attention,
@@ -195,12 +195,7 @@ class GPT(DecoderLM):
     ) -> torch.Tensor:
         """The final hidden states ``(B, T, d_model)`` the output head reads (after ``ln_f``);
         the arguments are :meth:`forward`'s."""
-        if idx is not None and inputs_embeds is None:
-            tokens = self.wte(idx)  # (B, T, d_model)
-        elif inputs_embeds is not None and idx is None:
-            tokens = inputs_embeds  # (B, T, d_model)
-        else:
-            raise ValueError("give the token ids idx or inputs_embeds, exactly one of them")
+        tokens = token_inputs(self.wte, idx, inputs_embeds)  # (B, T, d_model)
         T = tokens.shape[1]
         start = kv_cache.seq_len if kv_cache is not None else 0
         if start + T > self.config.max_seq_len:

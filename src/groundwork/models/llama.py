@@ -25,7 +25,7 @@ from torch import nn
 
 from groundwork.errors import ConfigError
 from groundwork.models.config import check_choice, check_divides, check_positive, preset
-from groundwork.models.decoder import DecoderLM, init_weights
+from groundwork.models.decoder import DecoderLM, init_weights, token_inputs
 from groundwork.nn import (
     Attention,
     AttentionImpl,
@@ -183,12 +183,7 @@ class LlamaModel(nn.Module):
         inputs_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Final hidden states ``(B, T, d_model)``; arguments as in :meth:`Llama.forward`."""
-        if idx is not None and inputs_embeds is None:
-            x = self.embed_tokens(idx)  # (B, T, d_model)
-        elif inputs_embeds is not None and idx is None:
-            x = inputs_embeds  # (B, T, d_model)
-        else:
-            raise ValueError("give the token ids idx or inputs_embeds, exactly one of them")
+        x = token_inputs(self.embed_tokens, idx, inputs_embeds)  # (B, T, d_model)
         T = x.shape[1]
         start = kv_cache.seq_len if kv_cache is not None else 0
         if position_ids is None:

@@ -32,7 +32,6 @@ it cannot be merged, and costs a little at inference.
 under our module names, which ``peft`` cannot read. Chapter 13.
 """
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,13 +41,12 @@ import torch
 from torch import nn
 
 from groundwork.errors import CheckpointError, ConfigError
-from groundwork.fileio import atomic_path
 from groundwork.peft.naming import (
-    ADAPTER_CONFIG,
-    ADAPTER_WEIGHTS,
     peft_matches,
     read_adapter,
     require_peft_type,
+    select_targets,
+    write_adapter,
 )
 
 __all__ = [
@@ -190,14 +188,7 @@ def _targets(model: nn.Module, config: AdapterConfig) -> list[str]:
         ConfigError: none (the message lists the linear layers' names).
     """
     linear = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
-    targets = [name for name in linear if config.matches(name)]
-    if not targets:
-        suffixes = sorted({name.rsplit(".", 1)[-1] for name in linear})
-        raise ConfigError(
-            f"adapter targets {config.targets!r} match no linear layer of the "
-            f"{type(model).__name__}; its linear layers are named {', '.join(suffixes) or '(none)'}"
-        )
-    return targets
+    return select_targets(model, linear, config.matches, f"adapter targets {config.targets!r}")
 
 
 def apply_adapters(model: nn.Module, config: AdapterConfig) -> nn.Module:
@@ -258,8 +249,6 @@ def save_adapters(model: nn.Module, directory: Path | str) -> Path:
     Raises:
         ConfigError: the model has no adapters.
     """
-    from safetensors.torch import save_file
-
     layers = dict(_adapter_layers(model))
     if not layers:
         raise ConfigError("the model has no adapters: apply_adapters first")
@@ -272,14 +261,7 @@ def save_adapters(model: nn.Module, directory: Path | str) -> Path:
         "activation": first.activation,
         "target_modules": sorted(layers),
     }
-    state = {k: v.detach().contiguous() for k, v in adapters_state_dict(model).items()}
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / ADAPTER_WEIGHTS) as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt"})
-    with atomic_path(out / ADAPTER_CONFIG) as tmp:
-        tmp.write_text(json.dumps(config, indent=2) + "\n")
-    return out
+    return write_adapter(directory, config, adapters_state_dict(model), prefix="")
 
 
 def load_adapters(model: nn.Module, directory: Path | str) -> nn.Module:

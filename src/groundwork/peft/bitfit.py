@@ -23,7 +23,6 @@ the saved format is our own: an ``adapter_config.json`` with ``"peft_type": "BIT
 Chapter 13.
 """
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,13 +31,12 @@ import torch
 from torch import nn
 
 from groundwork.errors import CheckpointError, ConfigError
-from groundwork.fileio import atomic_path
 from groundwork.peft.naming import (
-    ADAPTER_CONFIG,
-    ADAPTER_WEIGHTS,
     peft_matches,
     read_adapter,
     require_peft_type,
+    select_targets,
+    write_adapter,
 )
 
 __all__ = [
@@ -92,13 +90,9 @@ def _plan(model: nn.Module, config: BitFitConfig) -> dict[str, tuple[int, ...]]:
         ConfigError: the targets match no linear layer (listed), or there is no bias to train.
     """
     linear = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)}
-    targets = [name for name in linear if config.matches(name)]
-    if not targets:
-        suffixes = sorted({name.rsplit(".", 1)[-1] for name in linear})
-        raise ConfigError(
-            f"target_modules {config.target_modules!r} match no linear layer of the "
-            f"{type(model).__name__}; its linear layers are named {', '.join(suffixes) or '(none)'}"
-        )
+    targets = select_targets(
+        model, list(linear), config.matches, f"target_modules {config.target_modules!r}"
+    )
     plan: dict[str, tuple[int, ...]] = {}
     for name in targets:
         layer = linear[name]
@@ -172,11 +166,6 @@ def bitfit_state_dict(model: nn.Module, config: BitFitConfig) -> dict[str, torch
 def save_bitfit(model: nn.Module, directory: Path | str, config: BitFitConfig) -> Path:
     """Write the trained biases and ``config`` to ``directory`` (our format, see the module
     docstring); returns the directory."""
-    from safetensors.torch import save_file
-
-    state = {k: v.contiguous() for k, v in bitfit_state_dict(model, config).items()}
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Any] = {
         "peft_type": "BITFIT",
         "format": "groundwork",  # not peft's: peft has no BitFit
@@ -189,11 +178,7 @@ def save_bitfit(model: nn.Module, directory: Path | str, config: BitFitConfig) -
         "add_biases": config.add_biases,
         "norm_biases": config.norm_biases,
     }
-    with atomic_path(out / ADAPTER_WEIGHTS) as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt"})
-    with atomic_path(out / ADAPTER_CONFIG) as tmp:
-        tmp.write_text(json.dumps(written, indent=2) + "\n")
-    return out
+    return write_adapter(directory, written, bitfit_state_dict(model, config), prefix="")
 
 
 def load_bitfit(model: nn.Module, directory: Path | str) -> nn.Module:

@@ -45,6 +45,7 @@ from groundwork.peft.naming import (
     peft_matches,
     read_adapter,
     require_peft_type,
+    select_targets,
     write_adapter,
 )
 
@@ -208,14 +209,9 @@ def apply_ia3(model: nn.Module, config: IA3Config) -> nn.Module:
     """
     if any(True for _ in _ia3_layers(model)):
         raise ConfigError("the model already has IA3 layers: apply_ia3 once per model")
-    linear = _linear_names(model)
-    targets = [name for name in linear if config.matches(name)]
-    if not targets:
-        suffixes = sorted({name.rsplit(".", 1)[-1] for name in linear})
-        raise ConfigError(
-            f"target_modules {config.target_modules!r} match no linear layer of the "
-            f"{type(model).__name__}; its linear layers are named {', '.join(suffixes) or '(none)'}"
-        )
+    targets = select_targets(
+        model, _linear_names(model), config.matches, f"target_modules {config.target_modules!r}"
+    )
     return _wrap(model, {name: config.is_feedforward(name) for name in targets})
 
 

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from groundwork.errors import ConfigError
+from groundwork.peft.naming import select_targets
 
 __all__ = [
     "DEFAULT_ADAPTER",
@@ -267,14 +268,11 @@ def apply_lora(
             f"the model already has a LoRA adapter named {adapter_name!r}: give the new one "
             "another adapter_name"
         )
-    candidates = _candidates(model)
-    targets = [(name, m) for name, m in candidates if config.matches(name)]
-    if not targets:
-        suffixes = sorted({name.rsplit(".", 1)[-1] for name, _ in candidates})
-        raise ConfigError(
-            f"target_modules {config.target_modules!r} match no linear layer of the "
-            f"{type(model).__name__}; its linear layers are named {', '.join(suffixes) or '(none)'}"
-        )
+    candidates = dict(_candidates(model))
+    names = select_targets(
+        model, list(candidates), config.matches, f"target_modules {config.target_modules!r}"
+    )
+    targets = [(name, candidates[name]) for name in names]
     for p in model.parameters():
         p.requires_grad_(False)
     for name, module in targets:

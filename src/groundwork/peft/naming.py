@@ -12,7 +12,7 @@ Chapter 13.
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ __all__ = [
     "peft_matches",
     "read_adapter",
     "require_peft_type",
+    "select_targets",
     "write_adapter",
 ]
 
@@ -120,6 +121,25 @@ def peft_matches(name: str, targets: str | Sequence[str]) -> bool:
     return any(name == t or name.endswith("." + t) for t in targets)
 
 
+def select_targets(
+    model: nn.Module, linear: Sequence[str], matches: Callable[[str], bool], targets: str
+) -> list[str]:
+    """The names in ``linear`` (the model's linear layers) that ``matches``; ``targets`` says
+    how they were asked for, for the error.
+
+    Raises:
+        ConfigError: none matches (the message lists the linear layers' names).
+    """
+    chosen = [name for name in linear if matches(name)]
+    if not chosen:
+        suffixes = sorted({name.rsplit(".", 1)[-1] for name in linear})
+        raise ConfigError(
+            f"{targets} match no linear layer of the {type(model).__name__}; its linear layers "
+            f"are named {', '.join(suffixes) or '(none)'}"
+        )
+    return chosen
+
+
 def hf_targets(model: nn.Module, adapted: Sequence[str]) -> list[str]:
     """The ``target_modules`` list to write for the adapted modules ``adapted`` (our names):
     their last name parts on the ``transformers`` side when those pick exactly these modules
@@ -136,15 +156,21 @@ def hf_targets(model: nn.Module, adapted: Sequence[str]) -> list[str]:
 
 
 def write_adapter(
-    directory: Path | str, config: dict[str, Any], state: dict[str, torch.Tensor]
+    directory: Path | str,
+    config: dict[str, Any],
+    state: dict[str, torch.Tensor],
+    *,
+    prefix: str = PREFIX,
 ) -> Path:
-    """Write ``adapter_config.json`` and ``adapter_model.safetensors`` (keys given in
-    ``transformers`` names, without :data:`PREFIX`, which is added here); returns the directory."""
+    """Write ``adapter_config.json`` and ``adapter_model.safetensors``, atomically; returns the
+    directory. Module adapters give their keys in ``transformers`` names and get :data:`PREFIX`
+    added; prompt-learning adapters (``prompt_embeddings``) and our own formats pass
+    ``prefix=""``."""
     from safetensors.torch import save_file
 
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    tensors = {PREFIX + k: v.detach().contiguous() for k, v in state.items()}
+    tensors = {prefix + k: v.detach().contiguous().cpu() for k, v in state.items()}
     with atomic_path(out / ADAPTER_WEIGHTS) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "pt"})
     with atomic_path(out / ADAPTER_CONFIG) as tmp:

@@ -36,6 +36,7 @@ from groundwork.peft.lora import (
     apply_lora,
     is_linear_like,
 )
+from groundwork.peft.naming import select_targets
 
 __all__ = [
     "DEFAULT_SKIP",
@@ -128,12 +129,8 @@ def apply_qlora(
             refuses.
     """
     linear = [n for n, m in model.named_modules() if is_linear_like(m)]
-    if linear and not any(config.matches(n) for n in linear):
-        suffixes = sorted({n.rsplit(".", 1)[-1] for n in linear})
-        raise ConfigError(
-            f"target_modules {config.target_modules!r} match no linear layer of the "
-            f"{type(model).__name__}; its linear layers are named {', '.join(suffixes) or '(none)'}"
-        )
+    if linear:
+        select_targets(model, linear, config.matches, f"target_modules {config.target_modules!r}")
     quantize_model(model, blocksize=blocksize, double_quant=double_quant, skip=skip)
     return apply_lora(model, config, adapter_name)
 

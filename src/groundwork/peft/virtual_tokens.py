@@ -25,16 +25,15 @@ import torch
 from torch import nn
 
 from groundwork.errors import CheckpointError, ConfigError
-from groundwork.fileio import atomic_path
 from groundwork.models.gpt import GPT
 from groundwork.models.llama import Llama
 from groundwork.nn import KVCache
 from groundwork.peft.naming import (
-    ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
     check_family,
     read_adapter,
     require_peft_type,
+    write_adapter,
 )
 
 __all__ = [
@@ -186,18 +185,7 @@ def write_prompt_adapter(
     ``prompt_embeddings``, as ``peft`` saves prompt-learning adapters (without the
     ``base_model.model.`` prefix that :func:`groundwork.peft.naming.write_adapter` adds to module
     adapters, and that ``peft`` would not find here); returns the directory."""
-    import json
-
-    from safetensors.torch import save_file
-
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    tensors = {PROMPT_KEY: prompt_embeddings.detach().contiguous().cpu()}
-    with atomic_path(out / ADAPTER_WEIGHTS) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt"})
-    with atomic_path(out / ADAPTER_CONFIG) as tmp:
-        tmp.write_text(json.dumps(config, indent=2) + "\n")
-    return out
+    return write_adapter(directory, config, {PROMPT_KEY: prompt_embeddings}, prefix="")
 
 
 def read_prompt_adapter(

@@ -23,7 +23,6 @@ the head, the task and its labels), ``model.safetensors`` (the head with its bac
 ``metrics.json`` and the engine's log. Chapters 12 and 24.
 """
 
-import contextlib
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
@@ -40,6 +39,7 @@ from groundwork.evaluate.classification import ClassificationReport, classificat
 from groundwork.fileio import write_json
 from groundwork.peft.lora import trainable_parameters
 from groundwork.runs import check_writable
+from groundwork.runtime import peak_rss_mb, reset_peak_rss
 from groundwork.train.config import TrainConfig
 from groundwork.train.data import Batch, LabelledSequences, pad_with_mask
 
@@ -406,27 +406,6 @@ def adapt_backbone(
         init_ids = tokenizer.encode(recorded["init_text"])
     adapted = apply_method(backbone, method, options, init_ids=init_ids)
     return adapted, {"method": method, "options": recorded}
-
-
-def reset_peak_rss() -> None:
-    """Start a new peak of resident memory from now (Linux: ``clear_refs`` 5 resets ``VmHWM``);
-    elsewhere a no-op, and :func:`peak_rss_mb` is then the whole process's peak."""
-    with contextlib.suppress(OSError):
-        Path("/proc/self/clear_refs").write_text("5")
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory since :func:`reset_peak_rss` or the start (Linux ``VmHWM``), in
-    MiB; where there is no ``/proc``, the process's peak (``ru_maxrss``)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def results_table(result: ClassifierResult, model: str) -> str:
