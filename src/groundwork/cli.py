@@ -30,6 +30,7 @@ from typing import Any
 from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 
 from groundwork.errors import ConfigError, GroundworkError, did_you_mean
+from groundwork.recipes.align import align_sft
 from groundwork.recipes.classify import classify
 from groundwork.recipes.data import (
     data_fetch,
@@ -80,6 +81,9 @@ COMMANDS: dict[str, Callable[..., None] | dict[str, Callable[..., None]]] = {
         "stats": data_stats,
         "prepare": data_prepare,
     },
+    "align": {
+        "sft": align_sft,
+    },
     "tokenizer": {
         "train": tokenizer_train,
         "encode": tokenizer_encode,
@@ -100,6 +104,7 @@ GROUP_HELP = {
     "model": "List the architectures and presets; look inside a model: parameters, FLOPs, memory.",
     "data": "Real data sources: fetch, inspect, and prepare token shards.",
     "tokenizer": "Train tokenizers and look at how they split text.",
+    "align": "Align a chat model: SFT, a reward model, DPO, PPO (RLHF) and GRPO.",
 }
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from groundwork.nn import KVCache
+from groundwork.nn import KVCache, packed_documents
 
 INIT_STD = 0.02
 """Standard deviation of GPT-2's normal initialisation of linear and embedding weights."""
@@ -67,6 +67,20 @@ def token_inputs(
     if (idx is None) == (inputs_embeds is None):
         raise ValueError("give the token ids idx or inputs_embeds, exactly one of them")
     return embedding(idx) if inputs_embeds is None else inputs_embeds  # (B, T, d_model)
+
+
+def packed_documents_of(
+    position_ids: torch.Tensor | None,
+    attention_mask: torch.Tensor | None,
+    kv_cache: KVCache | None,
+    batch: int,
+) -> torch.Tensor | None:
+    """The packed documents of a training batch (:func:`~groundwork.nn.packed_documents`): read
+    from ``position_ids`` that restart inside a row, when there is no padding mask and no KV
+    cache, as ``transformers`` does. ``None`` otherwise, and for one document per row."""
+    if position_ids is None or attention_mask is not None or kv_cache is not None:
+        return None
+    return packed_documents(position_ids.expand(batch, -1))  # (B, T)
 
 
 class DecoderLM(nn.Module):

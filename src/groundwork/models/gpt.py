@@ -24,7 +24,12 @@ from torch import nn
 
 from groundwork.errors import ConfigError
 from groundwork.models.config import check_choice, check_divides, check_positive, preset
-from groundwork.models.decoder import DecoderLM, init_weights, token_inputs
+from groundwork.models.decoder import (
+    DecoderLM,
+    init_weights,
+    packed_documents_of,
+    token_inputs,
+)
 from groundwork.nn import (
     GELUMLP,
     Attention,
@@ -205,7 +210,14 @@ class GPT(DecoderLM):
         if position_ids is None:
             position_ids = torch.arange(start, start + T, device=tokens.device)[None]  # (1, T)
         x = self.drop(tokens + self.wpe(position_ids))  # (B, T, d_model)
-        mask = build_attention_mask(attention_mask, T, start + T, dtype=x.dtype, device=x.device)
+        mask = build_attention_mask(
+            attention_mask,
+            T,
+            start + T,
+            documents=packed_documents_of(position_ids, attention_mask, kv_cache, x.shape[0]),
+            dtype=x.dtype,
+            device=x.device,
+        )
         for block in self.blocks:
             x = block(x, mask=mask, kv_cache=kv_cache, start_pos=start)  # (B, T, d_model)
         if kv_cache is not None:

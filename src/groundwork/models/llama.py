@@ -25,7 +25,12 @@ from torch import nn
 
 from groundwork.errors import ConfigError
 from groundwork.models.config import check_choice, check_divides, check_positive, preset
-from groundwork.models.decoder import DecoderLM, init_weights, token_inputs
+from groundwork.models.decoder import (
+    DecoderLM,
+    init_weights,
+    packed_documents_of,
+    token_inputs,
+)
 from groundwork.nn import (
     Attention,
     AttentionImpl,
@@ -189,7 +194,14 @@ class LlamaModel(nn.Module):
         if position_ids is None:
             position_ids = torch.arange(start, start + T, device=x.device).unsqueeze(0)  # (1, T)
         rope = self.rotary(position_ids, dtype=x.dtype)  # cos, sin: (1 or B, T, d_head)
-        mask = build_attention_mask(attention_mask, T, start + T, dtype=x.dtype, device=x.device)
+        mask = build_attention_mask(
+            attention_mask,
+            T,
+            start + T,
+            documents=packed_documents_of(position_ids, attention_mask, kv_cache, x.shape[0]),
+            dtype=x.dtype,
+            device=x.device,
+        )
         for layer in self.layers:
             x = layer(x, rope=rope, mask=mask, kv_cache=kv_cache, start_pos=start)  # (B, T, d)
         if kv_cache is not None:

@@ -51,6 +51,37 @@ def padding_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T_k)
 
 
+def packed_documents(position_ids: torch.Tensor) -> torch.Tensor | None:
+    """Which document each position belongs to, for sequences packed end to end.
+
+    Packing puts several documents in one row and restarts the position ids at each: a
+    position that does not follow its left neighbour by one starts a new document (the rule of
+    ``transformers``' ``find_packed_sequence_indices``, so a batch packed for one trains the
+    other alike). Returns ``(B, T)`` document indices, or ``None`` when every row holds one
+    document.
+
+    >>> packed_documents(torch.tensor([[0, 1, 2, 0, 1, 0]])).tolist()
+    [[0, 0, 0, 1, 1, 2]]
+    >>> packed_documents(torch.tensor([[0, 1, 2]])) is None
+    True
+    """
+    first = position_ids[:, :1] - 1
+    starts = torch.diff(position_ids, prepend=first, dim=-1) != 1  # (B, T)
+    documents = starts.cumsum(-1)  # (B, T)
+    if bool((documents[:, -1] == 0).all()):
+        return None
+    return documents
+
+
+def document_mask(documents: torch.Tensor) -> torch.Tensor:
+    """Boolean mask ``(B, 1, T, T)``: a position may attend only within its own document.
+
+    >>> document_mask(torch.tensor([[0, 0, 1]])).int()[0, 0].tolist()
+    [[1, 1, 0], [1, 1, 0], [0, 0, 1]]
+    """
+    return documents[:, None, :, None] == documents[:, None, None, :]  # (B, 1, T, T)
+
+
 def to_additive(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Boolean mask -> additive mask: ``0`` where ``True``, the dtype's minimum elsewhere.
 
@@ -67,25 +98,31 @@ def build_attention_mask(
     t_k: int,
     *,
     bias: torch.Tensor | None = None,
+    documents: torch.Tensor | None = None,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
 ) -> torch.Tensor | None:
     """The additive mask a model passes to every attention layer, or ``None`` for plain causal.
 
-    Combines causality, padding (``attention_mask`` ``(B, t_k)``, 1 = token) and an optional
-    additive ``bias`` (e.g. ALiBi, ``(H, t_q, t_k)``). Returns ``None`` when there is neither
-    padding nor bias, so attention can take its fast causal path.
+    Combines causality, padding (``attention_mask`` ``(B, t_k)``, 1 = token), packed documents
+    (``documents`` ``(B, t_q)`` from :func:`packed_documents`, needs ``t_q == t_k``) and an
+    optional additive ``bias`` (e.g. ALiBi, ``(H, t_q, t_k)``). Returns ``None`` when there is
+    none of them, so attention can take its fast causal path.
 
     Returns:
         ``(B or 1, H or 1, t_q, t_k)`` additive mask in ``dtype``, or ``None``.
     """
     has_padding = attention_mask is not None and not bool(attention_mask.all())
-    if not has_padding and bias is None:
+    if not has_padding and bias is None and documents is None:
         return None
     allowed = causal_mask(t_q, t_k, device=device)[None, None]  # (1, 1, t_q, t_k)
     if has_padding:
         assert attention_mask is not None
         allowed = allowed & padding_mask(attention_mask.to(device))  # (B, 1, t_q, t_k)
+    if documents is not None:
+        if t_q != t_k:
+            raise ValueError("packed documents need the whole sequence at once (no KV cache)")
+        allowed = allowed & document_mask(documents.to(device))  # (B, 1, t_q, t_k)
     mask = to_additive(allowed, dtype)
     if bias is not None:
         mask = mask + bias.to(dtype)[None]  # (B, H, t_q, t_k)
