@@ -31,6 +31,8 @@ from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 
 from groundwork.errors import ConfigError, GroundworkError, did_you_mean
 from groundwork.recipes.align import align_sft
+from groundwork.recipes.align_preference import align_dpo, align_reward
+from groundwork.recipes.align_rl import align_grpo, align_ppo
 from groundwork.recipes.classify import classify
 from groundwork.recipes.data import (
     data_fetch,
@@ -83,6 +85,10 @@ COMMANDS: dict[str, Callable[..., None] | dict[str, Callable[..., None]]] = {
     },
     "align": {
         "sft": align_sft,
+        "reward": align_reward,
+        "dpo": align_dpo,
+        "ppo": align_ppo,
+        "grpo": align_grpo,
     },
     "tokenizer": {
         "train": tokenizer_train,

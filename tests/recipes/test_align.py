@@ -2,13 +2,17 @@
 that loads again, and moves its own metric the right way."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 
 from groundwork.align import data as align_data
+from groundwork.align.reward import RewardModel
 from groundwork.errors import ConfigError
 from groundwork.recipes.align import align_sft, load_policy
+from groundwork.recipes.align_preference import align_dpo, align_reward
+from groundwork.recipes.align_rl import align_grpo, align_ppo
 from groundwork.runs import load_run
 from helpers import tiny_llama_run, tiny_train
 
@@ -74,3 +78,80 @@ def test_bad_method_is_refused(base_run: Path, tmp_path: Path) -> None:
             limit=8,
             test_limit=2,
         )
+
+
+@pytest.fixture(scope="module")
+def reward_run(base_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("reward") / "rm"
+    config = tiny_train(max_steps=30, eval_every=30, batch_size=8, lr=3e-3)
+    align_reward(
+        str(base_run), train=config, sources="siqa", limit=200, test_limit=60, max_tokens=120,
+        out=out,
+    )  # fmt: skip
+    return out
+
+
+def test_reward_model_learns_and_its_run_loads(reward_run: Path) -> None:
+    metrics = json.loads((reward_run / "metrics.json").read_text())
+    accuracy = metrics["test_pairwise_accuracy"]
+    assert set(accuracy["after"]) == {"all", "siqa"} and metrics["pairs"]["test"] > 30
+    model, _, config = load_run(reward_run)
+    assert isinstance(model, RewardModel) and config["kind"] == "reward-model"
+    assert (reward_run / "chat_template.jinja").is_file()
+
+
+def test_dpo_raises_the_held_out_margin(base_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "dpo"
+    config = tiny_train(max_steps=20, eval_every=20, batch_size=8, lr=3e-3)
+    align_dpo(
+        str(base_run), train=config, sources="siqa", limit=120, test_limit=40, max_tokens=96,
+        beta=0.5, out=out,
+    )  # fmt: skip
+    test = json.loads((out / "metrics.json").read_text())["test"]
+    assert test["before"]["loss"] == pytest.approx(math.log(2), abs=1e-5)  # policy == reference
+    assert test["after"]["reward_margin"] > test["before"]["reward_margin"]
+    assert test["after"]["kl"] > 0
+    load_run(out)
+
+
+def test_ppo_runs_against_the_reward_model(
+    base_run: Path, reward_run: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "ppo"
+    config = tiny_train(max_steps=4, eval_every=4, batch_size=4, lr=1e-3)
+    align_ppo(
+        str(base_run), reward_model=reward_run, train=config, sources="siqa", limit=16,
+        test_limit=4, max_new_tokens=6, max_prompt_tokens=64, out=out,
+    )  # fmt: skip
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["models_resident"] == 3 and metrics["test"]["before"]["kl"] == 0.0
+    assert metrics["test"]["after"]["kl"] != 0.0  # the policy moved
+    log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any("score" in row for row in log)
+    load_run(out)
+
+
+def test_ppo_refuses_a_reward_model_of_another_tokenizer(reward_run: Path, tmp_path: Path) -> None:
+    texts = ["completely different words here"] * 20
+    other = tiny_llama_run(tmp_path, texts, vocab_size=280)
+    with pytest.raises(ConfigError, match="tokenizer"):
+        align_ppo(str(other), reward_model=reward_run, train=tiny_train(), out=tmp_path / "p")
+
+
+def test_ppo_refuses_a_run_that_is_no_reward_model(base_run: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not a reward model"):
+        align_ppo(str(base_run), reward_model=base_run, train=tiny_train(), out=tmp_path / "p")
+
+
+def test_grpo_runs_on_asdiv(base_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "grpo"
+    config = tiny_train(max_steps=2, eval_every=2, batch_size=2, lr=1e-3)
+    align_grpo(
+        str(base_run), train=config, group_size=3, limit=8, test_limit=6, max_new_tokens=4,
+        out=out,
+    )  # fmt: skip
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["test_accuracy"]) == {"before", "after"}
+    assert metrics["models_resident"] == 2
+    log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any("reward" in row for row in log)

@@ -251,7 +251,7 @@ def sample_answers(
 
 # --8<-- [start:sft]
 def align_sft(
-    model: str = "smollm2-135m-instruct",
+    model: str,
     *,
     train: TrainConfig,
     sources: str = DEFAULT_SOURCES,
