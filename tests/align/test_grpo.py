@@ -112,6 +112,14 @@ def test_number_match_reward_reads_the_first_number_as_asdiv_does() -> None:
         number_match_reward("3", "three")
     reward = number_reward({(1, 2): "3", (4,): "10"})
     assert reward([[1, 2], [4], [4]], [[], [], []], ["3 cats", "10", "1 0"]) == [1.0, 1.0, 0.0]
+    # the last number, as reasoning answers end
+    assert number_match_reward("it is 12 or 7", "7", which="last") == 1.0
+    assert number_match_reward("6 + 9 = 15 balls.", "15", which="last") == 1.0
+    assert number_match_reward("15 balls, then 6", "15", which="last") == 0.0
+    last = number_reward({(1,): "15"}, which="last")
+    assert last([[1], [1]], [[], []], ["6 + 9 = 15", "15 or 16"]) == [1.0, 0.0]
+    with pytest.raises(ConfigError, match="first' or 'last"):
+        number_match_reward("3", "3", which="middle")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="decode"):
         reward([[1, 2]], [[5]], None)
     with pytest.raises(ConfigError, match="no answer"):

@@ -82,7 +82,8 @@ def _multiple_choice(source: str, doc: dict[str, Any], question: str) -> QA:
 
 def _piqa(doc: dict[str, Any]) -> QA:
     goal = doc["question"].strip()
-    return _multiple_choice("piqa", doc, f"How would you do this: {goal.rstrip('.?! ')}?")
+    question = goal if goal.endswith("?") else f"How would you do this: {goal.rstrip('.! ')}?"
+    return _multiple_choice("piqa", doc, question)
 
 
 def _siqa(doc: dict[str, Any]) -> QA:

@@ -316,30 +316,45 @@ class GRPOObjective:
 # verifiable rewards
 
 
-def number_match_reward(completion_text: str, target: str) -> float:
-    """1.0 when the *first* number in ``completion_text`` equals ``target``'s, else 0.0.
+NumberPosition = Literal["first", "last"]
 
-    Both are read with the ``asdiv`` task's :func:`~groundwork.evaluate.tasks.normalize_number`
-    (the first number, commas dropped), so training rewards what that evaluation counts. A
-    completion without a number scores 0.
+
+def number_match_reward(
+    completion_text: str, target: str, *, which: NumberPosition = "first"
+) -> float:
+    """1.0 when the ``which`` (first or last) number in ``completion_text`` equals ``target``'s,
+    else 0.0.
+
+    ``"first"`` reads the answer as the ``asdiv`` evaluation task does
+    (:func:`~groundwork.evaluate.tasks.normalize_number`: the first number, commas dropped);
+    ``"last"`` as reasoning answers end ("..., so Ellen has 15 balls"; lm-evaluation-harness's
+    flexible extraction for GSM8K). A completion without a number scores 0.
 
     >>> number_match_reward(" 1,200 apples, not 3", "1200"), number_match_reward("none", "0")
     (1.0, 0.0)
+    >>> number_match_reward("6 + 9 = 15", "15", which="last")
+    1.0
 
     Raises:
-        ConfigError: ``target`` holds no number.
+        ConfigError: ``target`` holds no number, or ``which`` is neither first nor last.
     """
+    if which not in ("first", "last"):
+        raise ConfigError(f"which must be 'first' or 'last', got {which!r}")
     if not NUMBER.search(target):
         raise ConfigError(f"the target {target!r} holds no number")
-    if not NUMBER.search(completion_text):
+    found = NUMBER.findall(completion_text)
+    if not found:
         return 0.0
-    return 1.0 if normalize_number(completion_text) == normalize_number(target) else 0.0
+    number = found[0] if which == "first" else found[-1]
+    return 1.0 if normalize_number(number) == normalize_number(target) else 0.0
 
 
-def number_reward(answers: Mapping[tuple[int, ...], str]) -> RewardFn:
+def number_reward(
+    answers: Mapping[tuple[int, ...], str], *, which: NumberPosition = "first"
+) -> RewardFn:
     """A :class:`~groundwork.align.rollout.RewardFn` scoring each completion with
-    :func:`number_match_reward` against its prompt's answer, looked up by the prompt's token
-    ids (``answers[tuple(prompt_ids)]``); the objective needs ``decode``.
+    :func:`number_match_reward` (its ``which`` number) against its prompt's answer, looked up
+    by the prompt's token ids (``answers[tuple(prompt_ids)]``); the objective needs ``decode``.
 
     Raises:
         ConfigError: (when called) no texts (no ``decode``), or a prompt without an answer.
@@ -347,6 +362,8 @@ def number_reward(answers: Mapping[tuple[int, ...], str]) -> RewardFn:
     for target in answers.values():
         if not NUMBER.search(target):
             raise ConfigError(f"the answer {target!r} holds no number")
+    if which not in ("first", "last"):
+        raise ConfigError(f"which must be 'first' or 'last', got {which!r}")
 
     def reward(
         prompts: list[list[int]], completions: list[list[int]], texts: list[str] | None
@@ -358,7 +375,7 @@ def number_reward(answers: Mapping[tuple[int, ...], str]) -> RewardFn:
             target = answers.get(tuple(prompt))
             if target is None:
                 raise ConfigError(f"no answer for the prompt {prompt[:8]}...")
-            scores.append(number_match_reward(text, target))
+            scores.append(number_match_reward(text, target, which=which))
         return scores
 
     return reward

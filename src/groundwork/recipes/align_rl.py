@@ -9,10 +9,11 @@ reward). Chapter 14.
   (:class:`~groundwork.align.ppo.PPOObjective`). It reports, on held-out questions, the mean
   reward of sampled answers and their KL to the reference, before and after, and a few answers.
 * ``grpo`` asks ASDiv's arithmetic problems, samples a group of answers to each, rewards an
-  answer 1 when its first number is the right one (:func:`~groundwork.align.grpo.number_reward`),
-  and trains with group-relative advantages and no value model
-  (:class:`~groundwork.align.grpo.GRPOObjective`). It reports the held-out accuracy of greedy
-  answers before and after, scored as the ``asdiv`` evaluation task scores them.
+  answer 1 when its last (or first) number is the right one
+  (:func:`~groundwork.align.grpo.number_reward`), and trains with group-relative advantages
+  and no value model (:class:`~groundwork.align.grpo.GRPOObjective`). It reports the held-out
+  accuracy of greedy answers before and after (the answer's last number, as reasoning ends, or
+  its first, as the ``asdiv`` evaluation task reads it).
 """
 
 import copy
@@ -289,10 +290,15 @@ def align_ppo(
 
 @torch.no_grad()
 def greedy_accuracy(
-    policy: Policy, model: nn.Module, prompts: list[list[int]], targets: list[str], max_new: int
+    policy: Policy,
+    model: nn.Module,
+    prompts: list[list[int]],
+    targets: list[str],
+    max_new: int,
+    which: str = "first",
 ) -> tuple[float, list[str]]:
-    """The share of ``prompts`` whose greedy answer's first number is the target, and the
-    answers."""
+    """The share of ``prompts`` whose greedy answer's ``which`` (first or last) number is the
+    target, and the answers."""
     from groundwork.align.grpo import number_match_reward
     from groundwork.generate.decode import generate
 
@@ -308,7 +314,9 @@ def greedy_accuracy(
             texts += [
                 policy.tokenizer.decode([t for t in s if t not in ends]) for s in out.sequences
             ]
-    correct = sum(number_match_reward(t, y) for t, y in zip(texts, targets, strict=True))
+    correct = 0.0
+    for text, target in zip(texts, targets, strict=True):
+        correct += number_match_reward(text, target, which=which)  # type: ignore[arg-type]
     return correct / max(len(prompts), 1), texts
 
 
@@ -323,18 +331,19 @@ def align_grpo(
     num_iterations: int = 1,
     limit: int | None = None,
     test_limit: int = 200,
-    max_new_tokens: int = 24,
+    max_new_tokens: int = 48,
     temperature: float = 1.0,
     instruction: str = ASDIV_INSTRUCTION,
+    number: str = "last",
     method: str = "full",
     peft: dict[str, Any] | None = None,
     out: Path = Path("runs/align-grpo"),
     overwrite: bool = False,
 ) -> None:
-    """GRPO on ASDiv arithmetic problems with an exact-answer reward (1 when the answer's first
-    number is right): groups of sampled answers per problem, advantages relative to the group,
-    no value model. Reports the held-out accuracy of greedy answers before and after. Writes a
-    language-model run.
+    """GRPO on ASDiv arithmetic problems with an exact-answer reward (1 when the answer's last,
+    or first, number is right): groups of sampled answers per problem, advantages relative to
+    the group, no value model. Reports the held-out accuracy of greedy answers before and
+    after. Writes a language-model run.
 
     Args:
         model: The chat model to start from (also the frozen reference).
@@ -349,6 +358,8 @@ def align_grpo(
         max_new_tokens: Longest sampled answer.
         temperature: Sampling temperature of the rollouts.
         instruction: Appended to every problem.
+        number: Which number of an answer is its answer: last (as reasoning ends: "..., so 15")
+            or first (as the asdiv evaluation task reads it).
         method: full (every weight) or lora.
         peft: LoRA options as JSON.
         out: Run directory to write.
@@ -377,12 +388,16 @@ def align_grpo(
     answers = {tuple(p): q.target for p, q in zip(prompts, problems, strict=True)}
     answers.update({tuple(p): q.target for p, q in zip(test_prompts, tests, strict=True)})
     targets = [q.target for q in tests]
-    before, texts_before = greedy_accuracy(policy, net, test_prompts, targets, max_new_tokens)
+    if number not in ("first", "last"):
+        raise ConfigError(f"--number must be first or last, got {number!r}")
+    before, texts_before = greedy_accuracy(
+        policy, net, test_prompts, targets, max_new_tokens, number
+    )
     reference = _frozen_copy(net) if beta > 0 else None
     peft_section = adapt_policy(net, method, peft)
     objective = GRPOObjective(
         reference,
-        number_reward(answers),
+        number_reward(answers, which=number),  # type: ignore[arg-type]
         GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature, seed=0),
         pad_id=policy.pad_id,
         eos_ids=policy.end_ids(),
@@ -406,9 +421,9 @@ def align_grpo(
     result = run_engine(net, data, objective, train, out)
     timing = timer.report(result.state.step)
     net = finish_policy(net, peft_section, out, model)
-    after, texts_after = greedy_accuracy(policy, net, test_prompts, targets, max_new_tokens)
+    after, texts_after = greedy_accuracy(policy, net, test_prompts, targets, max_new_tokens, number)
     section = {"method": "grpo", "base": model, "group_size": group_size, "beta": beta,
-               "loss_type": loss_type, "instruction": instruction}  # fmt: skip
+               "loss_type": loss_type, "instruction": instruction, "number": number}  # fmt: skip
     write_policy(policy, net, out, align=section, peft=peft_section, train=train)
     metrics: dict[str, Any] = {
         "method": "grpo",
@@ -428,7 +443,7 @@ def align_grpo(
     }
     write_json(out / METRICS_FILE, metrics)
     print(result.summary())
-    print(f"held-out ASDiv accuracy (greedy): {before:.3f} -> {after:.3f}")
+    print(f"held-out ASDiv accuracy (greedy, {number} number): {before:.3f} -> {after:.3f}")
     print(f"run written to {out}")
 
 
