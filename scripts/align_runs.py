@@ -97,10 +97,10 @@ def headline(method: str, m: dict[str, Any]) -> tuple[str, str, str]:
     if method == "dpo":
         before, after = m["test"]["before"], m["test"]["after"]
         return (
-            "DPO loss; preference accuracy, margin, KL of the implicit reward",
+            "DPO loss; implicit reward's preference accuracy, margin; KL to the reference",
             f"{before['loss']:.4f}",
             f"{after['loss']:.4f}; {100 * after['reward_accuracy']:.1f}%, "
-            f"{after['reward_margin']:.3f}, {after['kl']:.3f}",
+            f"{after['reward_margin']:.3f}; {after['kl_sampled']:.2f}",
         )
     if method == "ppo":
         before, after = m["test"]["before"], m["test"]["after"]

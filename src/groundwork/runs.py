@@ -205,13 +205,19 @@ def load_tokenizer(run_dir: Path) -> Any:
         return tokenize.HFTokenizer.from_file(tok_file)  # e.g. an imported model's
 
 
-def _load_lm(run_dir: Path, config: dict[str, Any], weights: bool) -> tuple[nn.Module, Any]:
-    """A registered model (``config["model_class"]``: one of its family's classes, default the
-    registry's) with its weights and ``tokenizer.json``."""
+def build_model(run_dir: Path, config: dict[str, Any]) -> nn.Module:
+    """The model a run's ``config.yaml`` describes, freshly initialised: its ``model`` section
+    built as ``model_class`` (one of its family's classes, default the registry's)."""
     if "model" not in config:
         raise CheckpointError(f"{run_dir / CONFIG_FILE} has no model section")
     model_config = registry.config_from_dict(config["model"])
-    net = _model_class(run_dir, model_config, config.get("model_class"))(model_config)
+    return _model_class(run_dir, model_config, config.get("model_class"))(model_config)
+
+
+def _load_lm(run_dir: Path, config: dict[str, Any], weights: bool) -> tuple[nn.Module, Any]:
+    """A registered model (``config["model_class"]``: one of its family's classes, default the
+    registry's) with its weights and ``tokenizer.json``."""
+    net = build_model(run_dir, config)
     if weights:
         ckpt.load_model_weights(net, run_dir / MODEL_FILE)
     tokenizer = load_tokenizer(run_dir)

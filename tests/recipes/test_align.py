@@ -105,12 +105,12 @@ def test_dpo_raises_the_held_out_margin(base_run: Path, tmp_path: Path) -> None:
     config = tiny_train(max_steps=20, eval_every=20, batch_size=8, lr=3e-3)
     align_dpo(
         str(base_run), train=config, sources="siqa", limit=120, test_limit=40, max_tokens=96,
-        beta=0.5, out=out,
+        beta=0.5, kl_prompts=8, kl_new_tokens=6, out=out,
     )  # fmt: skip
     test = json.loads((out / "metrics.json").read_text())["test"]
     assert test["before"]["loss"] == pytest.approx(math.log(2), abs=1e-5)  # policy == reference
     assert test["after"]["reward_margin"] > test["before"]["reward_margin"]
-    assert test["after"]["kl"] > 0
+    assert test["before"]["kl_sampled"] == 0.0 and test["after"]["kl_sampled"] != 0.0
     load_run(out)
 
 

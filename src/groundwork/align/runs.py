@@ -14,11 +14,10 @@ from torch import nn
 
 from groundwork.align.reward import RewardModel
 from groundwork.errors import CheckpointError
-from groundwork.models import registry
 from groundwork.runs import (
-    CONFIG_FILE,
     MODEL_FILE,
     TOKENIZER_FILE,
+    build_model,
     load_tokenizer,
     register_kind,
     write_config,
@@ -67,17 +66,7 @@ def load_reward_model(
 ) -> tuple[nn.Module, Any]:
     """The :class:`RewardModel` of a ``reward-model`` run (weights loaded unless ``weights`` is
     false) and its tokenizer."""
-    if "model" not in config:
-        raise CheckpointError(f"{run_dir / CONFIG_FILE} lacks a model section")
-    model_config = registry.config_from_dict(config["model"])
-    arch = registry.arch_of(model_config)
-    classes = arch.model_classes()
-    name = config.get("model_class", getattr(arch.model_cls, "__name__", arch.name))
-    if name not in classes:
-        raise CheckpointError(
-            f"{run_dir / CONFIG_FILE}: model_class {name!r} is not a class of {arch.name} models"
-        )
-    model = RewardModel(classes[name](model_config))
+    model = RewardModel(build_model(run_dir, config))
     if weights:
         load_model_weights(model, run_dir / MODEL_FILE)
     tokenizer = load_tokenizer(run_dir)

@@ -27,11 +27,10 @@ from typing import Any
 
 from groundwork.errors import ConfigError
 from groundwork.generate.chat import Message, render_chat
+from groundwork.train.objectives import IGNORE_INDEX
 
 __all__ = ["IGNORE_INDEX", "PLAIN_TEMPLATE", "SFTExample", "tokenize_conversation"]
 
-IGNORE_INDEX = -100
-"""The label of positions without loss (``torch.nn.functional.cross_entropy``'s default)."""
 
 PLAIN_TEMPLATE = (
     "{% for m in messages %}{{ m.role | capitalize }}: {{ m.content }}"

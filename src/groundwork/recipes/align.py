@@ -28,8 +28,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from groundwork.align.runs import CHAT_TEMPLATE_FILE
 from groundwork.errors import ConfigError
 from groundwork.fileio import write_json
+from groundwork.generate.config import GenerationConfig
 from groundwork.runs import check_writable
 from groundwork.runtime import peak_rss_mb, reset_peak_rss
 from groundwork.train.config import TrainConfig
@@ -41,7 +43,6 @@ __all__ = [
     "load_policy",
 ]
 
-CHAT_TEMPLATE_FILE = "chat_template.jinja"
 METRICS_FILE = "metrics.json"
 METHODS = ("full", "lora")
 """Which weights an alignment run trains: all, or a LoRA (merged at the end)."""
@@ -215,6 +216,36 @@ class Timer:
         }
 
 
+def write_metrics(
+    out: Path,
+    *,
+    method: str,
+    base: str,
+    result: Any,
+    peft: dict[str, Any],
+    counts: tuple[int, int],
+    models_resident: int,
+    timing: dict[str, float],
+    **measured: Any,
+) -> dict[str, Any]:
+    """Write ``metrics.json``: the method, its ``measured`` results, how the training ended, the
+    trainable and total parameters (``counts``), the models held in memory and ``timing``
+    (:meth:`Timer.report`). Returns what was written."""
+    metrics: dict[str, Any] = {
+        "method": method,
+        "base": base,
+        **measured,
+        "training": result.summary(),
+        "peft": peft,
+        "trainable_parameters": counts[0],
+        "total_parameters": counts[1],
+        "models_resident": models_resident,
+        **timing,
+    }
+    write_json(out / METRICS_FILE, metrics)
+    return metrics
+
+
 @torch.no_grad()
 def answer_loss(model: nn.Module, data: Any) -> float:
     """Mean loss per answer token over ``data.val_batches()`` (nats)."""
@@ -247,6 +278,50 @@ def sample_answers(
     return [
         policy.tokenizer.decode([t for t in seq if t not in ends]).strip() for seq in out.sequences
     ]
+
+
+EVAL_BATCH = 16
+"""Prompts per forward pass when measuring a policy."""
+
+
+def _no_reward(prompts: list[list[int]], completions: list[list[int]], texts: Any) -> list[float]:
+    return [0.0] * len(prompts)
+
+
+@torch.no_grad()
+def score_and_kl(
+    model: nn.Module,
+    reference: nn.Module,
+    prompts: list[list[int]],
+    reward_fn: Any,
+    config: GenerationConfig,
+    policy: Policy,
+) -> dict[str, float]:
+    """Mean reward of one sampled answer per prompt (``reward_fn``; ``None``: no reward, 0),
+    and the mean over answers of their summed per-token log-ratio to ``reference``: a sampled,
+    unbiased estimate of KL(policy || reference) per answer."""
+    from groundwork.align.rollout import make_rollout
+
+    scores, kls = [], []
+    for start in range(0, len(prompts), EVAL_BATCH):
+        rollout = make_rollout(
+            model,
+            prompts[start : start + EVAL_BATCH],
+            reward_fn or _no_reward,
+            config,
+            pad_id=policy.pad_id,
+            eos_ids=policy.end_ids(),
+            reference=reference,
+            decode=policy.tokenizer.decode,
+        )
+        assert rollout.ref_logps is not None
+        diff = (rollout.old_logps - rollout.ref_logps) * rollout.completion_mask  # (n, T-1)
+        kls += diff.sum(-1).tolist()
+        scores += rollout.scores.tolist()
+    return {
+        "score": round(sum(scores) / len(scores), 4),
+        "kl": round(sum(kls) / len(kls), 4),
+    }
 
 
 # --8<-- [start:sft]
@@ -313,7 +388,7 @@ def align_sft(
     test_data = SFTData(encode(tests), encode(tests), train.batch_size, **common)  # type: ignore[arg-type]
     before = answer_loss(net, test_data)
     peft_section = adapt_policy(net, method, peft)
-    trainable, total = trainable_parameters(net)
+    counts = trainable_parameters(net)
     out.mkdir(parents=True, exist_ok=True)
     timer = Timer()
     net.train()
@@ -326,24 +401,23 @@ def align_sft(
     answers = sample_answers(policy, net, [shown(q, system) for q in samples])
     section = {"method": "sft", "base": model, "sources": sources, "layout": layout}
     write_policy(policy, net, out, align=section, peft=peft_section, train=train)
-    metrics: dict[str, Any] = {
-        "method": "sft",
-        "base": model,
-        "examples": {"train": len(items), "val": len(val_items), "test": len(tests)},
-        "dropped_longer_than_max_tokens": dropped[0],
-        "test_answer_loss": {"before": round(before, 4), "after": round(after, 4)},
-        "samples": [
+    metrics = write_metrics(
+        out,
+        method="sft",
+        base=model,
+        result=result,
+        peft=peft_section,
+        counts=counts,
+        models_resident=1,
+        timing=timing,
+        examples={"train": len(items), "val": len(val_items), "test": len(tests)},
+        dropped_longer_than_max_tokens=dropped[0],
+        test_answer_loss={"before": round(before, 4), "after": round(after, 4)},
+        samples=[
             {"question": q.question, "reference": q.answer, "answer": a}
             for q, a in zip(samples, answers, strict=True)
         ],
-        "training": result.summary(),
-        "peft": peft_section,
-        "trainable_parameters": trainable,
-        "total_parameters": total,
-        "models_resident": 1,
-        **timing,
-    }
-    write_json(out / METRICS_FILE, metrics)
+    )
     print(result.summary())
     print(f"held-out loss per answer token: {before:.3f} -> {after:.3f} nats")
     for s in metrics["samples"]:

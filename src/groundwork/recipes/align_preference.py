@@ -13,10 +13,12 @@ trained on.
 * ``dpo`` trains the policy itself: the reference log-probabilities of every pair are computed
   once with the starting model, which then leaves memory, and the DPO loss (sigmoid, IPO, or
   label-smoothed) moves the policy. It reports, on held-out pairs, the implicit reward's
-  preference accuracy, the reward margin and the drift from the reference (``kl``).
+  preference accuracy and the reward margin, and the KL to the reference estimated from the
+  policy's own sampled answers (``kl_sampled``).
 """
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +26,17 @@ import torch
 from torch import nn
 
 from groundwork.errors import ConfigError
-from groundwork.fileio import write_json
+from groundwork.generate.config import GenerationConfig
 from groundwork.recipes.align import (
-    METRICS_FILE,
     Policy,
     Timer,
     adapt_policy,
     check_method,
     finish_policy,
     load_policy,
+    score_and_kl,
     split_val,
+    write_metrics,
     write_policy,
 )
 from groundwork.runs import check_writable
@@ -82,13 +85,51 @@ def preference_examples(
     return examples, origin
 
 
-def _train_val(pairs: Sequence[Any]) -> tuple[list[Any], list[Any]]:
-    return split_val(pairs, lambda p: str(p.chosen.input_ids))
+@dataclass
+class _Pairs:
+    """What both commands read: the policy, its training data, the held-out pairs."""
+
+    policy: Policy
+    data: Any
+    tests: list[Any]
+    origin: list[str]
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        n = self.data
+        return {"train": len(n.pairs), "val": len(n.val_pairs), "test": len(self.tests)}
 
 
-def _check_sources(sources: str) -> None:
+def _prepare(
+    model: str,
+    *,
+    sources: str,
+    limit: int | None,
+    test_limit: int,
+    max_tokens: int,
+    system: str | None,
+    batch_size: int,
+    method: str,
+    peft: dict[str, Any] | None,
+    out: Path,
+    overwrite: bool,
+) -> _Pairs:
+    """Check the options, load the policy and make its preference pairs: training (less 10% for
+    validation) and held-out."""
+    from groundwork.align.preference import PreferenceData
+
     if "asdiv" in [s.strip() for s in sources.split(",")]:
         raise ConfigError("asdiv has no wrong answers to make preference pairs; leave it out")
+    check_method(method, peft)
+    check_writable(out, overwrite=overwrite, resume_hint=False)
+    policy = load_policy(model)
+    pairs, _ = preference_examples(policy, sources, "train", limit, max_tokens, system)
+    tests, origin = preference_examples(policy, sources, "test", test_limit, max_tokens, system)
+    train_pairs, val_pairs = split_val(pairs, lambda p: str(p.chosen.input_ids))
+    data = PreferenceData(
+        train_pairs, batch_size=batch_size, val_pairs=val_pairs, pad_id=policy.pad_id
+    )
+    return _Pairs(policy, data, tests, origin)
 
 
 # --------------------------------------------------------------------------------------------
@@ -139,7 +180,6 @@ def align_reward(
         out: Run directory to write.
         overwrite: Replace an existing run in --out.
     """
-    from groundwork.align.preference import PreferenceData
     from groundwork.align.reward import RewardModel, RewardObjective, pairwise_accuracy
     from groundwork.align.runs import write_reward_run
     from groundwork.peft.lora import trainable_parameters
@@ -147,20 +187,18 @@ def align_reward(
     from groundwork.train.engine import validation_loss
 
     out = Path(out)
-    _check_sources(sources)
-    check_method(method, peft)
-    check_writable(out, overwrite=overwrite, resume_hint=False)
-    policy = load_policy(model)
-    pairs, _ = preference_examples(policy, sources, "train", limit, max_tokens, system)
-    tests, origin = preference_examples(policy, sources, "test", test_limit, max_tokens, system)
-    train_pairs, val_pairs = _train_val(pairs)
+    setup = _prepare(
+        model, sources=sources, limit=limit, test_limit=test_limit, max_tokens=max_tokens,
+        system=system, batch_size=train.batch_size, method=method, peft=peft, out=out,
+        overwrite=overwrite,
+    )  # fmt: skip
+    policy, data, tests, origin = setup.policy, setup.data, setup.tests, setup.origin
     pad = policy.pad_id
-    data = PreferenceData(train_pairs, batch_size=train.batch_size, val_pairs=val_pairs, pad_id=pad)
     peft_section = adapt_policy(policy.model, method, peft)
     torch.manual_seed(train.seed)
     reward = RewardModel(policy.model)
     before = _accuracy_by_source(reward, tests, origin, pad)
-    trainable, total = trainable_parameters(reward)
+    counts = trainable_parameters(reward)
     objective = RewardObjective()
     timer = Timer()
 
@@ -177,19 +215,18 @@ def align_reward(
     after = _accuracy_by_source(reward, tests, origin, pad)
     section = {"method": "reward", "base": model, "sources": sources, "max_tokens": max_tokens}
     write_reward_run(reward, policy, out, align=section, peft=peft_section, train=train)
-    metrics: dict[str, Any] = {
-        "method": "reward",
-        "base": model,
-        "pairs": {"train": len(train_pairs), "val": len(val_pairs), "test": len(tests)},
-        "test_pairwise_accuracy": {"before": before, "after": after},
-        "training": result.summary(),
-        "peft": peft_section,
-        "trainable_parameters": trainable,
-        "total_parameters": total,
-        "models_resident": 1,
-        **timing,
-    }
-    write_json(out / METRICS_FILE, metrics)
+    write_metrics(
+        out,
+        method="reward",
+        base=model,
+        result=result,
+        peft=peft_section,
+        counts=counts,
+        models_resident=1,
+        timing=timing,
+        pairs=setup.sizes,
+        test_pairwise_accuracy={"before": before, "after": after},
+    )
     print(result.summary())
     print(f"held-out pairwise accuracy: {before['all']:.3f} -> {after['all']:.3f}")
     for source in sorted(set(origin)):
@@ -233,6 +270,8 @@ def align_dpo(
     beta: float = 0.1,
     loss_type: str = "sigmoid",
     label_smoothing: float = 0.0,
+    kl_prompts: int = 48,
+    kl_new_tokens: int = 32,
     sources: str = PREFERENCE_SOURCES,
     limit: int | None = None,
     test_limit: int = 200,
@@ -246,7 +285,8 @@ def align_dpo(
     """Align a chat model with Direct Preference Optimization on preference pairs (right answer
     chosen over a wrong one), the reference being the starting model (its log-probabilities
     computed once). Reports on held-out pairs the implicit reward's preference accuracy, the
-    reward margin and the drift from the reference (kl). Writes a language-model run.
+    reward margin, and the KL to the reference estimated from the policy's own sampled answers.
+    Writes a language-model run.
 
     Args:
         model: The chat model to start from (also the reference): a named pretrained model or a
@@ -255,6 +295,9 @@ def align_dpo(
         beta: Strength of the implicit KL constraint (smaller: farther from the reference).
         loss_type: sigmoid (DPO) or ipo.
         label_smoothing: Conservative DPO: the share of pairs assumed mislabelled (sigmoid only).
+        kl_prompts: Held-out prompts the policy answers, after training, to estimate its KL to
+            the reference.
+        kl_new_tokens: Longest of those answers.
         sources: Comma-separated: piqa, siqa, boolq, commonsenseqa.
         limit: At most this many training questions per source.
         test_limit: At most this many held-out questions per source.
@@ -271,24 +314,23 @@ def align_dpo(
     from groundwork.train.engine import train as run_engine
 
     out = Path(out)
-    _check_sources(sources)
-    check_method(method, peft)
     objective = DPOObjective(beta, loss_type, label_smoothing)  # type: ignore[arg-type]
-    check_writable(out, overwrite=overwrite, resume_hint=False)
-    policy = load_policy(model)
-    net = policy.model
-    pairs, _ = preference_examples(policy, sources, "train", limit, max_tokens, system)
-    tests, _ = preference_examples(policy, sources, "test", test_limit, max_tokens, system)
-    train_pairs, val_pairs = _train_val(pairs)
-    pad = policy.pad_id
-    data = PreferenceData(train_pairs, batch_size=train.batch_size, val_pairs=val_pairs, pad_id=pad)
-    test_data = PreferenceData(tests, batch_size=train.batch_size, val_pairs=tests, pad_id=pad)
+    setup = _prepare(
+        model, sources=sources, limit=limit, test_limit=test_limit, max_tokens=max_tokens,
+        system=system, batch_size=train.batch_size, method=method, peft=peft, out=out,
+        overwrite=overwrite,
+    )  # fmt: skip
+    policy, net = setup.policy, setup.policy.model
+    tests = setup.tests
+    test_data = PreferenceData(
+        tests, batch_size=train.batch_size, val_pairs=tests, pad_id=policy.pad_id
+    )
     # The reference is the starting model: its log-probabilities once, then it is not needed.
-    data = precompute_reference_logps(net, data)
+    data = precompute_reference_logps(net, setup.data)
     test_data = precompute_reference_logps(net, test_data)
     before = dpo_metrics(net, objective, test_data.val_batches())
     peft_section = adapt_policy(net, method, peft)
-    trainable, total = trainable_parameters(net)
+    counts = trainable_parameters(net)
     timer = Timer()
     out.mkdir(parents=True, exist_ok=True)
     net.train()
@@ -296,27 +338,37 @@ def align_dpo(
     timing = timer.report(result.state.step)
     net = finish_policy(net, peft_section, out, model)
     after = dpo_metrics(net, objective, test_data.val_batches())
+    # The KL to the reference, from the policy's own answers to the held-out prompts (the
+    # reference read again: it was not in memory while training).
+    prompts = list({tuple(p.chosen.input_ids[: p.prompt_length]): None for p in tests})
+    sampling = GenerationConfig(max_new_tokens=kl_new_tokens, temperature=1.0, seed=0)
+    reference = load_policy(model).model
+    drift = score_and_kl(
+        net, reference, [list(p) for p in prompts[:kl_prompts]], None, sampling, policy
+    )
+    del reference
+    after["kl_sampled"] = drift["kl"]
+    before["kl_sampled"] = 0.0  # the policy is the reference
     section = {"method": "dpo", "base": model, "sources": sources, "beta": beta,
                "loss_type": loss_type, "label_smoothing": label_smoothing}  # fmt: skip
     write_policy(policy, net, out, align=section, peft=peft_section, train=train)
-    metrics: dict[str, Any] = {
-        "method": "dpo",
-        "base": model,
-        "pairs": {"train": len(train_pairs), "val": len(val_pairs), "test": len(tests)},
-        "test": {"before": before, "after": after},
-        "training": result.summary(),
-        "peft": peft_section,
-        "trainable_parameters": trainable,
-        "total_parameters": total,
-        "models_resident": 1,
-        **timing,
-    }
-    write_json(out / METRICS_FILE, metrics)
+    write_metrics(
+        out,
+        method="dpo",
+        base=model,
+        result=result,
+        peft=peft_section,
+        counts=counts,
+        models_resident=1,
+        timing=timing,
+        pairs=setup.sizes,
+        test={"before": before, "after": after},
+    )
     print(result.summary())
     print(
         f"held-out pairs: preference accuracy {after['reward_accuracy']:.3f}, reward margin "
-        f"{after['reward_margin']:.3f}, loss {before['loss']:.4f} -> {after['loss']:.4f}, "
-        f"kl {after['kl']:.3f}"
+        f"{after['reward_margin']:.3f}, loss {before['loss']:.4f} -> {after['loss']:.4f}; "
+        f"KL to the reference (sampled answers) {after['kl_sampled']:.3f}"
     )
     print(f"run written to {out}")
 

@@ -25,10 +25,9 @@ import torch
 from torch import nn
 
 from groundwork.errors import ConfigError
-from groundwork.fileio import write_json
 from groundwork.generate.config import GenerationConfig
 from groundwork.recipes.align import (
-    METRICS_FILE,
+    EVAL_BATCH,
     Policy,
     Timer,
     adapt_policy,
@@ -36,6 +35,8 @@ from groundwork.recipes.align import (
     finish_policy,
     load_policy,
     sample_answers,
+    score_and_kl,
+    write_metrics,
     write_policy,
 )
 from groundwork.recipes.align_preference import PREFERENCE_SOURCES
@@ -45,8 +46,6 @@ from groundwork.train.config import TrainConfig
 
 __all__ = ["align_grpo", "align_ppo", "reward_model_fn"]
 
-EVAL_BATCH = 16
-"""Prompts per forward pass when measuring a policy."""
 ASDIV_INSTRUCTION = "Answer with the number only."
 
 
@@ -92,41 +91,6 @@ def reward_model_fn(
             return reward(ids.to(device), attention_mask=mask.to(device)).float().cpu()
 
     return score
-
-
-@torch.no_grad()
-def score_and_kl(
-    model: nn.Module,
-    reference: nn.Module,
-    prompts: list[list[int]],
-    reward_fn: Any,
-    config: GenerationConfig,
-    policy: Policy,
-) -> dict[str, float]:
-    """Mean reward of one sampled answer per prompt, and the mean over answers of their summed
-    per-token log-ratio to ``reference`` (a sampled estimate of KL(policy || reference))."""
-    from groundwork.align.rollout import make_rollout
-
-    scores, kls = [], []
-    for start in range(0, len(prompts), EVAL_BATCH):
-        rollout = make_rollout(
-            model,
-            prompts[start : start + EVAL_BATCH],
-            reward_fn,
-            config,
-            pad_id=policy.pad_id,
-            eos_ids=policy.end_ids(),
-            reference=reference,
-            decode=policy.tokenizer.decode,
-        )
-        assert rollout.ref_logps is not None
-        diff = (rollout.old_logps - rollout.ref_logps) * rollout.completion_mask  # (n, T-1)
-        kls += diff.sum(-1).tolist()
-        scores += rollout.scores.tolist()
-    return {
-        "score": round(sum(scores) / len(scores), 4),
-        "kl": round(sum(kls) / len(kls), 4),
-    }
 
 
 def _frozen_copy(model: nn.Module) -> nn.Module:
@@ -246,7 +210,7 @@ def align_ppo(
         prompts, train.batch_size, repeats=objective.steps_per_rollout, val_prompts=tests
     )
     agent = PolicyWithValue(net)
-    trainable, total = trainable_parameters(agent)
+    counts = trainable_parameters(agent)
     timer = Timer()
     out.mkdir(parents=True, exist_ok=True)
     agent.train()
@@ -258,23 +222,22 @@ def align_ppo(
     section = {"method": "ppo", "base": model, "reward_model": str(reward_model),
                "sources": sources, "kl_coef": kl_coef, "target_kl": target_kl}  # fmt: skip
     write_policy(policy, net, out, align=section, peft=peft_section, train=train)
-    metrics: dict[str, Any] = {
-        "method": "ppo",
-        "base": model,
-        "prompts": {"train": len(prompts), "test": len(tests)},
-        "test": {"before": before, "after": after},
-        "samples": [
+    metrics = write_metrics(
+        out,
+        method="ppo",
+        base=model,
+        result=result,
+        peft=peft_section,
+        counts=counts,
+        models_resident=3,  # the policy with its value head, the reference, the reward model
+        timing=timing,
+        prompts={"train": len(prompts), "test": len(tests)},
+        test={"before": before, "after": after},
+        samples=[
             {"question": m[-1]["content"], "before": b, "after": a}
             for m, b, a in zip(shown, answers_before, answers_after, strict=True)
         ],
-        "training": result.summary(),
-        "peft": peft_section,
-        "trainable_parameters": trainable,
-        "total_parameters": total,
-        "models_resident": 3,  # the policy with its value head, the reference, the reward model
-        **timing,
-    }
-    write_json(out / METRICS_FILE, metrics)
+    )
     print(result.summary())
     print(
         f"held-out mean reward {before['score']:.3f} -> {after['score']:.3f}, "
@@ -414,7 +377,7 @@ def align_grpo(
         repeats=objective.steps_per_rollout,
         val_prompts=test_prompts[:32],
     )
-    trainable, total = trainable_parameters(net)
+    counts = trainable_parameters(net)
     timer = Timer()
     out.mkdir(parents=True, exist_ok=True)
     net.train()
@@ -425,23 +388,22 @@ def align_grpo(
     section = {"method": "grpo", "base": model, "group_size": group_size, "beta": beta,
                "loss_type": loss_type, "instruction": instruction, "number": number}  # fmt: skip
     write_policy(policy, net, out, align=section, peft=peft_section, train=train)
-    metrics: dict[str, Any] = {
-        "method": "grpo",
-        "base": model,
-        "problems": {"train": len(problems), "test": len(tests)},
-        "test_accuracy": {"before": round(before, 4), "after": round(after, 4)},
-        "samples": [
+    write_metrics(
+        out,
+        method="grpo",
+        base=model,
+        result=result,
+        peft=peft_section,
+        counts=counts,
+        models_resident=2 if reference is not None else 1,
+        timing=timing,
+        problems={"train": len(problems), "test": len(tests)},
+        test_accuracy={"before": round(before, 4), "after": round(after, 4)},
+        samples=[
             {"question": q.question, "target": q.target, "before": b, "after": a}
             for q, b, a in list(zip(tests, texts_before, texts_after, strict=True))[:3]
         ],
-        "training": result.summary(),
-        "peft": peft_section,
-        "trainable_parameters": trainable,
-        "total_parameters": total,
-        "models_resident": 2 if reference is not None else 1,
-        **timing,
-    }
-    write_json(out / METRICS_FILE, metrics)
+    )
     print(result.summary())
     print(f"held-out ASDiv accuracy (greedy, {number} number): {before:.3f} -> {after:.3f}")
     print(f"run written to {out}")

@@ -26,9 +26,9 @@ def load_model(
         net, tokenizer, config = load_run(Path(name))
         if any_family or (seq2seq and config.get("kind") == "seq2seq"):
             return net, tokenizer, None
-        template = Path(name) / "chat_template.jinja"  # written by `groundwork align`
-        text = template.read_text(encoding="utf-8") if template.is_file() else None
-        return _causal_lm(name, net), tokenizer, text
+        from groundwork.align.runs import read_chat_template  # written by `groundwork align`
+
+        return _causal_lm(name, net), tokenizer, read_chat_template(Path(name))
     if name in PRETRAINED:
         smol = load(name)
         model = smol.model if any_family else _causal_lm(name, smol.model)
