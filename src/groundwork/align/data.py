@@ -101,11 +101,12 @@ def _boolq(doc: dict[str, Any]) -> QA:
 
 
 def _asdiv(doc: dict[str, Any]) -> QA:
-    from groundwork.evaluate.tasks import normalize_number
+    from groundwork.evaluate.tasks import NUMBER, normalize_number
 
     question = f"{doc['passage'].strip()} {doc['question'].strip()}"
     answer = str(doc["answer"]).strip()
-    return QA("asdiv", question, answer, (), target=normalize_number(answer))
+    numeric = NUMBER.search(answer) is not None  # a few answer with a name ("Mrs. Hilt")
+    return QA("asdiv", question, answer, (), target=normalize_number(answer) if numeric else "")
 
 
 SOURCES = {
@@ -181,5 +182,6 @@ def preference_pairs(
 
 
 def problems(split: Split = "train", limit: int | None = None) -> list[QA]:
-    """ASDiv's problems, each with its exact numeric ``target``, for a verifiable reward."""
+    """ASDiv's problems whose answer is a number, each with that ``target``, for a verifiable
+    reward."""
     return [qa for qa in load_qa("asdiv", split, limit) if qa.target]
