@@ -216,6 +216,27 @@ class Timer:
         }
 
 
+def train_timed(
+    net: nn.Module,
+    data: Any,
+    objective: Any,
+    train: TrainConfig,
+    out: Path,
+    *,
+    evaluate: Callable[[nn.Module], Any] | None = None,
+) -> tuple[Any, dict[str, float]]:
+    """Train ``net`` through the engine into ``out``; returns the engine's result and the
+    training's peak memory and seconds per step (:meth:`Timer.report`, ``evaluate`` excluded)."""
+    from groundwork.train.engine import train as run_engine
+
+    timer = Timer()
+    out.mkdir(parents=True, exist_ok=True)
+    net.train()
+    timed = timer.excluded(evaluate) if evaluate is not None else None
+    result = run_engine(net, data, objective, train, out, evaluate=timed)
+    return result, timer.report(result.state.step)
+
+
 def write_metrics(
     out: Path,
     *,
@@ -364,7 +385,6 @@ def align_sft(
     from groundwork.align import data as align_data
     from groundwork.align.packing import SFTData, SFTObjective
     from groundwork.peft.lora import trainable_parameters
-    from groundwork.train.engine import train as run_engine
 
     out = Path(out)
     check_method(method, peft)
@@ -389,11 +409,7 @@ def align_sft(
     before = answer_loss(net, test_data)
     peft_section = adapt_policy(net, method, peft)
     counts = trainable_parameters(net)
-    out.mkdir(parents=True, exist_ok=True)
-    timer = Timer()
-    net.train()
-    result = run_engine(net, data, SFTObjective(), train, out)
-    timing = timer.report(result.state.step)
+    result, timing = train_timed(net, data, SFTObjective(), train, out)
     net = finish_policy(net, peft_section, out, model)
     after = answer_loss(net, test_data)
     shown = align_data.prompt_messages

@@ -29,13 +29,13 @@ from groundwork.errors import ConfigError
 from groundwork.generate.config import GenerationConfig
 from groundwork.recipes.align import (
     Policy,
-    Timer,
     adapt_policy,
     check_method,
     finish_policy,
     load_policy,
     score_and_kl,
     split_val,
+    train_timed,
     write_metrics,
     write_policy,
 )
@@ -183,7 +183,6 @@ def align_reward(
     from groundwork.align.reward import RewardModel, RewardObjective, pairwise_accuracy
     from groundwork.align.runs import write_reward_run
     from groundwork.peft.lora import trainable_parameters
-    from groundwork.train.engine import train as run_engine
     from groundwork.train.engine import validation_loss
 
     out = Path(out)
@@ -200,17 +199,12 @@ def align_reward(
     before = _accuracy_by_source(reward, tests, origin, pad)
     counts = trainable_parameters(reward)
     objective = RewardObjective()
-    timer = Timer()
 
-    @timer.excluded
     def evaluate(net: nn.Module) -> dict[str, float]:
         loss, items = validation_loss(net, objective, data.val_batches(), device=_device(net))
         return {"val_loss": loss / max(items, 1), "val_accuracy": pairwise_accuracy(net, data)}
 
-    out.mkdir(parents=True, exist_ok=True)
-    reward.train()
-    result = run_engine(reward, data, objective, train, out, evaluate=evaluate)
-    timing = timer.report(result.state.step)
+    result, timing = train_timed(reward, data, objective, train, out, evaluate=evaluate)
     reward.backbone = finish_policy(reward.backbone, peft_section, out, model)
     after = _accuracy_by_source(reward, tests, origin, pad)
     section = {"method": "reward", "base": model, "sources": sources, "max_tokens": max_tokens}
@@ -311,7 +305,6 @@ def align_dpo(
     from groundwork.align.dpo import DPOObjective, precompute_reference_logps
     from groundwork.align.preference import PreferenceData
     from groundwork.peft.lora import trainable_parameters
-    from groundwork.train.engine import train as run_engine
 
     out = Path(out)
     objective = DPOObjective(beta, loss_type, label_smoothing)  # type: ignore[arg-type]
@@ -331,11 +324,7 @@ def align_dpo(
     before = dpo_metrics(net, objective, test_data.val_batches())
     peft_section = adapt_policy(net, method, peft)
     counts = trainable_parameters(net)
-    timer = Timer()
-    out.mkdir(parents=True, exist_ok=True)
-    net.train()
-    result = run_engine(net, data, objective, train, out)
-    timing = timer.report(result.state.step)
+    result, timing = train_timed(net, data, objective, train, out)
     net = finish_policy(net, peft_section, out, model)
     after = dpo_metrics(net, objective, test_data.val_batches())
     # The KL to the reference, from the policy's own answers to the held-out prompts (the

@@ -29,13 +29,13 @@ from groundwork.generate.config import GenerationConfig
 from groundwork.recipes.align import (
     EVAL_BATCH,
     Policy,
-    Timer,
     adapt_policy,
     check_method,
     finish_policy,
     load_policy,
     sample_answers,
     score_and_kl,
+    train_timed,
     write_metrics,
     write_policy,
 )
@@ -160,7 +160,6 @@ def align_ppo(
     from groundwork.align.runs import read_chat_template
     from groundwork.peft.lora import trainable_parameters
     from groundwork.runs import load_run
-    from groundwork.train.engine import train as run_engine
 
     out = Path(out)
     check_method(method, peft)
@@ -211,11 +210,7 @@ def align_ppo(
     )
     agent = PolicyWithValue(net)
     counts = trainable_parameters(agent)
-    timer = Timer()
-    out.mkdir(parents=True, exist_ok=True)
-    agent.train()
-    result = run_engine(agent, data, objective, train, out)
-    timing = timer.report(result.state.step)
+    result, timing = train_timed(agent, data, objective, train, out)
     net = finish_policy(agent.policy, peft_section, out, model)
     after = score_and_kl(net, reference, tests, reward_fn, sampling, policy)
     answers_after = sample_answers(policy, net, shown, max_new_tokens)
@@ -332,7 +327,6 @@ def align_grpo(
     from groundwork.align.grpo import GRPOObjective, number_reward
     from groundwork.align.rollout import PromptData
     from groundwork.peft.lora import trainable_parameters
-    from groundwork.train.engine import train as run_engine
 
     out = Path(out)
     check_method(method, peft)
@@ -378,11 +372,7 @@ def align_grpo(
         val_prompts=test_prompts[:32],
     )
     counts = trainable_parameters(net)
-    timer = Timer()
-    out.mkdir(parents=True, exist_ok=True)
-    net.train()
-    result = run_engine(net, data, objective, train, out)
-    timing = timer.report(result.state.step)
+    result, timing = train_timed(net, data, objective, train, out)
     net = finish_policy(net, peft_section, out, model)
     after, texts_after = greedy_accuracy(policy, net, test_prompts, targets, max_new_tokens, number)
     section = {"method": "grpo", "base": model, "group_size": group_size, "beta": beta,
