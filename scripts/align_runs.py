@@ -179,6 +179,10 @@ def plot(rows: list[dict[str, Any]]) -> None:
     fig.savefig(PLOT, dpi=110)
 
 
+def _machine(m: dict[str, Any]) -> str:
+    return f"{m['processor']}, {m['cpu_count']} CPU cores, {m['platform']}, Python {m['python']}"
+
+
 def write_table(record: dict[str, Any]) -> None:
     rows = record["rows"]
     body = [
@@ -186,7 +190,7 @@ def write_table(record: dict[str, Any]) -> None:
         "",
         table(rows),
         "",
-        f"Machine: {record['machine']}. Commands:",
+        f"Machine: {_machine(record['machine'])}. Commands:",
         "",
         *[f"- `{r['command']}`" for r in rows],
         "",
