@@ -8,6 +8,7 @@ from groundwork.train import TrainConfig
 if TYPE_CHECKING:
     from torch import nn
 
+    from groundwork.align.preference import PreferenceExample
     from groundwork.models.gpt import GPT
     from groundwork.models.llama import Llama
 
@@ -120,3 +121,20 @@ def randomise_lora_b(model: "nn.Module") -> None:
         if isinstance(m, LoRALinear):
             for b in m.lora_B.values():
                 torch.nn.init.normal_(b.weight, std=0.1)
+
+
+def toy_preference_pairs(n: int, seed: int) -> "list[PreferenceExample]":
+    """Random prompts (ids 3..59) answered with "good" (ids 60..69) or "bad" (70..79) tokens:
+    preference pairs a tiny model can learn to separate."""
+    import torch
+
+    from groundwork.align.preference import PreferenceExample
+
+    g = torch.Generator().manual_seed(seed)
+    pairs = []
+    for _ in range(n):
+        prompt = torch.randint(3, 60, (int(torch.randint(2, 6, (1,), generator=g)),), generator=g)
+        good = torch.randint(60, 70, (int(torch.randint(1, 4, (1,), generator=g)),), generator=g)
+        bad = torch.randint(70, 80, (int(torch.randint(1, 4, (1,), generator=g)),), generator=g)
+        pairs.append(PreferenceExample.from_ids(prompt.tolist(), good.tolist(), bad.tolist()))
+    return pairs

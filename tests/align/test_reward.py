@@ -22,18 +22,7 @@ from groundwork.align.reward import (
 from groundwork.errors import ConfigError
 from groundwork.train.engine import train
 from helpers import tiny_llama, tiny_train
-
-
-def _pairs(n: int, seed: int) -> list[PreferenceExample]:
-    """Random prompts (ids 3..59) answered with "good" (ids 60..69) or "bad" (70..79) tokens."""
-    g = torch.Generator().manual_seed(seed)
-    pairs = []
-    for _ in range(n):
-        prompt = torch.randint(3, 60, (int(torch.randint(2, 6, (1,), generator=g)),), generator=g)
-        good = torch.randint(60, 70, (int(torch.randint(1, 4, (1,), generator=g)),), generator=g)
-        bad = torch.randint(70, 80, (int(torch.randint(1, 4, (1,), generator=g)),), generator=g)
-        pairs.append(PreferenceExample.from_ids(prompt.tolist(), good.tolist(), bad.tolist()))
-    return pairs
+from helpers import toy_preference_pairs as _pairs
 
 
 def test_bradley_terry_by_hand() -> None:

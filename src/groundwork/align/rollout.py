@@ -26,7 +26,6 @@ PPOObjective and GRPOObjective share. The module is long because it is that whol
 from the engine's prompt batches through sampling and scoring to the minibatches trained on.
 """
 
-import base64
 import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from groundwork.errors import ConfigError, TrainingError
 from groundwork.generate.config import GenerationConfig
 from groundwork.generate.decode import context_window, generate
 from groundwork.runtime import eval_mode
+from groundwork.train.data import encode_rng_state, restore_rng_state
 
 __all__ = [
     "KLKind",
@@ -567,15 +567,13 @@ class PromptData:
         """Where in which epoch the data is (for resume)."""
         if self._epoch_rng is None:
             return {}
-        rng = base64.b64encode(self._epoch_rng.numpy().tobytes()).decode("ascii")
-        return {"epoch_rng": rng, "position": self._position}
+        return {"epoch_rng": encode_rng_state(self._epoch_rng), "position": self._position}
 
     def load_state_dict(self, state: dict[str, Any], generator: torch.Generator) -> None:
         """Go back to the saved position: replay the epoch's shuffle."""
         if not state:
             return
-        rng = base64.b64decode(state["epoch_rng"])
-        generator.set_state(torch.frombuffer(bytearray(rng), dtype=torch.uint8).clone())
+        restore_rng_state(generator, state["epoch_rng"])
         self._new_epoch(generator)
         self._position = int(state["position"])
 

@@ -45,6 +45,17 @@ class TrainData(Protocol):
         ...
 
 
+def encode_rng_state(state: torch.Tensor) -> str:
+    """A ``torch.Generator`` state as text, for a data position in a checkpoint."""
+    return base64.b64encode(state.numpy().tobytes()).decode("ascii")
+
+
+def restore_rng_state(generator: torch.Generator, text: str) -> None:
+    """Set ``generator`` to a state :func:`encode_rng_state` wrote."""
+    raw = base64.b64decode(text)
+    generator.set_state(torch.frombuffer(bytearray(raw), dtype=torch.uint8).clone())
+
+
 def to_device(batch: Batch, device: torch.device) -> Batch:
     """Move every tensor of a batch (nested in tuples, lists and dicts) to ``device``."""
     if isinstance(batch, torch.Tensor):
@@ -236,15 +247,13 @@ class LabelledSequences:
         """Where in which epoch the data is (for exact resume)."""
         if self._epoch_rng is None:
             return {}
-        rng = base64.b64encode(self._epoch_rng.numpy().tobytes()).decode("ascii")
-        return {"epoch_rng": rng, "position": self._position}
+        return {"epoch_rng": encode_rng_state(self._epoch_rng), "position": self._position}
 
     def load_state_dict(self, state: dict[str, Any], generator: torch.Generator) -> None:
         """Go back to the saved position: replay the epoch's shuffle and skip what was read."""
         if not state:
             return
-        rng = base64.b64decode(state["epoch_rng"])
-        generator.set_state(torch.frombuffer(bytearray(rng), dtype=torch.uint8).clone())
+        restore_rng_state(generator, state["epoch_rng"])
         self._new_epoch(generator)
         assert self._epoch is not None
         for _ in range(int(state["position"])):
