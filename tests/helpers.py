@@ -58,9 +58,12 @@ def tiny_bert_run(root: Path, texts: list[str], vocab_size: int = 120) -> Path:
     )
 
 
-def tiny_llama_run(root: Path, texts: list[str], vocab_size: int = 300) -> Path:
+def tiny_llama_run(
+    root: Path, texts: list[str], vocab_size: int = 300, **overrides: object
+) -> Path:
     """A random 2-layer Llama (d 32, GQA) run directory with a byte-level BPE tokenizer trained
-    on ``texts``, as `groundwork pretrain` writes one (kind ``lm``)."""
+    on ``texts``, as `groundwork pretrain` writes one (kind ``lm``); ``overrides`` change fields
+    of its config (e.g. ``max_seq_len``)."""
     import torch
 
     from groundwork import tokenize
@@ -70,7 +73,9 @@ def tiny_llama_run(root: Path, texts: list[str], vocab_size: int = 300) -> Path:
     tok = tokenize.train_tokenizer("bpe", texts, vocab_size)
     tok.save(root / "tokenizer.json")
     config = LlamaConfig.from_name(
-        "tiny", vocab_size=tok.vocab_size, d_model=32, n_heads=4, n_kv_heads=2, d_ff=64
+        "tiny",
+        **{"vocab_size": tok.vocab_size, "d_model": 32, "n_heads": 4, "n_kv_heads": 2, "d_ff": 64}
+        | overrides,
     )
     torch.manual_seed(0)
     return write_run(Llama(config), root / "run", tokenizer=root / "tokenizer.json")

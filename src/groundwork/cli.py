@@ -52,6 +52,7 @@ from groundwork.recipes.ngram import ngram
 from groundwork.recipes.predict import predict
 from groundwork.recipes.pretrain import pretrain_command
 from groundwork.recipes.probe import probe
+from groundwork.recipes.retrieve import agent, rag, retrieve
 from groundwork.recipes.word2vec import word2vec
 
 set_parsing_settings(docstring_parse_attribute_docstrings=True)
@@ -75,6 +76,9 @@ COMMANDS: dict[str, Callable[..., None] | dict[str, Callable[..., None]]] = {
     "model": {"info": model_info, "list": model_list},
     "generate": generate,
     "chat": chat,
+    "retrieve": retrieve,
+    "rag": rag,
+    "agent": agent,
     "export": export,
     "import": import_,
     "data": {

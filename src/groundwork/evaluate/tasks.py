@@ -347,6 +347,20 @@ def privacy_qa_split() -> dict[str, list[Doc]]:
 
 
 @functools.cache
+def sms_spam_split() -> dict[str, list[Doc]]:
+    """The SMS Spam Collection's training and test messages (``text``, ``label`` ham/spam), the
+    test part shuffled (it is 12% spam: ``--limit`` takes a fair sample)."""
+    from groundwork.corpus import load_examples
+
+    parts = {
+        split: [dict(e) for e in load_examples("sms-spam", split=split)]
+        for split in ("train", "test")
+    }
+    parts["test"] = _shuffled(parts["test"])
+    return parts
+
+
+@functools.cache
 def dreaddit_split() -> dict[str, list[Doc]]:
     """Dreaddit's training and test posts (``text``, ``label`` 1 = stressed), test shuffled."""
     from groundwork.corpus import load_examples
@@ -395,5 +409,17 @@ register_task(
         ),
         doc_to_choices=lambda d: ["no", "yes"],
         doc_to_target=lambda d: int(d["label"]),
+    )
+)
+register_task(
+    Task(
+        name="sms-spam",
+        about="SMS Spam Collection (Almeida & Hidalgo 2011): is the text message spam? "
+        "Shots from the training split (chapter 15)",
+        docs=lambda: sms_spam_split()["test"],
+        fewshot_docs=lambda: sms_spam_split()["train"],
+        doc_to_text=lambda d: f"Message: {d['text'].strip()}\nIs this message spam?\nAnswer:",
+        doc_to_choices=lambda d: ["no", "yes"],
+        doc_to_target=lambda d: int(d["label"] == "spam"),
     )
 )

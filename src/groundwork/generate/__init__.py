@@ -17,7 +17,7 @@ from groundwork.generate.processors import process_logits, sample_next
 from groundwork.generate.seq2seq import beam_search_seq2seq, generate_seq2seq
 from groundwork.generate.simple import sample
 from groundwork.generate.speculative import SpeculativeOutput, speculative_generate
-from groundwork.generate.stream import generate_text, stream
+from groundwork.generate.stream import generate_text, generate_texts, stream
 
 __all__ = [
     "GenerateOutput",
@@ -28,6 +28,7 @@ __all__ = [
     "generate",
     "generate_seq2seq",
     "generate_text",
+    "generate_texts",
     "generate_uncached",
     "process_logits",
     "sample",

@@ -30,7 +30,7 @@ from torch import nn
 from groundwork.errors import ConfigError, GroundworkError, did_you_mean
 from groundwork.generate.config import GenerationConfig
 from groundwork.generate.decode import context_window
-from groundwork.generate.stream import stream
+from groundwork.generate.stream import end_of_turn_ids, stream
 from groundwork.tokenize.base import Tokenizer
 
 Message = dict[str, str]
@@ -107,13 +107,6 @@ def render_chat(
 
 
 # --8<-- [end:render]
-
-
-def _end_ids(tokenizer: Tokenizer) -> set[int]:
-    """Ids that end an assistant turn: ``<|im_end|>`` and the tokenizer's end of text."""
-    ends = {tokenizer.token_to_id(t) for t in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>")}
-    ends.add(tokenizer.eot_id)
-    return {i for i in ends if i is not None}
 
 
 CHAT_PARAMS = (
@@ -277,7 +270,7 @@ class ChatSession:
         except ConfigError:
             self.history = before  # a message that cannot fit changes nothing
             raise
-        stop_ids = tuple(sorted(set(self.config.stop_ids) | _end_ids(self.tokenizer)))
+        stop_ids = tuple(sorted(set(self.config.stop_ids) | end_of_turn_ids(self.tokenizer)))
         config = dataclasses.replace(self.config, stop_ids=stop_ids)  # stop at the turn's end
         pieces: list[str] = []
         try:

@@ -14,13 +14,16 @@ Sampling itself is :func:`~groundwork.generate.decode.decode_steps` (KV cache, t
 Nguyen et al. 2024). Chapter 10 (Decoding) of the docs.
 """
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 
+import torch
 from torch import nn
 
 from groundwork.errors import ConfigError
 from groundwork.generate.config import GenerationConfig
-from groundwork.generate.decode import decode_steps
+from groundwork.generate.decode import decode_steps, generate
+from groundwork.runtime import eval_mode
 from groundwork.tokenize.base import Tokenizer
 
 REPLACEMENT = "\ufffd"
@@ -156,3 +159,68 @@ def generate_text(
     """
     prompt_ids = tokenizer.encode(prompt)
     return "".join(stream(model, tokenizer, prompt_ids, config, stop_at_eot=stop_at_eot))
+
+
+def end_of_turn_ids(tokenizer: Tokenizer) -> set[int]:
+    """Ids that end a text or a chat turn: the tokenizer's end of text and, where it has them,
+    ``<|im_end|>`` (ChatML), ``<|eot_id|>`` (Llama 3), ``<end_of_turn>`` (Gemma)."""
+    ends = {tokenizer.token_to_id(t) for t in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>")}
+    ends.add(tokenizer.eot_id)
+    return {i for i in ends if i is not None}
+
+
+# --8<-- [start:generate_texts]
+def generate_texts(
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    prompts: Sequence[str],
+    config: GenerationConfig,
+    *,
+    batch_size: int = 8,
+    stop_at_eot: bool = True,
+) -> list[str]:
+    """Continue many prompts, ``batch_size`` at a time; each text cut before any stop string.
+
+    The batched counterpart of :func:`generate_text` for evaluation loops (few-shot answers,
+    sampled reasoning paths, retrieve-then-read): one left-padded forward pass per step for a
+    whole batch (:func:`~groundwork.generate.decode.generate`). With sampling and a
+    ``config.seed``, batch ``i`` is sampled with seed ``config.seed + i``, so results do not
+    depend on what else runs in the process.
+
+    Args:
+        model: A ``GPT`` or ``Llama``.
+        tokenizer: Encodes the prompts and decodes the continuations.
+        prompts: The texts to continue (none empty).
+        config: Decoding settings, including ``stop_strings``.
+        batch_size: Prompts per batch.
+        stop_at_eot: Also stop at the end of a text or of a chat turn
+            (:func:`end_of_turn_ids`; its text is not returned).
+
+    Returns:
+        One continuation per prompt, in order.
+
+    Raises:
+        ConfigError: ``batch_size < 1``, a stop string the tokenizer cannot produce, or a
+            prompt :func:`~groundwork.generate.decode.generate` refuses (empty, too long).
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size}")
+    check_stop_strings(tokenizer, config.stop_strings)
+    eos = sorted(end_of_turn_ids(tokenizer)) if stop_at_eot else []
+    ends = {*config.stop_ids, *eos}
+    texts: list[str] = []
+    for b, start in enumerate(range(0, len(prompts), batch_size)):
+        batch = [tokenizer.encode(p) for p in prompts[start : start + batch_size]]
+        cfg = config
+        if config.seed is not None:
+            cfg = dataclasses.replace(config, seed=config.seed + b)
+        with eval_mode(model), torch.no_grad():
+            out = generate(model, batch, cfg, eos_ids=eos, decode=tokenizer.decode)
+        for seq in out.sequences:
+            text = tokenizer.decode([t for t in seq if t not in ends])
+            cut = find_stop(text, config.stop_strings)
+            texts.append(text if cut is None else text[:cut])
+    return texts
+
+
+# --8<-- [end:generate_texts]

@@ -78,9 +78,9 @@ class Policy:
 
     def end_ids(self) -> list[int]:
         """Ids that end an assistant turn (``<|im_end|>``, the end of text)."""
-        from groundwork.generate.chat import _end_ids
+        from groundwork.generate.stream import end_of_turn_ids
 
-        return sorted(_end_ids(self.tokenizer))
+        return sorted(end_of_turn_ids(self.tokenizer))
 
     def encode(self, messages: Sequence[Any], max_tokens: int) -> Any:
         """A conversation as an :class:`~groundwork.align.sft.SFTExample`."""
