@@ -147,14 +147,19 @@ def run_agent(pre: Any, args: argparse.Namespace) -> dict[str, Any]:
     docs = load_documents(CORPUS)
     passages = chunk_documents(docs, size=100, overlap=20)
     retriever = BM25Retriever([p.text for p in passages])
-    runner = build_agent(
-        pre.model,
-        pre.tokenizer,
-        passages=passages,
-        retriever=retriever,
-        max_steps=args.max_steps,
-        max_new_tokens=48,
-    )
+    tools = {"ASDiv (calculator)": ("calculator",), "wiki years (search)": ("search", "lookup")}
+    runners = {
+        name: build_agent(
+            pre.model,
+            pre.tokenizer,
+            passages=passages,
+            retriever=retriever,
+            max_steps=args.max_steps,
+            max_new_tokens=48,
+            tools=tools[name],
+        )
+        for name in tools
+    }
     sets: dict[str, list[tuple[str, str]]] = {"ASDiv (calculator)": [], "wiki years (search)": []}
     for d in get_task("asdiv").docs()[200:]:  # past the problems of the prompting runs
         gold = normalize_number(str(d["answer"]))
@@ -171,7 +176,7 @@ def run_agent(pre: Any, args: argparse.Namespace) -> dict[str, Any]:
     traces = []
     for name, items in sets.items():
         started = time.perf_counter()
-        transcripts = [runner.run(question) for question, _ in items]
+        transcripts = [runners[name].run(question) for question, _ in items]
         right = [
             answer_matches(t.answer, gold) for t, (_, gold) in zip(transcripts, items, strict=True)
         ]
@@ -284,7 +289,8 @@ def tables(record: dict[str, Any]) -> str:
         out += section(
             "agent",
             [
-                "**ReAct agent** (calculator, search, lookup; at most "
+                "**ReAct agent** (the calculator for ASDiv; search and lookup for the wiki "
+                "questions; at most "
                 f"{record['agent_max_steps']} model turns):",
                 "",
                 markdown_table(["questions", "n", "accuracy %", "turns", "ended", "actions"], rows),

@@ -1,7 +1,5 @@
 """Tools: typed arguments parsed from model text, the registry, and search/lookup over passages."""
 
-from dataclasses import dataclass
-
 import pytest
 
 from groundwork.errors import ConfigError, GroundworkError
@@ -16,6 +14,7 @@ from groundwork.prompting.tools import (
     split_sentences,
     unwrap,
 )
+from groundwork.retrieval.base import Hit
 
 
 def echo_tool() -> Tool:
@@ -220,12 +219,6 @@ PASSAGES = [
 ]
 
 
-@dataclass(frozen=True)
-class FakeHit:
-    index: int
-    score: float
-
-
 class FakeRetriever:
     """Ranks passages by how many query words they contain; records the calls."""
 
@@ -233,12 +226,12 @@ class FakeRetriever:
         self.passages = passages
         self.calls: list[tuple[str, int]] = []
 
-    def retrieve(self, query: str, k: int) -> list[FakeHit]:
+    def retrieve(self, query: str, k: int) -> list[Hit]:
         self.calls.append((query, k))
         words = query.lower().split()
         scores = [sum(w in p.lower() for w in words) for p in self.passages]
         ranked = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
-        return [FakeHit(i, float(scores[i])) for i in ranked[:k] if scores[i] > 0]
+        return [Hit(i, float(scores[i])) for i in ranked[:k] if scores[i] > 0]
 
 
 def test_search_shows_the_top_passages_numbered() -> None:

@@ -30,7 +30,6 @@ stops at ``finish`` (status ``"answered"``), after ``max_steps`` steps (``"step_
 Chapter 15 (Prompting, agents and retrieval).
 """
 
-import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -40,6 +39,7 @@ from groundwork.checks import positive_int
 from groundwork.errors import ConfigError
 from groundwork.evaluate.task import normalize_answer
 from groundwork.prompting.calculator import CalculatorError
+from groundwork.prompting.cot import canonical_number, extract_answer, is_correct
 from groundwork.prompting.tools import ToolError, ToolRegistry, unwrap
 
 Complete = Callable[[str, Sequence[str]], str]
@@ -370,39 +370,20 @@ class ReActAgent:
 def answer_matches(predicted: str | None, gold: str) -> bool:
     """Whether an agent's answer equals the gold answer.
 
-    A numeric gold answer is compared numerically (relative tolerance ``1e-6``) with the
-    prediction, or with the last number in it when it is not a bare number (``"It is 42."``);
-    ``$``, ``%`` and thousands separators (``1,000``) are ignored. Other answers are compared as
-    text after :func:`~groundwork.evaluate.task.normalize_answer` (case, punctuation, articles).
+    A numeric gold answer is compared with the prediction's final number, read as chain of
+    thought reads it (:func:`~groundwork.prompting.cot.extract_answer`: the number after "the
+    answer is", else the last one; thousands separators dropped, ``12.50`` equal to ``12.5``).
+    Other answers are compared as text after
+    :func:`~groundwork.evaluate.task.normalize_answer` (case, punctuation, articles).
 
     >>> answer_matches("1,000", "1000"), answer_matches("The Seine", "seine")
     (True, True)
     """
     if predicted is None:
         return False
-    gold_number = _as_number(gold)
-    if gold_number is not None:
-        number = _as_number(predicted)
-        if number is None:
-            numbers = _NUMBER.findall(predicted)
-            number = _as_number(numbers[-1]) if numbers else None
-        return number is not None and math.isclose(number, gold_number, rel_tol=1e-6)
+    if extract_answer(gold) == canonical_number(gold):  # the gold answer is a number
+        return is_correct(extract_answer(predicted), gold)
     return normalize_answer(predicted) == normalize_answer(gold)
 
 
 # --8<-- [end:answer_matches]
-
-_NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d*\.?\d+(?:[eE][-+]?\d+)?")
-
-
-def _as_number(text: str) -> float | None:
-    """``text`` as a number if it is one (``"$1,000.50"``, ``"12%"``, ``"-3e2"``), else None."""
-    text = text.strip().rstrip(".").strip()
-    text = text.lstrip("$€£").rstrip("%").strip()
-    if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", text):
-        text = text.replace(",", "")
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None

@@ -29,11 +29,12 @@ import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from groundwork.checks import positive_int
 from groundwork.errors import ConfigError, GroundworkError, did_you_mean
 from groundwork.prompting.calculator import calculate
+from groundwork.retrieval.base import Retriever
 
 PARAMETER_TYPES = (str, int, float)
 """The types a tool parameter may have."""
@@ -338,21 +339,6 @@ def calculator_tool() -> Tool:
 
 
 # --8<-- [end:calculator_tool]
-
-
-class Hit(Protocol):
-    """One retrieved passage: its index in the passage list and its score."""
-
-    @property
-    def index(self) -> int: ...
-    @property
-    def score(self) -> float: ...
-
-
-class Retriever(Protocol):
-    """Anything that ranks passages for a query (BM25, dense, a fusion of both, ...)."""
-
-    def retrieve(self, query: str, k: int) -> Sequence[Hit]: ...
 
 
 @dataclass

@@ -169,9 +169,12 @@ def build_agent(
     max_steps: int = 6,
     max_new_tokens: int = 64,
     tools: Sequence[str] = ("calculator", "search", "lookup"),
+    search_k: int = 2,
+    observation_chars: int = 1200,
 ) -> Any:
     """A ReAct agent over ``net``: greedy completions, the calculator, and (with passages and a
-    retriever) search and lookup; the worked examples of the tools it has."""
+    retriever) search (``search_k`` whole passages per search) and lookup, among ``tools``;
+    the worked examples of the tools it has."""
     from groundwork.generate.config import GenerationConfig
     from groundwork.generate.stream import generate_texts
     from groundwork.prompting.agents import CALCULATOR_EXAMPLE, SEARCH_EXAMPLE, ReActAgent
@@ -190,7 +193,10 @@ def build_agent(
         examples.append(CALCULATOR_EXAMPLE)
     if passages is not None and retriever is not None and "search" in tools:
         state = SearchState()
-        registry.register(search_tool(retriever, [p.text for p in passages], state=state))
+        texts = [p.text for p in passages]
+        registry.register(
+            search_tool(retriever, texts, k=search_k, max_chars=observation_chars, state=state)
+        )
         if "lookup" in tools:
             registry.register(lookup_tool(state))
         examples.append(SEARCH_EXAMPLE)
@@ -201,7 +207,14 @@ def build_agent(
         )
         return generate_texts(net, tokenizer, [prompt], config)[0]
 
-    return ReActAgent(complete, registry, max_steps=max_steps, examples=examples, guided=True)
+    return ReActAgent(
+        complete,
+        registry,
+        max_steps=max_steps,
+        examples=examples,
+        max_observation_chars=observation_chars,
+        guided=True,
+    )
 
 
 def agent(
