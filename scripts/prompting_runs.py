@@ -7,6 +7,7 @@ r"""Chapter 15, prompting: in-context learning and chain of thought with SmolLM2
   for every test message, as Zhao et al. 2021 do), each prompt's accuracy before and after
   contextual calibration; order sensitivity (one 4-shot prompt, two of each label, in
   ``--orders`` orders); random vs nearest-neighbour (MiniLM, KATE) shots at k = 4.
+* ``vote``: the majority label of those 4 nearest neighbours, with no language model.
 * ``cot``: ASDiv word problems with numeric answers (the first ``--problems`` of the harness's
   file): direct answers, chain of thought (4 worked exemplars), zero-shot "Let's think step by
   step", and self-consistency (majority over ``--paths`` sampled chains, temperature 0.7).
@@ -40,6 +41,11 @@ PLOT = ROOT / "docs/chapters/img/icl-shots.png"
 RECORD = ROOT / "benchmarks/results/prompting-cpu.json"
 MODEL = "smollm2-135m-instruct"
 SHOTS = (0, 1, 2, 4, 8)
+SELECTION_NAMES = {
+    "random": "random shots",
+    "nearest": "nearest neighbours (KATE)",
+    "vote": "the neighbours' majority label, no language model",
+}
 
 
 def balanced_test(task: Any, n_per_class: int) -> list[dict[str, Any]]:
@@ -108,6 +114,7 @@ def run_icl(pre: Any, args: argparse.Namespace) -> dict[str, Any]:
         shots = [base[i] for i in perm]
         row = score_prompt(pre, task, docs, shots)
         row["order"] = "".join("S" if s["label"] == "spam" else "H" for s in shots)
+        row["permutation"] = list(perm)
         orders.append(row)
         print(f"order {row['order']}: {row}", flush=True)
     # random vs nearest neighbours (KATE), k = 4, one prompt per message
@@ -138,6 +145,31 @@ def run_icl(pre: Any, args: argparse.Namespace) -> dict[str, Any]:
         "selection": selection,
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def run_vote(args: argparse.Namespace) -> dict[str, Any]:
+    """The label most frequent among each message's 4 nearest training messages (MiniLM), no
+    language model: how much of nearest-neighbour prompting the neighbours' labels explain. A
+    2-2 tie goes to the nearest neighbour's label."""
+    from groundwork.evaluate.embeddings import sentence_embeddings
+    from groundwork.evaluate.task import get_task
+    from groundwork.pretrained import load
+    from groundwork.prompting.fewshot import nearest_shots
+
+    task = get_task("sms-spam")
+    assert task.fewshot_docs is not None
+    pool = task.fewshot_docs()
+    docs = balanced_test(task, args.n_per_class)
+    minilm = load("all-minilm-l6-v2")
+    pool_emb = sentence_embeddings(minilm.model, minilm.tokenizer, [d["text"] for d in pool])
+    query_emb = sentence_embeddings(minilm.model, minilm.tokenizer, [d["text"] for d in docs])
+    right = 0
+    for j, doc in enumerate(docs):
+        labels = [pool[i]["label"] for i in nearest_shots(query_emb[j], pool_emb, 4)]
+        spam = labels.count("spam")
+        vote = "spam" if spam > 2 or (spam == 2 and labels[-1] == "spam") else "ham"
+        right += vote == doc["label"]
+    return {"acc": right / len(docs), "spam_shot_fraction": None}
 
 
 def run_cot(pre: Any, args: argparse.Namespace) -> dict[str, Any]:
@@ -253,7 +285,7 @@ def tables(record: dict[str, Any]) -> str:
             f"(mean {mean_std(accs)}); calibrated {100 * min(cal):.1f}–{100 * max(cal):.1f} %.",
             "",
             markdown_table(
-                ["order", "accuracy", "calibrated"],
+                ["labels in order (S spam, H ham)", "accuracy", "calibrated"],
                 [
                     [r["order"], f"{100 * r['acc']:.1f}", f"{100 * r['acc_calibrated']:.1f}"]
                     for r in icl["orders"]
@@ -268,7 +300,13 @@ def tables(record: dict[str, Any]) -> str:
             markdown_table(
                 ["selection", "accuracy", "spam among the shots"],
                 [
-                    [n, f"{100 * s['acc']:.1f}", f"{100 * s['spam_shot_fraction']:.0f} %"]
+                    [
+                        SELECTION_NAMES.get(n, n),
+                        f"{100 * s['acc']:.1f}",
+                        ""
+                        if s["spam_shot_fraction"] is None
+                        else f"{100 * s['spam_shot_fraction']:.0f} %",
+                    ]
                     for n, s in sel.items()
                 ],
             ),
@@ -331,7 +369,9 @@ def plot(record: dict[str, Any]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--parts", nargs="+", default=["icl", "cot"], choices=["icl", "cot"])
+    parser.add_argument(
+        "--parts", nargs="+", default=["icl", "vote", "cot"], choices=["icl", "vote", "cot"]
+    )
     parser.add_argument("--n-per-class", type=int, default=30)
     parser.add_argument("--prompts", type=int, default=3)
     parser.add_argument("--orders", type=int, default=8)
@@ -345,6 +385,9 @@ def main() -> None:
 
         pre = groundwork.load(MODEL)
         for part in args.parts:
+            if part == "vote":  # one more row of the icl part's selection table
+                record["icl"]["selection"]["vote"] = run_vote(args)
+                continue
             started = time.perf_counter()
             result = run_icl(pre, args) if part == "icl" else run_cot(pre, args)
             result["wall_seconds"] = round(time.perf_counter() - started, 1)
