@@ -20,7 +20,6 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from groundwork.checks import positive_int
 from groundwork.errors import ConfigError
 from groundwork.retrieval.base import Retriever
 
@@ -162,9 +161,3 @@ class RAGPipeline:
 def plain_prompt(messages: list[Message]) -> str:
     """A prompt for a model without a chat template: the contents, then ``"Answer:"``."""
     return "\n\n".join(m["content"] for m in messages) + "\nAnswer:"
-
-
-def top_k_passages(retriever: Retriever, queries: Sequence[str], k: int) -> list[list[int]]:
-    """The retrieved passage indices of each query (for recall@k)."""
-    positive_int("k", k)
-    return [[h.index for h in retriever.retrieve(q, k)] for q in queries]
