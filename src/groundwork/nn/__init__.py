@@ -1,6 +1,7 @@
 """Building blocks of transformers: attention, positions, norms, MLPs, the block, the KV cache.
 
-Imports only torch. Chapter 5 of the docs walks through every module.
+Imports only torch. Chapter 5 of the docs walks through every module; chapter 16 the
+mixture-of-experts layer (:mod:`groundwork.nn.moe`).
 """
 
 from groundwork.nn.attention import (
@@ -19,6 +20,15 @@ from groundwork.nn.attention import (
 from groundwork.nn.block import NormPosition, TransformerBlock
 from groundwork.nn.kv_cache import KVCache
 from groundwork.nn.mlp import GELUMLP, SwiGLU, gelu_tanh
+from groundwork.nn.moe import (
+    MoE,
+    MoEConfig,
+    MoEExperts,
+    RouterOutput,
+    load_balancing_loss,
+    moe_reference,
+    router_z_loss,
+)
 from groundwork.nn.norms import LayerNorm, RMSNorm, layer_norm
 from groundwork.nn.positions import (
     LearnedPositionalEmbedding,
@@ -40,10 +50,14 @@ __all__ = [
     "KVCache",
     "LayerNorm",
     "LearnedPositionalEmbedding",
+    "MoE",
+    "MoEConfig",
+    "MoEExperts",
     "NormPosition",
     "RMSNorm",
     "RopeScaling",
     "RotaryEmbedding",
+    "RouterOutput",
     "SinusoidalPositionalEmbedding",
     "SwiGLU",
     "TransformerBlock",
@@ -55,12 +69,15 @@ __all__ = [
     "document_mask",
     "gelu_tanh",
     "layer_norm",
+    "load_balancing_loss",
     "math_attention",
+    "moe_reference",
     "packed_documents",
     "padding_mask",
     "repeat_kv",
     "rope_inv_freq",
     "rotate_half",
+    "router_z_loss",
     "sdpa_attention",
     "sinusoidal_table",
     "to_additive",
