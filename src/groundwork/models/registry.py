@@ -165,6 +165,9 @@ def _register_builtin() -> None:
     from groundwork.models.bert_hf import BERT_ADAPTER
     from groundwork.models.gpt_hf import GPT2_ADAPTER
     from groundwork.models.llama_hf import LLAMA_ADAPTER
+    from groundwork.models.mixtral import MIXTRAL_PRESETS, Mixtral, MixtralConfig
+    from groundwork.models.mixtral import parameter_counts as mixtral_parameter_counts
+    from groundwork.models.mixtral_hf import MIXTRAL_ADAPTER
     from groundwork.models.t5 import T5, T5_PRESETS, T5Config
     from groundwork.models.t5 import parameter_counts as t5_parameter_counts
     from groundwork.models.t5_hf import T5_ADAPTER
@@ -189,6 +192,17 @@ def _register_builtin() -> None:
             description="Llama: RoPE, RMSNorm, SwiGLU, grouped-query attention (Touvron 2023)",
             hf=LLAMA_ADAPTER,
             parameter_counts=llama.parameter_counts,
+        )
+    )
+    register(
+        Architecture(
+            name="mixtral",
+            config_cls=MixtralConfig,
+            model_cls=Mixtral,
+            presets=MIXTRAL_PRESETS,
+            description="Mixtral: Llama with sparse top-2 mixture-of-experts MLPs (Jiang 2024)",
+            hf=MIXTRAL_ADAPTER,
+            parameter_counts=mixtral_parameter_counts,
         )
     )
     register(

@@ -63,7 +63,7 @@ Activation = Literal["swiglu", "gelu", "relu"]
 Router = Literal["softmax_topk", "noisy_topk", "switch"]
 _ACTIVATIONS = ("swiglu", "gelu", "relu")
 _ROUTERS = ("softmax_topk", "noisy_topk", "switch")
-_HAS_GROUPED_MM = hasattr(F, "grouped_mm")
+HAS_GROUPED_MM = hasattr(F, "grouped_mm")
 
 
 @dataclass(kw_only=True)
@@ -200,7 +200,7 @@ class MoEExperts(nn.Module):
         there are no biases, the same products run as one grouped matmul per weight instead
         (tested equal to the loop); the loop is the definition.
         """
-        if self.use_grouped_mm and _HAS_GROUPED_MM and self.up_bias is None and 0 not in counts:
+        if self.use_grouped_mm and HAS_GROUPED_MM and self.up_bias is None and 0 not in counts:
             return self._grouped_mm(x, counts)
         ys, start = [], 0
         for e, n in enumerate(counts):
