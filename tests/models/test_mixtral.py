@@ -22,9 +22,8 @@ from groundwork.models.mixtral import (
     Mixtral,
     MixtralConfig,
     parameter_counts,
-    router_aux_loss,
 )
-from groundwork.nn.moe import RouterOutput
+from groundwork.nn.moe import RouterOutput, router_aux_loss
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 
@@ -120,10 +119,10 @@ HF_CONFIG: dict[str, Any] = dict(
 )
 
 
-def _hf_mixtral() -> Any:
+def _hf_mixtral(**overrides: Any) -> Any:
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
-    config = transformers.MixtralConfig(**HF_CONFIG, attn_implementation="eager")
+    config = transformers.MixtralConfig(**HF_CONFIG | overrides, attn_implementation="eager")
     return transformers.MixtralForCausalLM(config).eval()
 
 
@@ -194,6 +193,37 @@ def test_router_aux_loss_equals_transformers() -> None:
     expected = load_balancing_loss_func(out.router_logits, 6, 2, attention_mask)
     got = router_aux_loss(ours.router_outputs, attention_mask)
     torch.testing.assert_close(got, expected, **TOL)
+
+
+@pytest.mark.parity
+def test_moe_objective_equals_transformers_loss_with_router_logits() -> None:
+    """lm loss + router_aux_loss_coef * aux, and its gradients, as MixtralForCausalLM's loss."""
+    from groundwork.train.objectives import IGNORE_INDEX, MoECausalLMObjective
+
+    hf = _hf_mixtral(router_aux_loss_coef=0.3)  # large enough to matter
+    ours = from_hf(hf)
+    idx, _ = _batch(hf.config.vocab_size)
+    targets = torch.cat([idx[:, 1:], torch.full((2, 1), IGNORE_INDEX)], dim=1)  # (B, T)
+    out = MoECausalLMObjective()(ours, (idx, targets))
+    expected = hf(idx, labels=idx, output_router_logits=True).loss
+    torch.testing.assert_close(out.loss, expected, **TOL)
+    assert out.items == targets.numel() - 2 and 0 < float(out.metrics["max_expert_share"]) <= 1
+    out.loss.backward()
+    expected.backward()
+    router = "model.layers.0.mlp.router.weight"
+    hf_router = dict(hf.named_parameters())["model.layers.0.mlp.gate.weight"]
+    torch.testing.assert_close(dict(ours.named_parameters())[router].grad, hf_router.grad, **TOL)
+
+
+def test_moe_objective_refuses_a_dense_model() -> None:
+    from groundwork.errors import ConfigError
+    from groundwork.models.llama import Llama, LlamaConfig
+    from groundwork.train.objectives import MoECausalLMObjective
+
+    dense = Llama(LlamaConfig.from_name("tiny"))
+    idx = torch.zeros(1, 4, dtype=torch.long)
+    with pytest.raises(ConfigError, match="no router outputs"):
+        MoECausalLMObjective()(dense, (idx, idx))
 
 
 @pytest.mark.parity

@@ -14,7 +14,8 @@ so the key map (:mod:`groundwork.models.mixtral_hf`) is a rename and no tensor i
 
 After each forward :attr:`Mixtral.router_outputs` holds one
 :class:`~groundwork.nn.moe.RouterOutput` per layer, for a training objective to add
-``router_aux_loss_coef * load_balancing_loss`` (:func:`router_aux_loss`).
+``router_aux_loss_coef * load_balancing_loss`` (:func:`~groundwork.nn.moe.router_aux_loss`;
+:class:`~groundwork.train.objectives.MoECausalLMObjective` does).
 
 References:
     * Jiang et al. 2024, "Mixtral of Experts".
@@ -42,7 +43,6 @@ from groundwork.nn.moe import (
     MoEConfig,
     MoEExperts,
     RouterOutput,
-    load_balancing_loss,
 )
 
 
@@ -264,28 +264,6 @@ class Mixtral(Llama):
             if isinstance(layer, MixtralBlock) and layer.router_output is not None
         ]
         return logits
-
-
-def router_aux_loss(
-    router_outputs: list[RouterOutput], attention_mask: torch.Tensor | None = None
-) -> torch.Tensor:
-    """The load-balancing loss of one forward, the tokens of every layer pooled (as
-    ``transformers``' ``load_balancing_loss_func``, which ``MixtralForCausalLM`` multiplies by
-    ``router_aux_loss_coef`` and adds to its loss): multiply it by
-    :attr:`MixtralConfig.router_aux_loss_coef` and add it to the language-model loss.
-
-    Args:
-        router_outputs: :attr:`Mixtral.router_outputs`.
-        attention_mask: Optional ``(B, T)`` 1 for tokens, 0 for padding (of that forward).
-    """
-    if not router_outputs:
-        raise ValueError("no router outputs: run the model forward first")
-    probs = torch.cat([o.probs for o in router_outputs])  # (L N, E)
-    expert_ids = torch.cat([o.expert_ids for o in router_outputs])  # (L N, k)
-    mask = None
-    if attention_mask is not None:
-        mask = attention_mask.reshape(-1).repeat(len(router_outputs))  # (L N,)
-    return load_balancing_loss(probs, expert_ids, mask)
 
 
 def parameter_counts(config: MixtralConfig) -> dict[str, int]:

@@ -27,6 +27,7 @@ from groundwork.nn.moe import (
     RouterOutput,
     load_balancing_loss,
     moe_reference,
+    router_aux_loss,
     router_z_loss,
 )
 from groundwork.nn.norms import LayerNorm, RMSNorm, layer_norm
@@ -77,6 +78,7 @@ __all__ = [
     "repeat_kv",
     "rope_inv_freq",
     "rotate_half",
+    "router_aux_loss",
     "router_z_loss",
     "sdpa_attention",
     "sinusoidal_table",

@@ -39,6 +39,7 @@ with ``torch.stack``; Hugging Face's fused ``gate_up_proj`` ``(E, 2 d_ff, d_mode
 """
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
@@ -368,6 +369,30 @@ def load_balancing_loss(
     f = routed / total  # (E,)
     p = (probs.float() * w.unsqueeze(-1)).sum(0) / total  # (E,)
     return n_experts * (f * p).sum()
+
+
+def router_aux_loss(
+    router_outputs: Sequence[RouterOutput], attention_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The load-balancing loss of one forward of a model with several MoE layers, the tokens of
+    every layer pooled, as ``transformers``' ``load_balancing_loss_func`` (which
+    ``MixtralForCausalLM`` multiplies by ``router_aux_loss_coef`` and adds to its loss).
+
+    Args:
+        router_outputs: One :class:`RouterOutput` per MoE layer, from the same forward.
+        attention_mask: Optional ``(B, T)`` 1 for tokens, 0 for padding (of that forward).
+
+    Raises:
+        ConfigError: no router outputs (the model has no MoE layer, or has not run).
+    """
+    if not router_outputs:
+        raise ConfigError("no router outputs: run a model with MoE layers forward first")
+    probs = torch.cat([o.probs for o in router_outputs])  # (L N, E)
+    expert_ids = torch.cat([o.expert_ids for o in router_outputs])  # (L N, k)
+    mask = None
+    if attention_mask is not None:
+        mask = attention_mask.reshape(-1).repeat(len(router_outputs))  # (L N,)
+    return load_balancing_loss(probs, expert_ids, mask)
 
 
 def router_z_loss(logits: torch.Tensor) -> torch.Tensor:

@@ -71,7 +71,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from groundwork.errors import TrainingError
+from groundwork.errors import ConfigError, TrainingError
+from groundwork.nn.moe import router_aux_loss, router_z_loss
 from groundwork.numerics import bits_per_byte
 
 __all__ = [
@@ -159,6 +160,48 @@ class CausalLMObjective:
         x, y = batch
         logits = model(x)  # (B, T, V)
         return LossOutput(loss=causal_lm_loss(logits, y), items=y.numel())
+
+
+class MoECausalLMObjective:
+    """Next-token prediction plus the routers' load-balancing loss, for models with
+    mixture-of-experts layers (Switch, Mixtral): ``loss = lm + coef * aux``, ``aux`` the
+    :func:`~groundwork.nn.moe.router_aux_loss` of every layer's
+    :class:`~groundwork.nn.moe.RouterOutput` (``model.router_outputs``), ``coef`` the model's
+    ``config.router_aux_loss_coef`` unless given; with ``z_loss_coef`` also ST-MoE's router
+    z-loss. ``MixtralForCausalLM(..., output_router_logits=True)`` computes the same loss.
+    Logs the language-model loss, the auxiliary loss and the share of assignments each expert
+    received (the most loaded expert's share; 1/E is perfect balance, per top-k slot)."""
+
+    def __init__(self, aux_loss_coef: float | None = None, z_loss_coef: float = 0.0) -> None:
+        self.aux_loss_coef = aux_loss_coef
+        self.z_loss_coef = z_loss_coef
+
+    def __call__(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> LossOutput:
+        x, y = batch
+        logits = model(x)  # (B, T, V); sets model.router_outputs
+        outputs = getattr(model, "router_outputs", None)
+        if not outputs:
+            raise ConfigError(
+                f"{type(model).__name__} reports no router outputs: MoECausalLMObjective is for "
+                "models with mixture-of-experts layers (e.g. mixtral); use CausalLMObjective"
+            )
+        coef = self.aux_loss_coef
+        if coef is None:
+            coef = float(getattr(getattr(model, "config", None), "router_aux_loss_coef", 0.0))
+        lm = causal_lm_loss(logits, y)
+        aux = router_aux_loss(outputs)
+        loss = lm + coef * aux
+        metrics: dict[str, torch.Tensor | float] = {
+            "lm_loss": lm.detach(),
+            "aux_loss": aux.detach(),
+        }
+        if self.z_loss_coef:
+            z = torch.stack([router_z_loss(o.logits) for o in outputs]).mean()
+            loss = loss + self.z_loss_coef * z
+            metrics["z_loss"] = z.detach()
+        counts = torch.stack([o.tokens_per_expert for o in outputs]).sum(0).float()  # (E,)
+        metrics["max_expert_share"] = float(counts.max() / counts.sum())
+        return LossOutput(loss=loss, items=int((y != IGNORE_INDEX).sum()), metrics=metrics)
 
 
 class ClassificationObjective:
