@@ -346,30 +346,29 @@ def privacy_qa_split() -> dict[str, list[Doc]]:
     return {k: _shuffled(v) for k, v in application_split("privacy-qa", rows, "context").items()}
 
 
-@functools.cache
-def sms_spam_split() -> dict[str, list[Doc]]:
-    """The SMS Spam Collection's training and test messages (``text``, ``label`` ham/spam), the
-    test part shuffled (it is 12% spam: ``--limit`` takes a fair sample)."""
+def _labelled_split(name: str) -> dict[str, list[Doc]]:
+    """A labelled source's ``train`` and ``test`` examples, the test part shuffled (so that
+    ``--limit`` takes a fair sample)."""
     from groundwork.corpus import load_examples
 
     parts = {
-        split: [dict(e) for e in load_examples("sms-spam", split=split)]
-        for split in ("train", "test")
+        split: [dict(e) for e in load_examples(name, split=split)] for split in ("train", "test")
     }
     parts["test"] = _shuffled(parts["test"])
     return parts
 
 
 @functools.cache
+def sms_spam_split() -> dict[str, list[Doc]]:
+    """The SMS Spam Collection's training and test messages (``text``, ``label`` ham/spam), the
+    test part shuffled (it is 12% spam: ``--limit`` takes a fair sample)."""
+    return _labelled_split("sms-spam")
+
+
+@functools.cache
 def dreaddit_split() -> dict[str, list[Doc]]:
     """Dreaddit's training and test posts (``text``, ``label`` 1 = stressed), test shuffled."""
-    from groundwork.corpus import load_examples
-
-    parts: dict[str, list[Doc]] = {}
-    for split in ("train", "test"):
-        parts[split] = [dict(e) for e in load_examples("dreaddit", split=split)]
-    parts["test"] = _shuffled(parts["test"])
-    return parts
+    return _labelled_split("dreaddit")
 
 
 register_task(

@@ -144,7 +144,11 @@ class LlamaBlock(nn.Module):
             c.d_model, c.n_heads, c.n_kv_heads, c.d_head, impl=c.attn_impl, layer_idx=layer_idx
         )
         self.post_attention_layernorm = RMSNorm(c.d_model, eps=c.rms_norm_eps)
-        self.mlp = SwiGLU(c.d_model, c.d_ff)
+        self.mlp = self.build_mlp(c)
+
+    def build_mlp(self, config: LlamaConfig) -> nn.Module:
+        """The feed-forward sublayer: SwiGLU (a mixture of experts in Mixtral's block)."""
+        return SwiGLU(config.d_model, config.d_ff)
 
     def forward(
         self,
@@ -169,12 +173,15 @@ class LlamaBlock(nn.Module):
 class LlamaModel(nn.Module):
     """The decoder stack: token embeddings, ``n_layers`` blocks with RoPE, final RMSNorm."""
 
+    block_cls: type[LlamaBlock] = LlamaBlock
+    """The layer class (Mixtral's stack uses its MoE block)."""
+
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__()
         c = config
         assert c.d_head is not None
         self.embed_tokens = nn.Embedding(c.vocab_size, c.d_model)
-        self.layers = nn.ModuleList(LlamaBlock(c, i) for i in range(c.n_layers))
+        self.layers = nn.ModuleList(self.block_cls(c, i) for i in range(c.n_layers))
         self.norm = RMSNorm(c.d_model, eps=c.rms_norm_eps)
         self.rotary = RotaryEmbedding(c.d_head, theta=c.rope_theta, scaling=c.rope_scaling)
 
@@ -216,10 +223,13 @@ class Llama(DecoderLM):
         config: The model's shape and options.
     """
 
+    model_cls: type[LlamaModel] = LlamaModel
+    """The decoder stack's class (Mixtral's has MoE blocks)."""
+
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__()
         self.config = c = config
-        self.model = LlamaModel(c)
+        self.model = self.model_cls(c)
         self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
         init_weights(self, c.n_layers)  # GPT-2's, with the scaled residual projections
         if c.tie_embeddings:

@@ -32,11 +32,10 @@ from torch import nn
 
 from groundwork.errors import ConfigError
 from groundwork.models.config import check_positive, preset
-from groundwork.models.decoder import INIT_STD, init_weights
+from groundwork.models.decoder import INIT_STD
 from groundwork.models.llama import Llama, LlamaBlock, LlamaConfig, LlamaModel
 from groundwork.models.llama import parameter_counts as llama_parameter_counts
-from groundwork.nn import KVCache, RMSNorm, RotaryEmbedding
-from groundwork.nn.attention import Attention
+from groundwork.nn import KVCache
 from groundwork.nn.moe import (
     HAS_GROUPED_MM,
     MoE,
@@ -165,7 +164,10 @@ class MixtralMoE(MoE):
         if config.activation != "swiglu" or config.bias or config.n_shared_experts:
             raise ConfigError("MixtralMoE needs SwiGLU experts without biases or shared experts")
         super().__init__(config)
-        self.experts = FusedSwiGLUExperts(config.n_experts, config.d_model, config.d_ff)
+
+    def build_experts(self, n: int) -> MoEExperts:
+        """Hugging Face's fused layout (:class:`FusedSwiGLUExperts`)."""
+        return FusedSwiGLUExperts(n, self.config.d_model, self.config.d_ff)
 
 
 class MixtralBlock(LlamaBlock):
@@ -173,15 +175,13 @@ class MixtralBlock(LlamaBlock):
     :class:`~groundwork.nn.moe.RouterOutput` of its last forward in :attr:`router_output`."""
 
     def __init__(self, config: MixtralConfig, layer_idx: int) -> None:
-        nn.Module.__init__(self)  # LlamaBlock's, with an MoE for the MLP
-        c = config
-        self.input_layernorm = RMSNorm(c.d_model, eps=c.rms_norm_eps)
-        self.self_attn = Attention(
-            c.d_model, c.n_heads, c.n_kv_heads, c.d_head, impl=c.attn_impl, layer_idx=layer_idx
-        )
-        self.post_attention_layernorm = RMSNorm(c.d_model, eps=c.rms_norm_eps)
-        self.mlp = MixtralMoE(c.moe_config())  # type: ignore[assignment]
+        super().__init__(config, layer_idx)
         self.router_output: RouterOutput | None = None
+
+    def build_mlp(self, config: LlamaConfig) -> nn.Module:
+        """The mixture of experts in place of Llama's SwiGLU."""
+        assert isinstance(config, MixtralConfig)
+        return MixtralMoE(config.moe_config())
 
     def forward(
         self,
@@ -203,14 +203,7 @@ class MixtralBlock(LlamaBlock):
 class MixtralModel(LlamaModel):
     """The decoder stack of :class:`LlamaModel` with :class:`MixtralBlock` layers."""
 
-    def __init__(self, config: MixtralConfig) -> None:
-        nn.Module.__init__(self)  # LlamaModel's, with MixtralBlock layers
-        c = config
-        assert c.d_head is not None
-        self.embed_tokens = nn.Embedding(c.vocab_size, c.d_model)
-        self.layers = nn.ModuleList(MixtralBlock(c, i) for i in range(c.n_layers))
-        self.norm = RMSNorm(c.d_model, eps=c.rms_norm_eps)
-        self.rotary = RotaryEmbedding(c.d_head, theta=c.rope_theta, scaling=c.rope_scaling)
+    block_cls = MixtralBlock
 
 
 class Mixtral(Llama):
@@ -225,19 +218,16 @@ class Mixtral(Llama):
 
     config: MixtralConfig
 
+    model_cls = MixtralModel
+
     def __init__(self, config: MixtralConfig) -> None:
-        nn.Module.__init__(self)  # Llama's, with a MixtralModel
-        self.config = c = config
-        self.model = MixtralModel(c)
-        self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
-        init_weights(self, c.n_layers)  # linear and embedding weights, o_proj scaled
-        for name, p in self.named_parameters():  # the stacked expert weights likewise
+        super().__init__(config)
+        c = config
+        for name, p in self.named_parameters():  # the stacked expert weights as the others
             if name.endswith("experts.gate_up_proj"):
                 nn.init.normal_(p, mean=0.0, std=INIT_STD)
             elif name.endswith("experts.down_proj"):
                 nn.init.normal_(p, mean=0.0, std=INIT_STD / (2 * c.n_layers) ** 0.5)
-        if c.tie_embeddings:
-            self.lm_head.weight = self.model.embed_tokens.weight
         self.router_outputs: list[RouterOutput] = []
 
     def forward(

@@ -250,14 +250,16 @@ class MoE(nn.Module):
         if c.router == "noisy_topk":
             self.noise = nn.Linear(c.d_model, c.n_experts, bias=False)
             nn.init.zeros_(self.noise.weight)
-        self.experts = MoEExperts(
-            c.n_experts, c.d_model, c.d_ff, activation=c.activation, bias=c.bias
-        )
+        self.experts = self.build_experts(c.n_experts)
         self.shared_experts: MoEExperts | None = None
         if c.n_shared_experts:
-            self.shared_experts = MoEExperts(
-                c.n_shared_experts, c.d_model, c.d_ff, activation=c.activation, bias=c.bias
-            )
+            self.shared_experts = self.build_experts(c.n_shared_experts)
+
+    def build_experts(self, n: int) -> MoEExperts:
+        """``n`` experts of the configured width and activation (a subclass may store them
+        otherwise, e.g. Mixtral's fused layout)."""
+        c = self.config
+        return MoEExperts(n, c.d_model, c.d_ff, activation=c.activation, bias=c.bias)
 
     # --8<-- [start:route]
     def route(

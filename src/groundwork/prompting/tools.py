@@ -35,6 +35,7 @@ from groundwork.checks import positive_int
 from groundwork.errors import ConfigError, GroundworkError, did_you_mean
 from groundwork.prompting.calculator import calculate
 from groundwork.retrieval.base import Retriever
+from groundwork.retrieval.datasets import split_sentences
 
 PARAMETER_TYPES = (str, int, float)
 """The types a tool parameter may have."""
@@ -387,11 +388,6 @@ class SearchState:
         return f"(Result {self.position} / {len(self.matches)}) {self.matches[self.position - 1]}"
 
     # --8<-- [end:lookup]
-
-
-def split_sentences(text: str) -> list[str]:
-    """Sentences of ``text``: split after ``.``, ``!`` or ``?`` followed by white space."""
-    return [s.strip() for s in re.split(r"(?<=[.!?])\s+", text) if s.strip()]
 
 
 def _shorten(text: str, limit: int) -> str:
