@@ -14,11 +14,14 @@ import pytest
 import torch
 
 from groundwork.errors import ConfigError
+from groundwork.nn import GELUMLP
 from groundwork.nn.moe import (
     MoE,
     MoEConfig,
+    RouterOutput,
     load_balancing_loss,
     moe_reference,
+    router_aux_loss,
     router_z_loss,
 )
 
@@ -35,7 +38,7 @@ def make(**kw: Any) -> MoE:
 # ---------------------------------------------------------------- dispatch against the reference
 
 
-@pytest.mark.parametrize("activation", ["swiglu", "gelu", "relu"])
+@pytest.mark.parametrize("activation", ["swiglu", "gelu", "gelu_tanh", "relu"])
 @pytest.mark.parametrize("router", ["softmax_topk", "noisy_topk", "switch"])
 @pytest.mark.parametrize("capacity_factor", [None, 0.5])
 @pytest.mark.parametrize("bias", [False, True])  # without biases, F.grouped_mm may run
@@ -131,6 +134,33 @@ def test_small_capacity_drops_later_tokens() -> None:
     assert torch.equal(out.reshape(n, -1)[gone], torch.zeros(int(gone.sum()), 24))
 
 
+def test_eval_capacity_factor_applies_in_eval_mode_only() -> None:
+    layer = make(capacity_factor=0.5, eval_capacity_factor=3.0)
+    assert layer.config.capacity(24) == 4
+    assert layer.config.capacity(24, training=False) == 24
+    x = torch.randn(2, 12, 24)
+    assert layer.train()(x)[1].dropped > 0
+    _, aux = layer.eval()(x)
+    assert aux.dropped == 0
+    torch.testing.assert_close(layer(x)[0], make()(x)[0], **EXACTISH)  # the dropless output
+    no_capacity = make(eval_capacity_factor=0.5).eval()  # without a capacity factor: dropless
+    assert no_capacity.config.capacity(24, training=False) is None
+
+
+def test_gelu_tanh_expert_is_gpt2s_mlp() -> None:
+    layer = make(activation="gelu_tanh", bias=True, n_experts=1, top_k=1, router="switch")
+    mlp = GELUMLP(24, 40, bias=True)
+    with torch.no_grad():
+        mlp.up_proj.weight.copy_(layer.experts.up_proj[0])
+        mlp.up_proj.bias.copy_(layer.experts.up_bias[0])
+        mlp.down_proj.weight.copy_(layer.experts.down_proj[0])
+        mlp.down_proj.bias.copy_(layer.experts.down_bias[0])
+    x = torch.randn(2, 5, 24)
+    out, aux = layer(x)  # one expert: probability 1, weight 1
+    torch.testing.assert_close(out, mlp(x), **TOL)
+    assert torch.equal(aux.weights, torch.ones(10, 1))
+
+
 def test_capacity_of_one_keeps_one_token_per_expert() -> None:
     layer = make(capacity_factor=0.01).eval()
     _, aux = layer(torch.randn(1, 10, 24))
@@ -151,6 +181,24 @@ def test_load_balancing_loss_formula() -> None:
     p[:, 0] = p[:, 1] = 0.5
     # f = (1, 1, 0, 0), P = (.5, .5, 0, 0): E * (0.5 + 0.5) = 4
     assert load_balancing_loss(p, skewed).item() == pytest.approx(4.0)
+
+
+def test_pooled_balance_lets_opposite_layers_cancel_and_per_layer_does_not() -> None:
+    """Layer 1 sends everything to expert 0, layer 2 to expert 1: pooled over the layers the
+    experts look balanced (as transformers computes it), each layer alone is collapsed."""
+    e, n = 2, 6
+    outputs = []
+    for expert in (0, 1):
+        probs = torch.zeros(n, e)
+        probs[:, expert] = 1.0
+        ids = torch.full((n, 1), expert)
+        kept = torch.ones(n, 1, dtype=torch.bool)
+        counts = torch.bincount(ids.flatten(), minlength=e)
+        outputs.append(RouterOutput(probs.log(), probs, ids, probs[:, :1], kept, counts, 0))
+    assert router_aux_loss(outputs).item() == pytest.approx(1.0)  # f = P = (1/2, 1/2)
+    assert router_aux_loss(outputs, per_layer=True).item() == pytest.approx(2.0)  # E * 1 * 1
+    per_layer = [load_balancing_loss(o.probs, o.expert_ids) for o in outputs]
+    assert router_aux_loss(outputs, per_layer=True) == torch.stack(per_layer).mean()
 
 
 def test_router_z_loss_formula() -> None:
@@ -185,6 +233,7 @@ def test_gradients_reach_the_router(router: str) -> None:
         (dict(top_k=0), "top_k must be a positive integer"),
         (dict(capacity_factor=0.0), "capacity_factor must be a positive number"),
         (dict(capacity_factor=-1.0), "capacity_factor must be a positive number"),
+        (dict(eval_capacity_factor=0.0), "eval_capacity_factor must be a positive number"),
         (dict(activation="silu"), "activation must be one of"),
         (dict(router="top2"), "router must be one of"),
         (dict(n_shared_experts=-1), "n_shared_experts must be an integer >= 0"),

@@ -114,3 +114,15 @@ def test_no_attention_no_config() -> None:
 def test_mfu() -> None:
     assert mfu(1000.0, 6e6, 1e10) == pytest.approx(0.6)
     assert mfu(1000.0, 6e6, None) is None
+
+
+def test_a_mixture_of_experts_counts_its_active_parameters() -> None:
+    """top_k of n_experts experts per token: an MoE GPT with 4 experts, 1 active, costs what the
+    dense GPT of the same shape costs plus its routers."""
+    from groundwork.models.switch_gpt import SwitchGPT, SwitchGPTConfig
+
+    config = SwitchGPTConfig.from_name("tiny", n_experts=4, top_k=1, capacity_factor=None)
+    moe = _on_meta(lambda: SwitchGPT(config))
+    dense = _on_meta(lambda: GPT(GPTConfig.from_name("tiny")))
+    routers = 2 * 4 * 64  # one (E, d_model) router per block
+    assert model_flops_per_token(moe, 128) == model_flops_per_token(dense, 128) + 6 * routers

@@ -30,6 +30,15 @@ def test_groups_decay_only_matrices_and_count_tied_once() -> None:
     assert n_params == 5
 
 
+def test_stacked_expert_weights_decay_and_their_biases_do_not() -> None:
+    from groundwork.nn.moe import MoE, MoEConfig
+
+    layer = MoE(MoEConfig(d_model=8, d_ff=16, n_experts=3, activation="gelu", bias=True))
+    decay, no_decay = parameter_groups(layer, weight_decay=0.1)
+    assert sorted(decay["names"]) == ["experts.down_proj", "experts.up_proj", "router.weight"]
+    assert sorted(no_decay["names"]) == ["experts.down_bias", "experts.up_bias"]
+
+
 @pytest.mark.parity
 @pytest.mark.parametrize("max_norm", [0.01, 1.0, 1e6])
 def test_clip_equals_torch(max_norm: float) -> None:

@@ -2,6 +2,10 @@
 
 * :mod:`groundwork.models.gpt`: GPT-2 (``GPT``, ``GPTConfig``).
 * :mod:`groundwork.models.llama`: Llama (``Llama``, ``LlamaConfig``).
+* :mod:`groundwork.models.mixtral`: Mixtral, Llama with mixture-of-experts MLPs (``Mixtral``,
+  ``MixtralConfig``).
+* :mod:`groundwork.models.switch_gpt`: a Switch-style GPT, GPT-2 with top-1 mixture-of-experts
+  MLPs (``SwitchGPT``, ``SwitchGPTConfig``).
 * :mod:`groundwork.models.rnn`: RNN, GRU and LSTM cells and stacks; the LSTM language model
   (``LSTMLM``, ``LSTMConfig``).
 * :mod:`groundwork.models.ngram`: n-gram language models with add-k, Witten–Bell and
@@ -27,11 +31,13 @@ from groundwork.models.cnn import TextCNN, TextCNNConfig
 from groundwork.models.gpt import GPT, GPTConfig
 from groundwork.models.info import format_info, info
 from groundwork.models.llama import Llama, LlamaConfig
+from groundwork.models.mixtral import Mixtral, MixtralConfig
 from groundwork.models.ngram import NGramConfig, NGramLM
 from groundwork.models.protocol import CausalLM
 from groundwork.models.registry import ARCHITECTURES, build_model
 from groundwork.models.rnn import GRU, LSTM, LSTMLM, RNN, LSTMConfig
 from groundwork.models.rnn_classifier import BiLSTMClassifier, BiLSTMClassifierConfig
+from groundwork.models.switch_gpt import SwitchGPT, SwitchGPTConfig
 from groundwork.models.t5 import T5, T5Config, T5Encoder
 from groundwork.models.word2vec import Word2Vec, Word2VecConfig
 
@@ -54,8 +60,12 @@ __all__ = [
     "LSTMConfig",
     "Llama",
     "LlamaConfig",
+    "Mixtral",
+    "MixtralConfig",
     "NGramConfig",
     "NGramLM",
+    "SwitchGPT",
+    "SwitchGPTConfig",
     "T5Config",
     "T5Encoder",
     "TextCNN",

@@ -136,7 +136,7 @@ class GPT(DecoderLM):
                     dropout=c.dropout,
                     layer_idx=i,
                 ),
-                GELUMLP(c.d_model, c.d_ff, bias=c.bias, dropout=c.dropout),
+                self.build_mlp(c, i),
                 LayerNorm(c.d_model, eps=c.layer_norm_eps, bias=c.bias),
                 LayerNorm(c.d_model, eps=c.layer_norm_eps, bias=c.bias),
                 norm_position=c.norm_position,
@@ -155,6 +155,11 @@ class GPT(DecoderLM):
         init_weights(self, c.n_layers)
         if c.tie_embeddings:
             self.lm_head.weight = self.wte.weight  # one matrix reads tokens in and writes them out
+
+    def build_mlp(self, config: GPTConfig, layer_idx: int) -> nn.Module:
+        """Block ``layer_idx``'s MLP: GELU (a subclass may put a mixture of experts there)."""
+        assert config.d_ff is not None
+        return GELUMLP(config.d_model, config.d_ff, bias=config.bias, dropout=config.dropout)
 
     def forward(
         self,

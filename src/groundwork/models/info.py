@@ -182,10 +182,11 @@ def info(
     params = parameter_counts(config)
     attention_term = attention_flops_per_token(config, T, decoder_seq_len=decoder_seq_len)
     # Lookups cost no multiplications; a head tied to the embeddings is a matmul the counts
-    # leave out (its matrix is counted once, as an embedding), so it is added back.
+    # leave out (its matrix is counted once, as an embedding), so it is added back. A mixture
+    # of experts multiplies by its ``active`` parameters only (top_k experts per token).
     tied_head = config.vocab_size * config.d_model if params["head"] == 0 else 0
     lookups = sum(params.get(k, 0) for k in LOOKUP_COMPONENTS)
-    n_matmul = params["total"] - lookups + tied_head
+    n_matmul = params.get("active", params["total"]) - lookups + tied_head
     flops: dict[str, Any] = dict(seq_len=T, matmul_params=n_matmul)
     if is_encoder_decoder(config):
         T_dec = T if decoder_seq_len is None else decoder_seq_len

@@ -168,6 +168,8 @@ def _register_builtin() -> None:
     from groundwork.models.mixtral import MIXTRAL_PRESETS, Mixtral, MixtralConfig
     from groundwork.models.mixtral import parameter_counts as mixtral_parameter_counts
     from groundwork.models.mixtral_hf import MIXTRAL_ADAPTER
+    from groundwork.models.switch_gpt import SWITCH_GPT_PRESETS, SwitchGPT, SwitchGPTConfig
+    from groundwork.models.switch_gpt import parameter_counts as switch_gpt_parameter_counts
     from groundwork.models.t5 import T5, T5_PRESETS, T5Config
     from groundwork.models.t5 import parameter_counts as t5_parameter_counts
     from groundwork.models.t5_hf import T5_ADAPTER
@@ -203,6 +205,16 @@ def _register_builtin() -> None:
             description="Mixtral: Llama with sparse top-2 mixture-of-experts MLPs (Jiang 2024)",
             hf=MIXTRAL_ADAPTER,
             parameter_counts=mixtral_parameter_counts,
+        )
+    )
+    register(
+        Architecture(
+            name="switch-gpt",
+            config_cls=SwitchGPTConfig,
+            model_cls=SwitchGPT,
+            presets=SWITCH_GPT_PRESETS,
+            description="Switch GPT: GPT-2 with top-1 mixture-of-experts MLPs (Fedus 2021)",
+            parameter_counts=switch_gpt_parameter_counts,
         )
     )
     register(

@@ -60,9 +60,9 @@ __all__ = [
     "router_z_loss",
 ]
 
-Activation = Literal["swiglu", "gelu", "relu"]
+Activation = Literal["swiglu", "gelu", "gelu_tanh", "relu"]
 Router = Literal["softmax_topk", "noisy_topk", "switch"]
-_ACTIVATIONS = ("swiglu", "gelu", "relu")
+_ACTIVATIONS = ("swiglu", "gelu", "gelu_tanh", "relu")
 _ROUTERS = ("softmax_topk", "noisy_topk", "switch")
 HAS_GROUPED_MM = hasattr(F, "grouped_mm")
 
@@ -80,12 +80,16 @@ class MoEConfig:
     top_k: int = 2
     """Experts per token, ``1 <= top_k <= n_experts``."""
     activation: Activation = "swiglu"
-    """``"swiglu"`` (Mixtral), ``"gelu"`` (exact erf GELU) or ``"relu"`` (Switch)."""
+    """``"swiglu"`` (Mixtral), ``"gelu"`` (exact erf GELU), ``"gelu_tanh"`` (GPT-2's tanh
+    approximation) or ``"relu"`` (Switch)."""
     router: Router = "softmax_topk"
     """How router logits become expert ids and weights (see the module docstring)."""
     capacity_factor: float | None = None
     """``None``: dropless. Else each expert takes at most
     ``ceil(capacity_factor * tokens * top_k / n_experts)`` assignments per forward."""
+    eval_capacity_factor: float | None = None
+    """The capacity factor in eval mode (Switch trains with 1.25 and evaluates with 2.0);
+    ``None``: ``capacity_factor``'s. Only used when ``capacity_factor`` is set."""
     n_shared_experts: int = 0
     """DeepSeekMoE shared experts, applied to every token and added to the routed output."""
     bias: bool = False
@@ -110,14 +114,20 @@ class MoEConfig:
             raise ConfigError(f"router must be one of {_ROUTERS}, got {self.router!r}")
         if self.capacity_factor is not None:
             positive_number("capacity_factor", self.capacity_factor)
+        if self.eval_capacity_factor is not None:
+            positive_number("eval_capacity_factor", self.eval_capacity_factor)
         non_negative_int("n_shared_experts", self.n_shared_experts)
         in_range("router_jitter", self.router_jitter, 0.0, 1.0, high_inclusive=False)
 
-    def capacity(self, n_tokens: int) -> int | None:
-        """Most assignments an expert takes out of ``n_tokens`` tokens; ``None`` when dropless."""
+    def capacity(self, n_tokens: int, *, training: bool = True) -> int | None:
+        """Most assignments an expert takes out of ``n_tokens`` tokens (with the eval capacity
+        factor when not ``training``); ``None`` when dropless."""
         if self.capacity_factor is None:
             return None
-        return math.ceil(self.capacity_factor * n_tokens * self.top_k / self.n_experts)
+        factor = self.capacity_factor
+        if not training and self.eval_capacity_factor is not None:
+            factor = self.eval_capacity_factor
+        return math.ceil(factor * n_tokens * self.top_k / self.n_experts)
 
 
 class RouterOutput(NamedTuple):
@@ -147,6 +157,15 @@ def _stacked(n: int, out: int, inp: int, *, bias: bool = False) -> nn.Parameter:
     return nn.Parameter(torch.empty((n, out) if bias else (n, out, inp)).uniform_(-bound, bound))
 
 
+def _activate(h: torch.Tensor, activation: Activation) -> torch.Tensor:
+    """The non-gated activations: exact GELU, GPT-2's tanh GELU, or ReLU."""
+    if activation == "gelu":
+        return F.gelu(h)
+    if activation == "gelu_tanh":
+        return F.gelu(h, approximate="tanh")
+    return F.relu(h)
+
+
 class MoEExperts(nn.Module):
     """``n`` MLPs of one shape with their weights stacked along a leading expert dimension.
 
@@ -154,8 +173,8 @@ class MoEExperts(nn.Module):
         n: Number of experts.
         d_model: Input and output size.
         d_ff: Hidden size of each expert.
-        activation: ``"swiglu"``: ``down(silu(gate(x)) * up(x))``; ``"gelu"``/``"relu"``:
-            ``down(act(up(x)))``.
+        activation: ``"swiglu"``: ``down(silu(gate(x)) * up(x))``; ``"gelu"``,
+            ``"gelu_tanh"`` or ``"relu"``: ``down(act(up(x)))``.
         bias: Whether every linear map has a bias (``up_bias`` ``(n, d_ff)``, ...).
     """
 
@@ -184,10 +203,8 @@ class MoEExperts(nn.Module):
         h = self._linear(x, self.up_proj, self.up_bias, e)  # (n_e, d_ff)
         if self.gate_proj is not None:  # SwiGLU
             h = F.silu(self._linear(x, self.gate_proj, self.gate_bias, e)) * h
-        elif self.activation == "gelu":
-            h = F.gelu(h)
         else:
-            h = F.relu(h)
+            h = _activate(h, self.activation)
         return self._linear(h, self.down_proj, self.down_bias, e)  # (n_e, d_model)
 
     # --8<-- [end:expert]
@@ -221,10 +238,8 @@ class MoEExperts(nn.Module):
         h = linear(x, self.up_proj)  # (M, d_ff)
         if self.gate_proj is not None:
             h = F.silu(linear(x, self.gate_proj)) * h
-        elif self.activation == "gelu":
-            h = F.gelu(h)
         else:
-            h = F.relu(h)
+            h = _activate(h, self.activation)
         return linear(h, self.down_proj)  # (M, d_model)
 
 
@@ -316,7 +331,7 @@ class MoE(nn.Module):
         counts = torch.bincount(ids, minlength=c.n_experts)  # (E,)
         kept_flat = torch.ones_like(ids, dtype=torch.bool)  # (N k,)
         kept_counts = counts
-        capacity = c.capacity(n_tokens)
+        capacity = c.capacity(n_tokens, training=self.training)
         if capacity is not None:
             starts = counts.cumsum(0) - counts  # (E,) where each expert's slice begins
             rank = torch.arange(ids.numel(), device=ids.device) - starts[ids[order]]  # (N k,)
@@ -374,21 +389,35 @@ def load_balancing_loss(
 
 
 def router_aux_loss(
-    router_outputs: Sequence[RouterOutput], attention_mask: torch.Tensor | None = None
+    router_outputs: Sequence[RouterOutput],
+    attention_mask: torch.Tensor | None = None,
+    *,
+    per_layer: bool = False,
 ) -> torch.Tensor:
-    """The load-balancing loss of one forward of a model with several MoE layers, the tokens of
-    every layer pooled, as ``transformers``' ``load_balancing_loss_func`` (which
-    ``MixtralForCausalLM`` multiplies by ``router_aux_loss_coef`` and adds to its loss).
+    """The load-balancing loss of one forward of a model with several MoE layers.
+
+    By default the tokens of every layer are pooled, as ``transformers``'
+    ``load_balancing_loss_func`` does (``MixtralForCausalLM`` multiplies it by
+    ``router_aux_loss_coef`` and adds it to its loss). Pooled, expert ``i`` of one layer and
+    expert ``i`` of another count as one expert, so opposite imbalances in two layers cancel;
+    ``per_layer=True`` takes each layer's loss separately and averages them (Switch adds each
+    layer's; the mean keeps the coefficient's meaning at any depth).
 
     Args:
         router_outputs: One :class:`RouterOutput` per MoE layer, from the same forward.
         attention_mask: Optional ``(B, T)`` 1 for tokens, 0 for padding (of that forward).
+        per_layer: Balance each layer on its own (the mean of the layers' losses).
 
     Raises:
         ConfigError: no router outputs (the model has no MoE layer, or has not run).
     """
     if not router_outputs:
         raise ConfigError("no router outputs: run a model with MoE layers forward first")
+    if per_layer:
+        losses = [
+            load_balancing_loss(o.probs, o.expert_ids, attention_mask) for o in router_outputs
+        ]
+        return torch.stack(losses).mean()
     probs = torch.cat([o.probs for o in router_outputs])  # (L N, E)
     expert_ids = torch.cat([o.expert_ids for o in router_outputs])  # (L N, k)
     mask = None
@@ -420,7 +449,7 @@ def moe_reference(layer: MoE, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     c = layer.config
     flat = x.reshape(-1, c.d_model)  # (N, d)
     _, _, expert_ids, weights = layer.route(flat)
-    capacity = c.capacity(flat.shape[0])
+    capacity = c.capacity(flat.shape[0], training=layer.training)
     used = [0] * c.n_experts
     kept = torch.zeros(expert_ids.shape, dtype=torch.bool)
     for t, row in enumerate(expert_ids.tolist()):  # earlier tokens claim capacity first

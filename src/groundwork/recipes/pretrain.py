@@ -8,7 +8,10 @@ everything the training engine writes (see :mod:`groundwork.train.engine`). An e
 never replaced silently: continue it with ``--resume`` or replace it with ``--overwrite``.
 ``--model.arch bert`` and ``--model.arch t5`` pretrain an encoder (masked LM + next-sentence
 prediction) or an encoder-decoder (span corruption) instead: see
-:mod:`groundwork.recipes.pretrain_encoders`. Chapter 8 (Training).
+:mod:`groundwork.recipes.pretrain_encoders`. A mixture of experts (mixtral, switch-gpt) trains
+with :class:`~groundwork.train.objectives.MoECausalLMObjective` and its run draws the expert
+load. The module is long because :class:`ModelArgs` lists every family's fields that the command
+line may override. Chapter 8 (Training).
 """
 
 import dataclasses
@@ -44,6 +47,8 @@ from groundwork.train.loop import (
     load_trainer_state,
     train_causal_lm,
 )
+from groundwork.train.metrics import plot_expert_load
+from groundwork.train.objectives import MoECausalLMObjective
 
 __all__ = [
     "DataConfig",
@@ -63,7 +68,8 @@ class ModelArgs:
     ``vocab_size`` always comes from the tokenizer."""
 
     arch: str = "gpt"
-    """Architecture: a registered causal LM (gpt, llama, lstm; `groundwork model list`), or bert
+    """Architecture: a registered causal LM (gpt, llama, mixtral, switch-gpt, lstm; `groundwork
+    model list`), or bert
     (masked LM + next-sentence prediction) or t5 (span corruption)."""
     preset: str = "tiny"
     """Named config of that architecture (e.g. tiny, gpt2-124m, smollm2-135m)."""
@@ -87,6 +93,24 @@ class ModelArgs:
     """Dropout, GPT and LSTM only (None: the preset's)."""
     rnn_impl: Literal["loop", "fused"] | None = None
     """LSTM only: "fused" (PyTorch's kernel) or "loop" (our cells) (None: the preset's)."""
+    n_experts: int | None = None
+    """Experts per mixture-of-experts block, mixtral and switch-gpt only (None: the preset's)."""
+    top_k: int | None = None
+    """Experts each token is routed to, mixtral and switch-gpt (None: the preset's)."""
+    router: Literal["switch", "softmax_topk"] | None = None
+    """switch-gpt only: "switch" (top-k of the softmax) or "softmax_topk" (renormalised)."""
+    moe_every: int | None = None
+    """switch-gpt only: every n-th block has experts (None: the preset's)."""
+    capacity_factor: float | None = None
+    """switch-gpt only: training capacity factor, assignments beyond it dropped."""
+    eval_capacity_factor: float | None = None
+    """switch-gpt only: the capacity factor in evaluation."""
+    router_aux_loss_coef: float | None = None
+    """Weight of the load-balancing loss, mixtral and switch-gpt (None: the preset's)."""
+    router_aux_loss_per_layer: bool | None = None
+    """switch-gpt only: balance each block's experts on its own (else pooled, as transformers)."""
+    router_z_loss_coef: float | None = None
+    """Weight of the router z-loss, switch-gpt only (None: the preset's)."""
 
     def build_config(self, vocab_size: int, **fixed: Any) -> Any:
         """The full model config: the preset, these overrides, ``vocab_size`` and the ``fixed``
@@ -368,7 +392,8 @@ def _run(net: nn.Module, shards: Path, cfg: TrainConfig, out: Path, *, resume: b
     val_data = corpus.TokenShards(shards, "val") if "val" in meta["splits"] else None
     if cfg.progress:
         print(_start_summary(net, cfg, out, load_trainer_state(out).step if resume else 0))
-    return train_causal_lm(
+    moe = hasattr(net, "router_outputs")  # a mixture of experts: add the routers' losses
+    result = train_causal_lm(
         net,
         train_data,
         val_data,
@@ -376,7 +401,11 @@ def _run(net: nn.Module, shards: Path, cfg: TrainConfig, out: Path, *, resume: b
         out,
         resume=resume,
         bytes_per_token=_bytes_per_token(meta, "val"),
+        objective=MoECausalLMObjective() if moe else None,
     )
+    if moe:
+        plot_expert_load(out / "metrics.jsonl", out / "plots" / "expert_load.png")
+    return result
 
 
 def _start_summary(net: nn.Module, cfg: TrainConfig, out: Path, step: int) -> str:

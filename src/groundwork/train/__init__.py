@@ -14,7 +14,7 @@ from groundwork.train.engine import TrainResult, train, validation_loss
 from groundwork.train.flops import mfu, model_flops_per_token, peak_flops, training_flops_per_token
 from groundwork.train.loop import evaluate_loss, train_causal_lm
 from groundwork.train.masking import TokenMasker, mask_tokens, wordpiece_continuation_ids
-from groundwork.train.metrics import MetricsLogger, plot_losses, read_metrics
+from groundwork.train.metrics import MetricsLogger, plot_expert_load, plot_losses, read_metrics
 from groundwork.train.objectives import (
     IGNORE_INDEX,
     CausalLMObjective,
@@ -95,6 +95,7 @@ __all__ = [
     "pack_pair",
     "parameter_groups",
     "peak_flops",
+    "plot_expert_load",
     "plot_losses",
     "random_spans_noise_mask",
     "read_metrics",

@@ -21,6 +21,9 @@ $$ \frac{6 (S N_{enc} + T N_{dec}) + 12\, d_{attn} (L_{enc} S^2 + L_{dec} T^2
 + L_{dec} T S)}{S + T}, $$
 
 the convention of :func:`groundwork.models.info` with the decoder's full window.
+A mixture-of-experts layer (:class:`~groundwork.nn.moe.MoE`) runs ``top_k`` of its
+``n_experts`` experts on each token, so its routed experts count ``top_k / n_experts`` of their
+weights (the *active* parameters); the router and shared experts count in full.
 MFU is the achieved rate of those *model* FLOPs divided by the hardware's peak:
 
 $$ \text{MFU} = \frac{\text{tokens/s} \times \text{FLOPs/token}}{\text{peak FLOP/s}}. $$
@@ -33,6 +36,7 @@ from torch import nn
 
 from groundwork.errors import ConfigError
 from groundwork.models.info import attention_width
+from groundwork.nn.moe import MoE
 
 # Dense (no sparsity) peak tensor-core FLOP/s from the vendors' data sheets, for bf16/fp16.
 PEAK_FLOPS_BF16: dict[str, float] = {
@@ -110,16 +114,27 @@ def mfu(tokens_per_second: float, flops_per_token: float, peak: float | None) ->
 # --8<-- [end:flops]
 
 
-def _matmul_parameters(model: nn.Module) -> dict[int, int]:
-    """Size of each parameter (by id) that takes part in a matrix multiply: all but embedding
-    tables that are only looked up (not tied to an output projection)."""
+def _matmul_parameters(model: nn.Module) -> dict[int, float]:
+    """Active size of each parameter (by id) that takes part in a matrix multiply: all but
+    embedding tables that are only looked up (not tied to an output projection); a routed
+    expert's weights count ``top_k / n_experts`` of their size."""
     linear_weights = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
     lookup_only = {
         id(m.weight)
         for m in model.modules()
         if isinstance(m, nn.Embedding) and id(m.weight) not in linear_weights
     }
-    return {id(p): p.numel() for p in model.parameters() if id(p) not in lookup_only}
+    active = {
+        id(p): m.config.top_k / m.config.n_experts
+        for m in model.modules()
+        if isinstance(m, MoE)
+        for p in m.experts.parameters()
+    }
+    return {
+        id(p): p.numel() * active.get(id(p), 1.0)
+        for p in model.parameters()
+        if id(p) not in lookup_only
+    }
 
 
 def model_flops_per_token(
@@ -145,7 +160,7 @@ def model_flops_per_token(
     if n_layers is None or d_model is None:
         return None
     sizes = _matmul_parameters(model)
-    n = sum(sizes.values())
+    n = round(sum(sizes.values()))
     n_decoder_layers = getattr(config, "n_decoder_layers", None)
     encoder, decoder = getattr(model, "encoder", None), getattr(model, "decoder", None)
     encoder_decoder = n_decoder_layers is not None and all(
@@ -159,7 +174,7 @@ def model_flops_per_token(
     if encoder_decoder:
         assert isinstance(encoder, nn.Module) and n_decoder_layers is not None
         in_encoder = {id(p) for p in encoder.parameters()}
-        n_encoder = sum(size for key, size in sizes.items() if key in in_encoder)
+        n_encoder = round(sum(size for key, size in sizes.items() if key in in_encoder))
         return encoder_decoder_training_flops_per_token(
             n_encoder,
             n - n_encoder,

@@ -21,7 +21,7 @@ from groundwork.train.config import TrainConfig
 from groundwork.train.data import LMData, TokenData
 from groundwork.train.engine import Metrics, TrainResult, train, validation_loss
 from groundwork.train.flops import model_flops_per_token as _model_flops_per_token
-from groundwork.train.objectives import CausalLMObjective
+from groundwork.train.objectives import CausalLMObjective, Objective
 from groundwork.train.state import (
     BEST_MODEL_FILE,
     TrainerState,
@@ -69,6 +69,7 @@ def train_causal_lm(
     *,
     resume: bool = False,
     bytes_per_token: float | None = None,
+    objective: Objective | None = None,
 ) -> TrainResult:
     """Pretrain a causal LM on ``train_data``, evaluating on the first ``cfg.eval_batches``
     windows of ``val_data``, writing into ``run_dir``.
@@ -81,18 +82,22 @@ def train_causal_lm(
         run_dir: The run directory (created if needed).
         resume: Continue from the checkpoint in ``run_dir``.
         bytes_per_token: UTF-8 bytes per token of the validation text, to report bits per byte.
+        objective: The training loss (default: :class:`CausalLMObjective`; a mixture of experts
+            trains with :class:`~groundwork.train.objectives.MoECausalLMObjective`). Validation
+            is always the plain next-token loss.
     """
     data = LMData(train_data, val_data, cfg.batch_size, cfg.seq_len, cfg.eval_batches)
-    objective = CausalLMObjective()
+    next_token = CausalLMObjective()
 
     def evaluate(net: nn.Module) -> Metrics:
         device = next(net.parameters()).device
         total, count = validation_loss(
-            net, objective, data.val_batches(), device=device, precision=cfg.precision
+            net, next_token, data.val_batches(), device=device, precision=cfg.precision
         )
         if count == 0:
             return {}
         loss = total / count
         return {"val_loss": loss, "val_bpb": loss_to_bits_per_byte(loss, bytes_per_token)}
 
-    return train(model, data, objective, cfg, run_dir, resume=resume, evaluate=evaluate)
+    loss = next_token if objective is None else objective
+    return train(model, data, loss, cfg, run_dir, resume=resume, evaluate=evaluate)

@@ -123,3 +123,71 @@ def plot_losses(metrics_path: Path, out: Path) -> None:
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
+
+
+def expert_load(rows: list[dict[str, Any]]) -> tuple[list[int], list[list[list[float]]]]:
+    """The ``expert_load/<layer>/<expert>`` metrics of a mixture-of-experts run
+    (:class:`~groundwork.train.objectives.MoECausalLMObjective`) as ``(steps, load)``, ``load``
+    indexed ``[layer][expert][i]`` for the ``i``-th logged step; empty when there are none."""
+    steps: list[int] = []
+    load: dict[tuple[int, int], list[float]] = {}
+    for row in rows:
+        keys = [k for k in row if k.startswith("expert_load/")]
+        if not keys:
+            continue
+        steps.append(int(row["step"]))
+        for key in keys:
+            _, layer, expert = key.split("/")
+            load.setdefault((int(layer), int(expert)), []).append(float(row[key]))
+    if not load:
+        return [], []
+    n_layers = 1 + max(layer for layer, _ in load)
+    n_experts = 1 + max(expert for _, expert in load)
+    return steps, [[load[layer, e] for e in range(n_experts)] for layer in range(n_layers)]
+
+
+def plot_expert_load(metrics_path: Path, out: Path) -> bool:
+    """Draw each MoE layer's expert load over training as a heat map (step across, expert down,
+    colour the expert's share of the layer's assignments; 1/E is perfect balance). Returns
+    False, drawing nothing, when the run logged no expert load."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps, load = expert_load(read_metrics(metrics_path))
+    if not steps:
+        return False
+    n_layers, n_experts = len(load), len(load[0])
+    fig, axes = plt.subplots(
+        n_layers,
+        1,
+        figsize=(8, 0.35 * n_experts * n_layers + 1.2),
+        dpi=100,
+        squeeze=False,
+        sharex=True,
+    )
+    top = max(max(max(series) for series in layer) for layer in load)
+    image = None
+    for layer, ax in enumerate(axes[:, 0]):
+        image = ax.imshow(
+            load[layer],
+            aspect="auto",
+            interpolation="nearest",
+            cmap="viridis",
+            vmin=0.0,
+            vmax=top,
+            extent=(steps[0], steps[-1], n_experts - 0.5, -0.5),
+        )
+        ax.set_ylabel(f"layer {layer}\nexpert")
+        ax.set_yticks(range(n_experts))
+    axes[-1, 0].set_xlabel("step")
+    axes[0, 0].set_title(
+        f"{Path(metrics_path).parent.name}: share of assignments (balanced = {1 / n_experts:.3f})"
+    )
+    fig.colorbar(image, ax=axes[:, 0].tolist(), fraction=0.03, pad=0.02)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return True

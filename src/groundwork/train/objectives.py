@@ -162,48 +162,6 @@ class CausalLMObjective:
         return LossOutput(loss=causal_lm_loss(logits, y), items=y.numel())
 
 
-class MoECausalLMObjective:
-    """Next-token prediction plus the routers' load-balancing loss, for models with
-    mixture-of-experts layers (Switch, Mixtral): ``loss = lm + coef * aux``, ``aux`` the
-    :func:`~groundwork.nn.moe.router_aux_loss` of every layer's
-    :class:`~groundwork.nn.moe.RouterOutput` (``model.router_outputs``), ``coef`` the model's
-    ``config.router_aux_loss_coef`` unless given; with ``z_loss_coef`` also ST-MoE's router
-    z-loss. ``MixtralForCausalLM(..., output_router_logits=True)`` computes the same loss.
-    Logs the language-model loss, the auxiliary loss and the share of assignments each expert
-    received (the most loaded expert's share; 1/E is perfect balance, per top-k slot)."""
-
-    def __init__(self, aux_loss_coef: float | None = None, z_loss_coef: float = 0.0) -> None:
-        self.aux_loss_coef = aux_loss_coef
-        self.z_loss_coef = z_loss_coef
-
-    def __call__(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> LossOutput:
-        x, y = batch
-        logits = model(x)  # (B, T, V); sets model.router_outputs
-        outputs = getattr(model, "router_outputs", None)
-        if not outputs:
-            raise ConfigError(
-                f"{type(model).__name__} reports no router outputs: MoECausalLMObjective is for "
-                "models with mixture-of-experts layers (e.g. mixtral); use CausalLMObjective"
-            )
-        coef = self.aux_loss_coef
-        if coef is None:
-            coef = float(getattr(getattr(model, "config", None), "router_aux_loss_coef", 0.0))
-        lm = causal_lm_loss(logits, y)
-        aux = router_aux_loss(outputs)
-        loss = lm + coef * aux
-        metrics: dict[str, torch.Tensor | float] = {
-            "lm_loss": lm.detach(),
-            "aux_loss": aux.detach(),
-        }
-        if self.z_loss_coef:
-            z = torch.stack([router_z_loss(o.logits) for o in outputs]).mean()
-            loss = loss + self.z_loss_coef * z
-            metrics["z_loss"] = z.detach()
-        counts = torch.stack([o.tokens_per_expert for o in outputs]).sum(0).float()  # (E,)
-        metrics["max_expert_share"] = float(counts.max() / counts.sum())
-        return LossOutput(loss=loss, items=int((y != IGNORE_INDEX).sum()), metrics=metrics)
-
-
 class ClassificationObjective:
     """One label per sequence: batches ``(ids (B, L), lengths (B,), labels (B,))``, the model
     called as ``model(ids, lengths)`` giving ``(B, C)`` logits; mean cross-entropy.
@@ -241,6 +199,74 @@ class ClassificationObjective:
 
 
 # --8<-- [end:objectives]
+
+
+# --8<-- [start:moe_objective]
+class MoECausalLMObjective:
+    """Next-token prediction plus the routers' load-balancing loss, for models with
+    mixture-of-experts layers (Switch, Mixtral): ``loss = lm + coef * aux``, ``aux`` the
+    :func:`~groundwork.nn.moe.router_aux_loss` of every layer's
+    :class:`~groundwork.nn.moe.RouterOutput` (``model.router_outputs``): pooled over the layers
+    as ``transformers`` does, or per layer when the config's ``router_aux_loss_per_layer`` is
+    set; ``coef`` the config's ``router_aux_loss_coef`` unless given. Plus ``z_coef`` times
+    ST-MoE's router z-loss (the mean over layers), ``z_coef`` the config's
+    ``router_z_loss_coef`` (0 if it has none) unless given.
+    ``MixtralForCausalLM(..., output_router_logits=True)`` computes the same loss.
+
+    Logs the language-model loss, the auxiliary loss (and the z-loss when used), the share of
+    the assignments the most loaded expert received (1/E is perfect balance), the fraction of
+    assignments dropped for lack of capacity, and ``expert_load/<layer>/<expert>``: each
+    expert's share of its layer's assignments (the expert-load heat map of a run,
+    :func:`~groundwork.train.metrics.plot_expert_load`)."""
+
+    def __init__(
+        self, aux_loss_coef: float | None = None, z_loss_coef: float | None = None
+    ) -> None:
+        self.aux_loss_coef = aux_loss_coef
+        self.z_loss_coef = z_loss_coef
+
+    def __call__(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> LossOutput:
+        x, y = batch
+        logits = model(x)  # (B, T, V); sets model.router_outputs
+        outputs = getattr(model, "router_outputs", None)
+        if not outputs:
+            raise ConfigError(
+                f"{type(model).__name__} reports no router outputs: MoECausalLMObjective is for "
+                "models with mixture-of-experts layers (e.g. mixtral); use CausalLMObjective"
+            )
+        config = getattr(model, "config", None)
+        coef = self.aux_loss_coef
+        if coef is None:
+            coef = float(getattr(config, "router_aux_loss_coef", 0.0))
+        z_coef = self.z_loss_coef
+        if z_coef is None:
+            z_coef = float(getattr(config, "router_z_loss_coef", 0.0))
+        lm = causal_lm_loss(logits, y)
+        aux = router_aux_loss(
+            outputs, per_layer=bool(getattr(config, "router_aux_loss_per_layer", False))
+        )
+        loss = lm + coef * aux
+        metrics: dict[str, torch.Tensor | float] = {
+            "lm_loss": lm.detach(),
+            "aux_loss": aux.detach(),
+        }
+        if z_coef:
+            z = torch.stack([router_z_loss(o.logits) for o in outputs]).mean()
+            loss = loss + z_coef * z
+            metrics["z_loss"] = z.detach()
+        counts = torch.stack([o.tokens_per_expert for o in outputs]).float()  # (L, E)
+        pooled = counts.sum(0)  # (E,)
+        metrics["max_expert_share"] = float(pooled.max() / pooled.sum())
+        assignments = sum(o.kept.numel() for o in outputs)
+        metrics["dropped_fraction"] = sum(o.dropped for o in outputs) / assignments
+        shares = (counts / counts.sum(-1, keepdim=True)).tolist()  # (L, E)
+        for layer, row in enumerate(shares):
+            for expert, share in enumerate(row):
+                metrics[f"expert_load/{layer}/{expert}"] = share
+        return LossOutput(loss=loss, items=int((y != IGNORE_INDEX).sum()), metrics=metrics)
+
+
+# --8<-- [end:moe_objective]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,8 +19,10 @@ from torch import nn
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, object]]:
-    """Split trainable parameters into a decayed group (matrices of linear layers) and a group
-    without decay (biases, norm weights, embeddings). Tied parameters appear once.
+    """Split trainable parameters into a decayed group (matrices of linear layers, and the
+    stacked ``(E, out, in)`` weights of mixture-of-experts layers) and a group without decay
+    (biases, norm weights, embeddings; a stacked bias ``(E, out)`` such as ``up_bias`` is a bias
+    by its name though it has two dimensions). Tied parameters appear once.
 
     Returns:
         Two groups for ``torch.optim.AdamW``, each with ``params``, ``weight_decay`` and ``names``.
@@ -33,7 +35,7 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, ob
     for name, p in model.named_parameters():  # named_parameters() skips tied duplicates
         if not p.requires_grad:
             continue
-        if p.ndim >= 2 and id(p) not in embeddings:
+        if p.ndim >= 2 and id(p) not in embeddings and not name.endswith("bias"):
             decay.append(p)
             decay_names.append(name)
         else:
