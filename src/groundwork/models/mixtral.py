@@ -42,6 +42,7 @@ from groundwork.nn.moe import (
     MoEConfig,
     MoEExperts,
     RouterOutput,
+    collect_router_outputs,
 )
 
 
@@ -228,32 +229,11 @@ class Mixtral(Llama):
                 nn.init.normal_(p, mean=0.0, std=INIT_STD)
             elif name.endswith("experts.down_proj"):
                 nn.init.normal_(p, mean=0.0, std=INIT_STD / (2 * c.n_layers) ** 0.5)
-        self.router_outputs: list[RouterOutput] = []
 
-    def forward(
-        self,
-        idx: torch.Tensor | None,
-        *,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        kv_cache: KVCache | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Next-token logits ``(B, T, vocab_size)``, as :meth:`Llama.forward`; sets
-        :attr:`router_outputs`."""
-        logits = super().forward(
-            idx,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            kv_cache=kv_cache,
-            inputs_embeds=inputs_embeds,
-        )
-        self.router_outputs = [
-            layer.router_output
-            for layer in self.model.layers
-            if isinstance(layer, MixtralBlock) and layer.router_output is not None
-        ]
-        return logits
+    @property
+    def router_outputs(self) -> list[RouterOutput]:
+        """Each layer's :class:`~groundwork.nn.moe.RouterOutput` from the last forward."""
+        return collect_router_outputs(self)
 
 
 def parameter_counts(config: MixtralConfig) -> dict[str, int]:

@@ -43,8 +43,7 @@ from groundwork.models.config import check_choice, check_positive, preset
 from groundwork.models.decoder import INIT_STD
 from groundwork.models.gpt import GPT, GPTConfig
 from groundwork.models.gpt import parameter_counts as gpt_parameter_counts
-from groundwork.nn import KVCache
-from groundwork.nn.moe import MoE, MoEConfig, RouterOutput
+from groundwork.nn.moe import MoE, MoEConfig, RouterOutput, collect_router_outputs
 
 
 @dataclass(kw_only=True)
@@ -171,7 +170,6 @@ class SwitchGPT(GPT):
                 nn.init.normal_(p, mean=0.0, std=INIT_STD / (2 * config.n_layers) ** 0.5)
             else:
                 nn.init.normal_(p, mean=0.0, std=INIT_STD)
-        self.router_outputs: list[RouterOutput] = []
 
     def build_mlp(self, config: GPTConfig, layer_idx: int) -> nn.Module:
         """:class:`SwitchMLP` in MoE blocks, GPT-2's MLP elsewhere."""
@@ -182,30 +180,10 @@ class SwitchGPT(GPT):
 
     # --8<-- [end:switch]
 
-    def forward(
-        self,
-        idx: torch.Tensor | None,
-        *,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        kv_cache: KVCache | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Next-token logits ``(B, T, vocab_size)``, as :meth:`GPT.forward`; sets
-        :attr:`router_outputs`."""
-        logits = super().forward(
-            idx,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            kv_cache=kv_cache,
-            inputs_embeds=inputs_embeds,
-        )
-        self.router_outputs = [
-            m.router_output
-            for m in self.modules()
-            if isinstance(m, SwitchMLP) and m.router_output is not None
-        ]
-        return logits
+    @property
+    def router_outputs(self) -> list[RouterOutput]:
+        """Each MoE block's :class:`~groundwork.nn.moe.RouterOutput` from the last forward."""
+        return collect_router_outputs(self)
 
 
 def parameter_counts(config: SwitchGPTConfig) -> dict[str, int]:

@@ -55,6 +55,7 @@ __all__ = [
     "MoEConfig",
     "MoEExperts",
     "RouterOutput",
+    "collect_router_outputs",
     "load_balancing_loss",
     "moe_reference",
     "router_z_loss",
@@ -359,6 +360,13 @@ class MoE(nn.Module):
             for s in range(self.config.n_shared_experts):
                 out = out + self.shared_experts(flat, s)  # (N, d), every token
         return out
+
+
+def collect_router_outputs(model: nn.Module) -> list[RouterOutput]:
+    """The :class:`RouterOutput` of each MoE layer of ``model`` from its last forward, in module
+    order: the ``router_output`` that a model's MoE blocks keep (None before any forward)."""
+    outputs = (getattr(m, "router_output", None) for m in model.modules())
+    return [o for o in outputs if isinstance(o, RouterOutput)]
 
 
 # --8<-- [start:losses]

@@ -227,7 +227,7 @@ class MoECausalLMObjective:
 
     def __call__(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> LossOutput:
         x, y = batch
-        logits = model(x)  # (B, T, V); sets model.router_outputs
+        logits = model(x)  # (B, T, V); the MoE layers keep their routing
         outputs = getattr(model, "router_outputs", None)
         if not outputs:
             raise ConfigError(
