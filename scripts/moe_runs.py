@@ -18,9 +18,9 @@ Every run is a ``groundwork pretrain`` command with the same data, tokenizer (BP
 ``--parts train`` runs the commands one after another (skipping finished runs); ``--parts
 analyse`` scores each model on the whole validation split (bits per byte), times training steps
 of each (tokens/s, one model after another in this process), sweeps the evaluation capacity
-factor of ``switch-e4`` (the fraction of assignments dropped and the bits per byte at each), draws the expert-load heat maps, and writes
-``docs/results/moe.md``, ``docs/chapters/img/moe-*.png`` and
-``benchmarks/results/moe-runs-cpu.json``. Run::
+factor of ``switch-e4`` (the fraction of assignments dropped and the bits per byte at each),
+draws the expert-load heat maps, and writes ``docs/results/moe.md``,
+``docs/chapters/img/moe-*.png`` and ``benchmarks/results/moe-runs-cpu.json``. Run::
 
     nice -n 10 python scripts/moe_runs.py --parts train analyse
 """
@@ -316,15 +316,15 @@ def write_table(
     lines = [
         "<!-- --8<-- [start:runs] -->",
         "| model | parameters | active per token | train FLOPs/token (vs dense) "
-        "| val bits/byte | tokens/s | wall (s) |",
-        "|---|--:|--:|--:|--:|--:|--:|",
+        "| val bits/byte | train tokens/s |",
+        "|---|--:|--:|--:|--:|--:|",
     ]
     for r in rows:
         tok_s = "" if r["tokens_per_s"] is None else f"{r['tokens_per_s']:,.0f}"
         ratio = r["train_flops_per_token"] / dense["train_flops_per_token"]
         lines.append(
             f"| {r['label']} | {r['params']:,} | {r['active']:,} | {ratio:.2f}x "
-            f"| {r['val_bpb']:.4f} | {tok_s} | {r['wall_s']:.0f} |"
+            f"| {r['val_bpb']:.4f} | {tok_s} |"
         )
     lines += [
         "<!-- --8<-- [end:runs] -->",

@@ -140,11 +140,16 @@ class LlamaBlock(nn.Module):
         super().__init__()
         c = config
         self.input_layernorm = RMSNorm(c.d_model, eps=c.rms_norm_eps)
-        self.self_attn = Attention(
-            c.d_model, c.n_heads, c.n_kv_heads, c.d_head, impl=c.attn_impl, layer_idx=layer_idx
-        )
+        self.self_attn = self.build_attention(c, layer_idx)
         self.post_attention_layernorm = RMSNorm(c.d_model, eps=c.rms_norm_eps)
         self.mlp = self.build_mlp(c)
+
+    def build_attention(self, config: LlamaConfig, layer_idx: int) -> Attention:
+        """The attention sublayer: grouped-query attention (OLMoE's adds query/key norms)."""
+        c = config
+        return Attention(
+            c.d_model, c.n_heads, c.n_kv_heads, c.d_head, impl=c.attn_impl, layer_idx=layer_idx
+        )
 
     def build_mlp(self, config: LlamaConfig) -> nn.Module:
         """The feed-forward sublayer: SwiGLU (a mixture of experts in Mixtral's block)."""

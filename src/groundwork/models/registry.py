@@ -168,6 +168,9 @@ def _register_builtin() -> None:
     from groundwork.models.mixtral import MIXTRAL_PRESETS, Mixtral, MixtralConfig
     from groundwork.models.mixtral import parameter_counts as mixtral_parameter_counts
     from groundwork.models.mixtral_hf import MIXTRAL_ADAPTER
+    from groundwork.models.olmoe import OLMOE_PRESETS, Olmoe, OlmoeConfig
+    from groundwork.models.olmoe import parameter_counts as olmoe_parameter_counts
+    from groundwork.models.olmoe_hf import OLMOE_ADAPTER
     from groundwork.models.switch_gpt import SWITCH_GPT_PRESETS, SwitchGPT, SwitchGPTConfig
     from groundwork.models.switch_gpt import parameter_counts as switch_gpt_parameter_counts
     from groundwork.models.t5 import T5, T5_PRESETS, T5Config
@@ -205,6 +208,17 @@ def _register_builtin() -> None:
             description="Mixtral: Llama with sparse top-2 mixture-of-experts MLPs (Jiang 2024)",
             hf=MIXTRAL_ADAPTER,
             parameter_counts=mixtral_parameter_counts,
+        )
+    )
+    register(
+        Architecture(
+            name="olmoe",
+            config_cls=OlmoeConfig,
+            model_cls=Olmoe,
+            presets=OLMOE_PRESETS,
+            description="OLMoE: fine-grained top-8 experts, QK-norm (Muennighoff 2024)",
+            hf=OLMOE_ADAPTER,
+            parameter_counts=olmoe_parameter_counts,
         )
     )
     register(

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from groundwork.nn.kv_cache import KVCache
+from groundwork.nn.norms import RMSNorm
 from groundwork.nn.positions import apply_rope
 
 AttentionImpl = Literal["math", "sdpa"]
@@ -225,6 +226,9 @@ class Attention(nn.Module):
         impl: ``"math"`` or ``"sdpa"`` (see the module docstring).
         dropout: Dropout on attention weights and on the output (training mode only).
         layer_idx: This layer's index in a :class:`KVCache`.
+        qk_norm_eps: If given, RMSNorm (with this epsilon) over the whole query and key
+            projections before the heads are split, as OLMo and OLMoE do (``q_norm``,
+            ``k_norm``; they keep attention logits from growing in training).
     """
 
     def __init__(
@@ -240,6 +244,7 @@ class Attention(nn.Module):
         impl: AttentionImpl = "sdpa",
         dropout: float = 0.0,
         layer_idx: int = 0,
+        qk_norm_eps: float | None = None,
     ) -> None:
         super().__init__()
         self.n_heads = n_heads
@@ -260,6 +265,11 @@ class Attention(nn.Module):
             self.v_proj = nn.Linear(d_model, kv_size, bias=bias)
         self.o_proj = nn.Linear(q_size, d_model, bias=bias)
         self.resid_dropout = nn.Dropout(dropout)
+        self.q_norm: RMSNorm | None = None
+        self.k_norm: RMSNorm | None = None
+        if qk_norm_eps is not None:  # OLMo: RMSNorm over each whole projection
+            self.q_norm = RMSNorm(q_size, eps=qk_norm_eps)
+            self.k_norm = RMSNorm(kv_size, eps=qk_norm_eps)
 
     def forward(
         self,
@@ -287,6 +297,8 @@ class Attention(nn.Module):
             q, k, v = self.qkv_proj(x).split([q_size, kv_size, kv_size], dim=-1)
         else:
             q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        if self.q_norm is not None and self.k_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)  # (B, T, H D), (B, T, H_kv D)
         q = q.view(B, T, self.n_heads, self.d_head).transpose(1, 2)  # (B, H, T, D)
         k = k.view(B, T, self.n_kv_heads, self.d_head).transpose(1, 2)  # (B, H_kv, T, D)
         v = v.view(B, T, self.n_kv_heads, self.d_head).transpose(1, 2)  # (B, H_kv, T, D)

@@ -185,6 +185,7 @@ def plot_expert_load(metrics_path: Path, out: Path) -> bool:
     axes[0, 0].set_title(
         f"{Path(metrics_path).parent.name}: share of assignments (balanced = {1 / n_experts:.3f})"
     )
+    assert image is not None  # at least one layer
     fig.colorbar(image, ax=axes[:, 0].tolist(), fraction=0.03, pad=0.02)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
