@@ -293,7 +293,7 @@ def test_a_model_without_a_hugging_face_twin_is_refused(tmp_path: Path) -> None:
 def test_every_adapter_maps_every_key_of_its_model() -> None:
     from groundwork.models import registry
 
-    assert set(registry.hf_adapters()) == {"gpt", "llama", "mixtral", "bert", "t5"}
+    assert set(registry.hf_adapters()) == {"gpt", "llama", "mixtral", "olmoe", "bert", "t5"}
     for name, adapter in registry.hf_adapters().items():
         arch = registry.get(name)
         for overrides in ({}, {"tie_embeddings": False}, {"n_layers": 3}):

@@ -4,6 +4,8 @@
 * :mod:`groundwork.models.llama`: Llama (``Llama``, ``LlamaConfig``).
 * :mod:`groundwork.models.mixtral`: Mixtral, Llama with mixture-of-experts MLPs (``Mixtral``,
   ``MixtralConfig``).
+* :mod:`groundwork.models.olmoe`: OLMoE, fine-grained experts and QK-norm (``Olmoe``,
+  ``OlmoeConfig``).
 * :mod:`groundwork.models.switch_gpt`: a Switch-style GPT, GPT-2 with top-1 mixture-of-experts
   MLPs (``SwitchGPT``, ``SwitchGPTConfig``).
 * :mod:`groundwork.models.rnn`: RNN, GRU and LSTM cells and stacks; the LSTM language model
@@ -33,6 +35,7 @@ from groundwork.models.info import format_info, info
 from groundwork.models.llama import Llama, LlamaConfig
 from groundwork.models.mixtral import Mixtral, MixtralConfig
 from groundwork.models.ngram import NGramConfig, NGramLM
+from groundwork.models.olmoe import Olmoe, OlmoeConfig
 from groundwork.models.protocol import CausalLM
 from groundwork.models.registry import ARCHITECTURES, build_model
 from groundwork.models.rnn import GRU, LSTM, LSTMLM, RNN, LSTMConfig
@@ -64,6 +67,8 @@ __all__ = [
     "MixtralConfig",
     "NGramConfig",
     "NGramLM",
+    "Olmoe",
+    "OlmoeConfig",
     "SwitchGPT",
     "SwitchGPTConfig",
     "T5Config",
