@@ -61,6 +61,11 @@ class TrainingError(GroundworkError):
     """Training cannot go on (e.g. the loss became NaN or infinite)."""
 
 
+class DistributedError(GroundworkError, RuntimeError):
+    """A distributed run cannot go on: not launched by ``torchrun``, or another rank died or
+    stopped answering."""
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Return a hint naming the closest valid choice, or listing them all.
 

@@ -10,8 +10,10 @@ never replaced silently: continue it with ``--resume`` or replace it with ``--ov
 prediction) or an encoder-decoder (span corruption) instead: see
 :mod:`groundwork.recipes.pretrain_encoders`. A mixture of experts (mixtral, switch-gpt) trains
 with :class:`~groundwork.train.objectives.MoECausalLMObjective` and its run draws the expert
-load. The module is long because :class:`ModelArgs` lists every family's fields that the command
-line may override. Chapter 8 (Training).
+load. Under ``torchrun`` with ``--parallel.dp N`` (and ``--parallel.zero``) the same command
+trains data-parallel (:mod:`groundwork.distributed`): rank 0 prepares the data and writes the
+run directory, the others wait for it. The module is long because :class:`ModelArgs` lists
+every family's fields that the command line may override. Chapters 8 and 17.
 """
 
 import dataclasses
@@ -25,6 +27,7 @@ import torch
 from torch import nn
 
 from groundwork.checks import positive_int
+from groundwork.distributed import ParallelConfig, build_parallelism, close_world
 from groundwork.errors import CheckpointError, ConfigError, did_you_mean
 from groundwork.models import registry
 from groundwork.models.registry import build_model
@@ -49,6 +52,7 @@ from groundwork.train.loop import (
 )
 from groundwork.train.metrics import plot_expert_load
 from groundwork.train.objectives import MoECausalLMObjective
+from groundwork.train.parallel import Parallelism
 
 __all__ = [
     "DataConfig",
@@ -251,6 +255,7 @@ def pretrain(
     train_config: TrainConfig | None = None,
     out: Path = Path("runs/pretrain"),
     overwrite: bool = False,
+    parallel: Parallelism | None = None,
 ) -> TrainResult:
     """Train a language model from scratch and write a run directory.
 
@@ -260,6 +265,8 @@ def pretrain(
         train_config: The engine's settings.
         out: The run directory (continue a run there with :func:`resume_pretraining`).
         overwrite: Replace a run that ``out`` already holds.
+        parallel: The ranks of a ``torchrun`` launch
+            (:func:`groundwork.distributed.build_parallelism`; default: one process).
 
     Raises:
         ConfigError: ``out`` holds a run and ``overwrite`` is not set.
@@ -267,14 +274,21 @@ def pretrain(
     from groundwork import corpus
 
     out = Path(out)
+    par = parallel or Parallelism()
     check_writable(out, overwrite=overwrite)
+    par.barrier()  # every rank has checked before rank 0 writes
     model = model or ModelArgs()
     data = data or DataConfig()
     cfg = train_config or TrainConfig()
     encoders.check_objective_fields(data, model.arch)
     if model.arch in encoders.KINDS:
+        if par.world_size > 1:
+            raise ConfigError(
+                f"data-parallel pretraining covers the causal LMs; {model.arch} trains in one "
+                "process (drop --parallel.dp)"
+            )
         return _pretrain_encoder(model, data, cfg, out)
-    tok_path, shards = prepare_data(data, progress=cfg.progress)
+    tok_path, shards = _prepare_on_main_first(data, cfg, par)
     meta = corpus.read_meta(shards)
     model_config = model.build_config(meta["vocab_size"])
     if cfg.seq_len > model_config.max_seq_len:
@@ -282,18 +296,32 @@ def pretrain(
             f"train.seq_len ({cfg.seq_len}) is longer than the model's max_seq_len "
             f"({model_config.max_seq_len}); lower train.seq_len or raise model.max_seq_len"
         )
-    out.mkdir(parents=True, exist_ok=True)  # the engine removes an overwritten run's files
-    if tok_path.resolve() != (out / "tokenizer.json").resolve():
-        shutil.copyfile(tok_path, out / "tokenizer.json")
-    write_config(
-        out,
-        model=model_config,
-        data={**_data_section(data), "shards": str(shards)},
-        train=cfg,
-    )
+    if par.is_main:
+        out.mkdir(parents=True, exist_ok=True)  # the engine removes an overwritten run's files
+        if tok_path.resolve() != (out / "tokenizer.json").resolve():
+            shutil.copyfile(tok_path, out / "tokenizer.json")
+        write_config(
+            out,
+            model=model_config,
+            data={**_data_section(data), "shards": str(shards)},
+            train=cfg,
+        )
     torch.manual_seed(cfg.seed)
     net = build_model(model_config)
-    return _run(net, shards, cfg, out, resume=False)
+    return _run(net, shards, cfg, out, resume=False, parallel=par)
+
+
+def _prepare_on_main_first(
+    data: DataConfig, cfg: TrainConfig, par: Parallelism
+) -> tuple[Path, Path]:
+    """:func:`prepare_data` on rank 0 first (it may fetch and tokenize), then on the other
+    ranks, which find it cached."""
+    if par.is_main:
+        prepared = prepare_data(data, progress=cfg.progress)
+    par.barrier()
+    if not par.is_main:
+        prepared = prepare_data(data, progress=False)
+    return prepared
 
 
 def _data_section(data: DataConfig) -> dict[str, Any]:
@@ -349,10 +377,17 @@ def _pretrain_encoder(
     return encoders.train_encoder(net, run_config, cfg, out, resume=False)
 
 
-def resume_pretraining(run_dir: Path, *, overrides: dict[str, Any] | None = None) -> TrainResult:
+def resume_pretraining(
+    run_dir: Path,
+    *,
+    overrides: dict[str, Any] | None = None,
+    parallel: Parallelism | None = None,
+) -> TrainResult:
     """Continue the run in ``run_dir`` from its last checkpoint (optionally with some ``train``
-    settings changed, e.g. ``{"max_steps": 2000}``)."""
+    settings changed, e.g. ``{"max_steps": 2000}``), at any world size: the checkpoint holds
+    the whole model and optimizer state, and the data order does not depend on the ranks."""
     run_dir = Path(run_dir)
+    par = parallel or Parallelism()
     if not (run_dir / ckpt.STATE_FILE).exists():
         raise CheckpointError(
             f"cannot resume {run_dir}: no {ckpt.STATE_FILE} there (is it a run directory?)"
@@ -361,13 +396,15 @@ def resume_pretraining(run_dir: Path, *, overrides: dict[str, Any] | None = None
     train_fields = {**config["train"], **(overrides or {})}
     cfg = TrainConfig(**train_fields)
     if config.get("kind") in encoders.KINDS.values():
+        if par.world_size > 1:
+            raise ConfigError("a bert or t5 run resumes in one process (drop --parallel.dp)")
         return _resume_encoder(run_dir, config, cfg)
     net = build_model(registry.config_from_dict(config["model"]))
     shards = Path(config["data"]["shards"])
     if not (shards / "meta.json").exists():
         data = DataConfig(**{k: v for k, v in config["data"].items() if k != "shards"})
-        _, shards = prepare_data(data, progress=cfg.progress)
-    return _run(net, shards, cfg, run_dir, resume=True)
+        _, shards = _prepare_on_main_first(data, cfg, par)
+    return _run(net, shards, cfg, run_dir, resume=True, parallel=par)
 
 
 def _resume_encoder(run_dir: Path, config: dict[str, Any], cfg: TrainConfig) -> TrainResult:
@@ -384,14 +421,24 @@ def _resume_encoder(run_dir: Path, config: dict[str, Any], cfg: TrainConfig) -> 
     return encoders.train_encoder(net, config, cfg, run_dir, resume=True)
 
 
-def _run(net: nn.Module, shards: Path, cfg: TrainConfig, out: Path, *, resume: bool) -> TrainResult:
+def _run(
+    net: nn.Module,
+    shards: Path,
+    cfg: TrainConfig,
+    out: Path,
+    *,
+    resume: bool,
+    parallel: Parallelism,
+) -> TrainResult:
     from groundwork import corpus
 
     meta = corpus.read_meta(shards)
     train_data = corpus.TokenShards(shards, "train")
     val_data = corpus.TokenShards(shards, "val") if "val" in meta["splits"] else None
-    if cfg.progress:
+    if cfg.progress and parallel.is_main:
         print(_start_summary(net, cfg, out, load_trainer_state(out).step if resume else 0))
+        if parallel.world_size > 1:
+            print(f"parallelism: {parallel.describe()}")
     moe = hasattr(net, "router_outputs")  # a mixture of experts: add the routers' losses
     result = train_causal_lm(
         net,
@@ -402,8 +449,9 @@ def _run(net: nn.Module, shards: Path, cfg: TrainConfig, out: Path, *, resume: b
         resume=resume,
         bytes_per_token=_bytes_per_token(meta, "val"),
         objective=MoECausalLMObjective() if moe else None,
+        parallel=parallel,
     )
-    if moe:
+    if moe and parallel.is_main:
         plot_expert_load(out / "metrics.jsonl", out / "plots" / "expert_load.png")
     return result
 
@@ -453,6 +501,9 @@ def evaluate_run(
 
 # --------------------------------------------------------------------------------------------
 # the command
+NO_PARALLELISM = ParallelConfig()
+
+
 def pretrain_command(
     *,
     model: ModelArgs,
@@ -462,6 +513,7 @@ def pretrain_command(
     resume: Path | None = None,
     overwrite: bool = False,
     samples: int = 0,
+    parallel: ParallelConfig = NO_PARALLELISM,
 ) -> None:
     """Train a language model from scratch on a data source; writes a run directory.
 
@@ -478,13 +530,37 @@ def pretrain_command(
             options given on the command line, e.g. --train.max-steps, override the run's).
         overwrite: Replace an existing run in --out.
         samples: Print this many samples from the model at the end.
+        parallel: Data parallelism under torchrun, e.g. `torchrun --nproc-per-node 2 -m
+            groundwork pretrain ... --parallel.dp 2` (--parallel.zero 1 or 2 shards the
+            optimizer state); a run resumes at any number of processes.
     """
+    par = build_parallelism(parallel, train.device)
+    try:
+        _pretrain_and_report(model, data, train, out, resume, overwrite, samples, par)
+    finally:
+        close_world()
+
+
+def _pretrain_and_report(
+    model: ModelArgs,
+    data: DataConfig,
+    train: TrainConfig,
+    out: Path,
+    resume: Path | None,
+    overwrite: bool,
+    samples: int,
+    par: Parallelism,
+) -> None:
     if resume is not None:
         defaults = dataclasses.asdict(TrainConfig())
         changed = {k: v for k, v in dataclasses.asdict(train).items() if v != defaults[k]}
-        result = resume_pretraining(resume, overrides=changed)
+        result = resume_pretraining(resume, overrides=changed, parallel=par)
     else:
-        result = pretrain(model=model, data=data, train_config=train, out=out, overwrite=overwrite)
+        result = pretrain(
+            model=model, data=data, train_config=train, out=out, overwrite=overwrite, parallel=par
+        )
+    if not par.is_main:  # rank 0 reports
+        return
     state, run = result.state, result.run_dir
     done = f"{result.summary()} ({state.tokens_seen:,} tokens, {state.elapsed_seconds:.0f} s)"
     if result.stopped in ("signal", "time"):

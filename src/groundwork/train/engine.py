@@ -27,7 +27,14 @@ from a dedicated ``torch.Generator`` whose state is checkpointed (with the data'
 data read in epochs), as are the optimizer moments and torch's global RNG (dropout); evaluation
 consumes no randomness; the learning rate is a pure function of the step.
 
-Chapter 8 (Training).
+With a :class:`~groundwork.train.parallel.Parallelism` from ``groundwork.distributed`` (data
+parallelism, ZeRO) the same loop runs on every rank of a ``torchrun`` launch: each rank keeps its
+rows of the global batch, the strategy averages the gradients, and rank 0 alone logs and writes
+the run directory (a sharded optimizer state is gathered for it first), so checkpoints are the
+one-process format and load at any world size. This module is long because it is the whole
+training loop, one function with its helpers, read top to bottom in chapter 8.
+
+Chapter 8 (Training); chapter 17 (distributed training).
 """
 
 import contextlib
@@ -54,7 +61,7 @@ from groundwork.train.data import Batch, TrainData, to_device
 from groundwork.train.flops import mfu, model_flops_per_token, peak_flops
 from groundwork.train.metrics import MetricsLogger, plot_losses
 from groundwork.train.objectives import Objective
-from groundwork.train.optim import build_adamw, clip_grad_norm
+from groundwork.train.parallel import Parallelism, shard_rows
 from groundwork.train.schedules import learning_rate
 from groundwork.train.state import (
     BEST_MODEL_FILE,
@@ -131,6 +138,7 @@ def train(
     *,
     resume: bool = False,
     evaluate: Evaluate | None = None,
+    parallel: Parallelism | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``data`` with ``objective``, writing checkpoints into ``run_dir``.
 
@@ -145,6 +153,8 @@ def train(
         resume: Continue from the checkpoint in ``run_dir``.
         evaluate: Metrics of the model at an evaluation (default: the objective's mean loss
             over ``data.val_batches()``, as ``val_loss``).
+        parallel: How the ranks of a distributed run share the work (default: one process);
+            ``config.batch_size`` is the global batch, split over the data-parallel ranks.
 
     Returns:
         The final trainer state, why the run stopped, and this invocation's evaluations.
@@ -157,25 +167,33 @@ def train(
         if resume:
             raise ConfigError("resuming needs the run directory that holds the checkpoint")
         with tempfile.TemporaryDirectory(prefix="groundwork-run-") as tmp:
-            return train(model, data, objective, config, Path(tmp), evaluate=evaluate)
+            return train(
+                model, data, objective, config, Path(tmp), evaluate=evaluate, parallel=parallel
+            )
     cfg, run_dir = config, Path(run_dir)
+    par = parallel or Parallelism()
+    par.check(cfg)
+    main, rank, world = par.is_main, par.rank, par.world_size
     device = resolve_device(cfg.device)
     model.to(device)
-    optimizer = build_adamw(
-        model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2)
-    )
+    optimizer = par.build_optimizer(model, cfg)
     generator = torch.Generator().manual_seed(cfg.seed)  # the data order, and only that
-    state = _start(run_dir, model, optimizer, data, generator, resume=resume)
+    state = _start(run_dir, model, optimizer, data, generator, resume=resume, main=main)
+    par.barrier()  # rank 0 has cleared an earlier run's files
     if evaluate is None:
         evaluate = _mean_objective_loss(objective, data, device, cfg.precision)
     if cfg.activation_checkpointing:
         checkpoint_blocks(model)
-    forward = cast(nn.Module, torch.compile(model)) if cfg.compile else model
+    forward = par.wrap(model)
+    forward = cast(nn.Module, torch.compile(forward)) if cfg.compile else forward
     logger = MetricsLogger(
-        run_dir, tensorboard=cfg.tensorboard, resume_step=state.step if resume else None
+        run_dir,
+        tensorboard=cfg.tensorboard and main,
+        resume_step=state.step if resume else None,
+        write=main,
     )
     speed = _Throughput(model_flops_per_token(model, cfg.seq_len), peak_flops(device))
-    bar = _progress_bar(cfg, state.step)
+    bar = _progress_bar(cfg, state.step, show=main)
     evals: list[dict[str, float]] = []
     stopped, reason = _stop_reason(cfg, state, signum=None, out_of_time=False)
     if stopped is not None:  # e.g. resuming a run that already reached max_steps
@@ -199,18 +217,20 @@ def train(
             loss_sum = torch.zeros((), device=device)
             items, tokens = 0, 0
             extra: dict[str, torch.Tensor | float] = {}
-            for _ in range(cfg.grad_accum):
-                batch = to_device(data.next_batch(generator), device)
-                with autocast(device, cfg.precision):
-                    out = objective(forward, batch)
-                loss = out.loss / cfg.grad_accum
-                loss.backward()
+            for micro in range(cfg.grad_accum):
+                batch = shard_rows(data.next_batch(generator), rank, world)  # this rank's rows
+                batch = to_device(batch, device)
+                with par.micro_batch(forward, last=micro == cfg.grad_accum - 1):
+                    with autocast(device, cfg.precision):
+                        out = objective(forward, batch)
+                    loss = out.loss / cfg.grad_accum
+                    loss.backward()
                 loss_sum += loss.detach()
-                items += out.items
-                tokens += out.items if out.tokens is None else out.tokens
+                items += out.items * world
+                tokens += (out.items if out.tokens is None else out.tokens) * world
                 for k, v in out.metrics.items():
                     extra[k] = extra.get(k, 0.0) + _detached(v) / cfg.grad_accum
-            loss_value = loss_sum.item()
+            loss_value = par.mean(loss_sum.item())  # the global batch's loss
             if not math.isfinite(loss_value):
                 logger.close()
                 bar.close()
@@ -220,7 +240,7 @@ def train(
                     f"(step {saved_step(run_dir)}). "
                     "Try a lower --train.lr, gradient clipping, or fp32."
                 )
-            grad_norm = clip_grad_norm(model.parameters(), cfg.grad_clip)
+            grad_norm = par.finish_gradients(model, optimizer, cfg.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
@@ -248,21 +268,27 @@ def train(
                     mfu="n/a" if util is None else f"{util:.1%}",
                 )
 
-            out_of_time = cfg.max_time is not None and perf_counter() - start > cfg.max_time
+            out_of_time = par.agree(
+                cfg.max_time is not None and perf_counter() - start > cfg.max_time
+            )
+            if par.agree(stop.signal is not None) and stop.signal is None:
+                stop.signal = signal.SIGTERM  # another rank was signalled: stop together
             at_eval = state.step % cfg.eval_every == 0 or state.step == cfg.max_steps
             if at_eval or out_of_time or stop.signal is not None:
                 if stop.signal is None:  # on a signal, just save
-                    metrics = _evaluate(model, evaluate, cfg, state, run_dir)
+                    metrics = _evaluate(model, evaluate, cfg, state, run_dir, write=main)
                     if metrics:
                         known = {k: v for k, v in metrics.items() if v is not None}
                         evals.append({"step": state.step, **known})
                         logger.log(state.step, **metrics)
-                        if cfg.progress:
+                        if cfg.progress and main:
                             bar.write(_describe(state.step, metrics, data))
                 state.elapsed_seconds = elapsed_before + perf_counter() - start
-                _checkpoint(run_dir, model, optimizer, state, generator, data)
+                _checkpoint(run_dir, model, optimizer, state, generator, data, main=main)
+                par.barrier()  # every rank sees the files rank 0 wrote
             stopped, reason = _stop_reason(cfg, state, stop.signal, out_of_time)
-            if stopped is not None or (at_eval and perf_counter() - plotted > PLOT_INTERVAL):
+            plot_due = stopped is not None or (at_eval and perf_counter() - plotted > PLOT_INTERVAL)
+            if main and plot_due:
                 plot_losses(logger.path, run_dir / "plots" / "loss.png")
                 plotted = perf_counter()
     bar.close()
@@ -270,7 +296,8 @@ def train(
     if cfg.activation_checkpointing:
         uncheckpoint_blocks(model)
     if cfg.restore_best and stopped in ("finished", "early_stop"):
-        _restore_best(model, run_dir, state)
+        _restore_best(model, run_dir, state, write=main)
+        par.barrier()
     return TrainResult(
         run_dir=run_dir,
         state=state,
@@ -292,10 +319,13 @@ def _start(
     generator: torch.Generator,
     *,
     resume: bool,
+    main: bool = True,
 ) -> TrainerState:
-    """A fresh state (clearing an earlier run's files), or the checkpoint's, restored."""
+    """A fresh state (rank 0 clearing an earlier run's files), or the checkpoint's, restored
+    (on every rank)."""
     if not resume:
-        clear_training_files(run_dir)
+        if main:
+            clear_training_files(run_dir)
         return TrainerState()
     if not (run_dir / ckpt.STATE_FILE).exists():
         raise CheckpointError(f"cannot resume: {run_dir} has no {ckpt.STATE_FILE}")
@@ -316,7 +346,12 @@ def _checkpoint(
     state: TrainerState,
     generator: torch.Generator,
     data: TrainData,
+    *,
+    main: bool = True,
 ) -> None:
+    if not main:  # a sharded optimizer gathers its state for rank 0: take part, write nothing
+        optimizer.state_dict()
+        return
     position = getattr(data, "state_dict", None)
     state.data = position() if position is not None else {}
     save_checkpoint(run_dir, model, optimizer, state, generator)
@@ -337,7 +372,13 @@ def _mean_objective_loss(
 
 
 def _evaluate(
-    model: nn.Module, evaluate: Evaluate, cfg: TrainConfig, state: TrainerState, run_dir: Path
+    model: nn.Module,
+    evaluate: Evaluate,
+    cfg: TrainConfig,
+    state: TrainerState,
+    run_dir: Path,
+    *,
+    write: bool = True,
 ) -> Metrics:
     """Run the evaluation, add the mean training loss since the previous one, and keep the
     weights if ``best_metric`` improved."""
@@ -357,7 +398,8 @@ def _evaluate(
     if _improves(metrics, state, cfg):
         state.best_value, state.best_step = metrics[cfg.best_metric], state.step
         state.best_val_loss, state.evals_since_best = metrics.get("val_loss"), 0
-        ckpt.save_model(model, run_dir / BEST_MODEL_FILE, metadata={"step": str(state.step)})
+        if write:
+            ckpt.save_model(model, run_dir / BEST_MODEL_FILE, metadata={"step": str(state.step)})
     else:
         state.evals_since_best += 1
     return metrics
@@ -395,13 +437,16 @@ def _stop_reason(
     return None, ""
 
 
-def _restore_best(model: nn.Module, run_dir: Path, state: TrainerState) -> None:
+def _restore_best(
+    model: nn.Module, run_dir: Path, state: TrainerState, *, write: bool = True
+) -> None:
     """Load the best weights into ``model`` and make them the run's ``model.safetensors``."""
     best = run_dir / BEST_MODEL_FILE
     if state.best_step is None or state.best_step == state.step or not best.exists():
         return
     ckpt.load_model_weights(model, best)
-    ckpt.save_model(model, run_dir / ckpt.MODEL_FILE, metadata={"step": str(state.best_step)})
+    if write:
+        ckpt.save_model(model, run_dir / ckpt.MODEL_FILE, metadata={"step": str(state.best_step)})
 
 
 def _describe(step: int, metrics: Metrics, data: TrainData) -> str:
@@ -443,13 +488,13 @@ class _Throughput:
         return tok_s, mfu(tok_s, self.flops_per_token, self.peak)
 
 
-def _progress_bar(cfg: TrainConfig, initial: int) -> Any:
+def _progress_bar(cfg: TrainConfig, initial: int, *, show: bool = True) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(
         total=cfg.max_steps,
         initial=initial,
-        disable=not cfg.progress,
+        disable=not (cfg.progress and show),
         unit="step",
         ascii=True,
         mininterval=0.1 if sys.stderr.isatty() else 10.0,  # a log file gets a line every 10 s

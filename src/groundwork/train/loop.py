@@ -22,6 +22,7 @@ from groundwork.train.data import LMData, TokenData
 from groundwork.train.engine import Metrics, TrainResult, train, validation_loss
 from groundwork.train.flops import model_flops_per_token as _model_flops_per_token
 from groundwork.train.objectives import CausalLMObjective, Objective
+from groundwork.train.parallel import Parallelism
 from groundwork.train.state import (
     BEST_MODEL_FILE,
     TrainerState,
@@ -70,6 +71,7 @@ def train_causal_lm(
     resume: bool = False,
     bytes_per_token: float | None = None,
     objective: Objective | None = None,
+    parallel: Parallelism | None = None,
 ) -> TrainResult:
     """Pretrain a causal LM on ``train_data``, evaluating on the first ``cfg.eval_batches``
     windows of ``val_data``, writing into ``run_dir``.
@@ -85,6 +87,7 @@ def train_causal_lm(
         objective: The training loss (default: :class:`CausalLMObjective`; a mixture of experts
             trains with :class:`~groundwork.train.objectives.MoECausalLMObjective`). Validation
             is always the plain next-token loss.
+        parallel: How the ranks of a distributed run share the work (default: one process).
     """
     data = LMData(train_data, val_data, cfg.batch_size, cfg.seq_len, cfg.eval_batches)
     next_token = CausalLMObjective()
@@ -100,4 +103,6 @@ def train_causal_lm(
         return {"val_loss": loss, "val_bpb": loss_to_bits_per_byte(loss, bytes_per_token)}
 
     loss = next_token if objective is None else objective
-    return train(model, data, loss, cfg, run_dir, resume=resume, evaluate=evaluate)
+    return train(
+        model, data, loss, cfg, run_dir, resume=resume, evaluate=evaluate, parallel=parallel
+    )

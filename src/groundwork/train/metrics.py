@@ -37,11 +37,24 @@ class MetricsLogger:
         tensorboard: Write TensorBoard event files under ``run_dir/tb`` (needs ``tensorboard``).
         resume_step: When resuming, drop logged lines after this step so that the file reads as
             one uninterrupted run.
+        write: False: log nothing (the ranks of a distributed run other than rank 0).
     """
 
-    def __init__(self, run_dir: Path, *, tensorboard: bool = True, resume_step: int | None = None):
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        tensorboard: bool = True,
+        resume_step: int | None = None,
+        write: bool = True,
+    ):
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / METRICS_FILE
+        self.write = write
+        self._file: Any = None
+        self._tb: Any = None
+        if not write:
+            return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if resume_step is not None and self.path.exists():
             kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
@@ -50,7 +63,6 @@ class MetricsLogger:
         elif resume_step is None and self.path.exists():
             self.path.unlink()
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
-        self._tb: Any = None
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -61,6 +73,8 @@ class MetricsLogger:
 
     def log(self, step: int, **metrics: float | int | str | None) -> None:
         """Record ``metrics`` for ``step`` (non-finite floats are written as null)."""
+        if not self.write:
+            return
         row: dict[str, Any] = {"step": step}
         for k, v in metrics.items():
             row[k] = None if isinstance(v, float) and not math.isfinite(v) else v
@@ -73,7 +87,8 @@ class MetricsLogger:
 
     def close(self) -> None:
         """Flush and close the files."""
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
         if self._tb is not None:
             self._tb.close()
 

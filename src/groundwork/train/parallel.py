@@ -1,0 +1,89 @@
+"""What the engine needs to know of parallelism, and the one-process default.
+
+Parallelism is applied from outside (``groundwork.distributed`` builds a :class:`Parallelism`
+for data parallelism, ZeRO, ...); the engine only calls these hooks, so it is the same loop with
+one process or many. Every rank draws the *same* global batch from the same generator and keeps
+its rows (:func:`shard_rows`): the data order is the one-process run's whatever the world size,
+so a run resumes at any world size, and with the gradients averaged the steps are the
+one-process steps. Rank 0 alone writes the run directory. Chapter 17.
+"""
+
+import contextlib
+from typing import Any
+
+import torch
+from torch import nn
+
+from groundwork.errors import ConfigError
+from groundwork.train.config import TrainConfig
+from groundwork.train.data import Batch
+from groundwork.train.optim import build_adamw, clip_grad_norm
+
+
+class Parallelism:
+    """One process: the defaults every strategy overrides where it differs."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        """The rank that logs, prints and writes checkpoints."""
+        return self.rank == 0
+
+    def describe(self) -> str:
+        return "one process"
+
+    def check(self, cfg: TrainConfig) -> None:
+        """Refuse a batch that does not split evenly over the ranks."""
+        if cfg.batch_size % self.world_size:
+            raise ConfigError(
+                f"train.batch_size ({cfg.batch_size}) is the global batch and must be divisible "
+                f"by the {self.world_size} data-parallel ranks; use a multiple of "
+                f"{self.world_size}"
+            )
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """The module the objective calls (e.g. a ``DistributedDataParallel`` wrapper)."""
+        return model
+
+    def build_optimizer(self, model: nn.Module, cfg: TrainConfig) -> Any:
+        """AdamW over the model's parameter groups (a sharded one for ZeRO)."""
+        return build_adamw(
+            model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2)
+        )
+
+    def micro_batch(self, forward: nn.Module, last: bool) -> contextlib.AbstractContextManager[Any]:
+        """The context of a micro-batch's forward and backward: gradient synchronisation is
+        skipped on all but the ``last`` micro-batch of a step."""
+        return contextlib.nullcontext()
+
+    def finish_gradients(self, model: nn.Module, optimizer: Any, max_norm: float) -> torch.Tensor:
+        """Make each rank's gradients the mean over ranks, clip them to ``max_norm`` (global
+        L2 norm), and return the norm before clipping."""
+        return clip_grad_norm(model.parameters(), max_norm)
+
+    def mean(self, value: float) -> float:
+        """``value`` averaged over the ranks (the loss of the whole batch, for logging)."""
+        return value
+
+    def agree(self, flag: bool) -> bool:
+        """True on every rank if it is on any (e.g. one rank ran out of time)."""
+        return flag
+
+    def barrier(self) -> None:
+        """Wait for every rank."""
+
+
+def shard_rows(batch: Batch, rank: int, world_size: int) -> Batch:
+    """This rank's rows ``rank::world_size`` of every tensor in ``batch`` (nested in tuples,
+    lists and dicts; other values are kept)."""
+    if world_size == 1:
+        return batch
+    if isinstance(batch, torch.Tensor):
+        return batch[rank::world_size]
+    if isinstance(batch, tuple | list):
+        return type(batch)(shard_rows(b, rank, world_size) for b in batch)
+    if isinstance(batch, dict):
+        return {k: shard_rows(v, rank, world_size) for k, v in batch.items()}
+    return batch

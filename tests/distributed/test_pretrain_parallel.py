@@ -1,0 +1,126 @@
+"""`torchrun --nproc-per-node 2 -m groundwork pretrain ... --parallel.dp 2`: data-parallel
+pretraining (torch's DDP, and our ZeRO-2) takes the one-process run's steps, and its checkpoint
+resumes in one process and continues identically."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from groundwork import corpus, tokenize
+from groundwork.distributed import ParallelConfig, build_parallelism
+from groundwork.errors import ConfigError, DistributedError
+from groundwork.recipes.pretrain import DataConfig, ModelArgs, pretrain, resume_pretraining
+from groundwork.train.config import TrainConfig
+from groundwork.train.metrics import read_metrics
+
+pytestmark = pytest.mark.distributed
+MODEL = dict(d_model=32, n_layers=1, n_heads=2, max_seq_len=32)
+TRAIN = dict(
+    max_steps=6,
+    batch_size=4,
+    seq_len=32,
+    grad_accum=2,
+    eval_every=3,
+    eval_batches=1,
+    warmup_steps=2,
+    log_every=1,
+    progress=False,
+    tensorboard=False,
+    device="cpu",
+)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Character-level shards of a few plays (fast to build and to train on)."""
+    out = tmp_path_factory.mktemp("ddpdata")
+    splits = corpus.load_corpus("shakespeare").splits
+    small = {"train": splits["train"][:3], "val": splits["val"][:1]}
+    tok = tokenize.train_tokenizer("char", [d.text for d in small["train"]], 200)
+    tok.save(out / "tokenizer.json")
+    corpus.prepare_shards(
+        small,
+        tok.encode,
+        tok.vocab_size,
+        out / "shards",
+        eot_id=tok.eot_id,
+        tokenizer_path=out / "tokenizer.json",
+        progress=False,
+    )
+    return out / "shards"
+
+
+def torchrun(shards: Path, out: Path, *extra: str) -> None:
+    args = [f"--model.{k}={v}" for k, v in MODEL.items()]
+    args += [
+        f"--train.{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in TRAIN.items()
+    ]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc-per-node", "2", "-m", "groundwork", "pretrain", *args]
+    command += ["--data.shards", str(shards), "--out", str(out), *extra]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180, check=False)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def one_process(shards: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("one") / "run"
+    pretrain(
+        model=ModelArgs(**MODEL),  # type: ignore[arg-type]
+        data=DataConfig(shards=shards),
+        train_config=TrainConfig(**TRAIN),  # type: ignore[arg-type]
+        out=out,
+    )
+    return out
+
+
+def losses(run: Path) -> list[float]:
+    return [r["loss"] for r in read_metrics(run / "metrics.jsonl") if "loss" in r]
+
+
+def assert_same_run(got: Path, want: Path) -> None:
+    torch.testing.assert_close(
+        torch.tensor(losses(got)), torch.tensor(losses(want)), rtol=1e-6, atol=0
+    )
+    a, b = load_file(got / "model.safetensors"), load_file(want / "model.safetensors")
+    assert a.keys() == b.keys()
+    for name in b:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-5)
+    state = json.loads((got / "trainer_state.json").read_text())
+    assert (
+        state["tokens_seen"] == json.loads((want / "trainer_state.json").read_text())["tokens_seen"]
+    )
+
+
+def test_ddp_pretraining_equals_one_process(
+    shards: Path, one_process: Path, tmp_path: Path
+) -> None:
+    torchrun(shards, tmp_path / "ddp", "--parallel.dp", "2")
+    assert len(losses(one_process)) == TRAIN["max_steps"]
+    assert_same_run(tmp_path / "ddp", one_process)
+
+
+def test_a_zero2_checkpoint_resumes_in_one_process(
+    shards: Path, one_process: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "zero"
+    torchrun(shards, run, "--parallel.dp", "2", "--parallel.zero", "2", "--train.max_steps", "3")
+    assert json.loads((run / "trainer_state.json").read_text())["step"] == 3
+    resume_pretraining(run, overrides={"max_steps": 6})
+    assert_same_run(run, one_process)
+
+
+def test_bad_parallel_options_are_refused() -> None:
+    with pytest.raises(ConfigError, match="parallel.zero must be 0, 1 or 2"):
+        ParallelConfig(dp=2, zero=3)
+    with pytest.raises(ConfigError, match="parallel.dp must be at least 1"):
+        ParallelConfig(dp=0)
+    with pytest.raises(DistributedError, match="not started by torchrun"):
+        build_parallelism(ParallelConfig(dp=2))
