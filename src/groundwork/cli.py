@@ -49,6 +49,7 @@ from groundwork.recipes.finetune import finetune
 from groundwork.recipes.generate import chat, generate, sample
 from groundwork.recipes.models import export, import_, model_info, model_list
 from groundwork.recipes.ngram import ngram
+from groundwork.recipes.plan import model_plan
 from groundwork.recipes.predict import predict
 from groundwork.recipes.pretrain import pretrain_command
 from groundwork.recipes.probe import probe
@@ -73,7 +74,7 @@ COMMANDS: dict[str, Callable[..., None] | dict[str, Callable[..., None]]] = {
     "sample": sample,
     "evaluate": evaluate,
     "embed": embed,
-    "model": {"info": model_info, "list": model_list},
+    "model": {"info": model_info, "plan": model_plan, "list": model_list},
     "generate": generate,
     "chat": chat,
     "retrieve": retrieve,

@@ -99,12 +99,15 @@ def assert_same_run(got: Path, want: Path) -> None:
     )
 
 
-def test_ddp_pretraining_equals_one_process(
-    shards: Path, one_process: Path, tmp_path: Path
+@pytest.mark.parametrize(
+    "options", [["--parallel.dp", "2"], ["--parallel.dp", "2", "--parallel.fsdp", "true"]]
+)
+def test_ddp_and_fsdp_pretraining_equal_one_process(
+    shards: Path, one_process: Path, tmp_path: Path, options: list[str]
 ) -> None:
-    torchrun(shards, tmp_path / "ddp", "--parallel.dp", "2")
+    torchrun(shards, tmp_path / "run", *options)
     assert len(losses(one_process)) == TRAIN["max_steps"]
-    assert_same_run(tmp_path / "ddp", one_process)
+    assert_same_run(tmp_path / "run", one_process)
 
 
 def test_a_zero2_checkpoint_resumes_in_one_process(
@@ -117,10 +120,25 @@ def test_a_zero2_checkpoint_resumes_in_one_process(
     assert_same_run(run, one_process)
 
 
+def test_a_one_process_checkpoint_resumes_under_fsdp(
+    shards: Path, one_process: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    pretrain(
+        model=ModelArgs(**MODEL),  # type: ignore[arg-type]
+        data=DataConfig(shards=shards),
+        train_config=TrainConfig(**{**TRAIN, "max_steps": 3}),  # type: ignore[arg-type]
+        out=run,
+    )
+    command = ["--resume", str(run), "--parallel.dp", "2", "--parallel.fsdp", "true"]
+    torchrun(shards, tmp_path / "unused", *command, "--train.max_steps", "6")
+    assert_same_run(run, one_process)
+
+
 def test_bad_parallel_options_are_refused() -> None:
-    with pytest.raises(ConfigError, match="parallel.zero must be 0, 1 or 2"):
+    with pytest.raises(ConfigError, match=r"parallel\.zero must be 0, 1 or 2"):
         ParallelConfig(dp=2, zero=3)
-    with pytest.raises(ConfigError, match="parallel.dp must be at least 1"):
+    with pytest.raises(ConfigError, match=r"parallel\.dp must be at least 1"):
         ParallelConfig(dp=0)
     with pytest.raises(DistributedError, match="not started by torchrun"):
         build_parallelism(ParallelConfig(dp=2))

@@ -4,6 +4,8 @@ engine calls, so the same loop runs in one process or under ``torchrun``.
 
 * :class:`DataParallel`: torch's ``DistributedDataParallel`` (gradients all-reduced in buckets
   during the last micro-batch's backward, skipped with ``no_sync`` on the others);
+* :class:`FullyShardedDataParallel`: torch's FSDP2 (``fully_shard``; ZeRO stage 3), parameters
+  sharded too, gathered block by block;
 * :class:`ZeroDataParallel`: our ZeRO-1/2 (:class:`~groundwork.distributed.zero.ZeroOptimizer`):
   the AdamW state sharded over the ranks, gradients all-reduced (1) or reduce-scattered (2) after
   backward, parameters all-gathered after the step.
@@ -13,16 +15,19 @@ Chapter 17.
 
 import contextlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from groundwork.distributed import fsdp
 from groundwork.distributed.ddp import apply_ddp
 from groundwork.distributed.world import World, collective_errors, init_world, require_torchrun
 from groundwork.distributed.zero import ZeroOptimizer
 from groundwork.errors import ConfigError
+from groundwork.train import checkpoint as ckpt
 from groundwork.train.config import TrainConfig
 from groundwork.train.optim import parameter_groups
 from groundwork.train.parallel import Parallelism
@@ -37,7 +42,9 @@ class ParallelConfig:
     share of every batch (must equal torchrun's ``--nproc-per-node`` x nodes)."""
     zero: int = 0
     """ZeRO stage over the data-parallel ranks: 0 (replicated optimizer state, torch's DDP),
-    1 (optimizer state sharded) or 2 (gradients sharded too)."""
+    1 (optimizer state sharded) or 2 (gradients sharded too), ours."""
+    fsdp: bool = False
+    """Shard the parameters too with torch's FSDP2 (ZeRO stage 3), instead of DDP or ZeRO."""
     timeout: float = 300.0
     """Seconds a collective waits for the other ranks before the run fails."""
 
@@ -48,6 +55,10 @@ class ParallelConfig:
             raise ConfigError(
                 f"parallel.zero must be 0, 1 or 2, got {self.zero} (stage 3, parameters "
                 "sharded too, is FSDP)"
+            )
+        if self.fsdp and self.zero:
+            raise ConfigError(
+                "parallel.fsdp shards everything (ZeRO stage 3): drop parallel.zero, or fsdp"
             )
         if self.timeout <= 0:
             raise ConfigError(f"parallel.timeout must be positive, got {self.timeout}")
@@ -131,6 +142,58 @@ class ZeroDataParallel(DataParallel):
             return optimizer.clip_grad_norm(max_norm)
 
 
+class FullyShardedDataParallel(DataParallel):
+    """Data parallelism with parameters, gradients and optimizer state sharded: torch's FSDP2."""
+
+    def __init__(self, world: World) -> None:
+        super().__init__(world)
+        self.model: nn.Module | None = None
+        self.names: dict[str, str] = {}
+
+    def describe(self) -> str:
+        return f"fully sharded data parallel over {self.world_size} processes (FSDP2)"
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        self.names = fsdp.tied_names(model)
+        with collective_errors(self.rank):
+            self.model = fsdp.apply_fsdp(model)
+        return model
+
+    def micro_batch(self, forward: nn.Module, last: bool) -> contextlib.AbstractContextManager[Any]:
+        forward.set_requires_gradient_sync(last)  # type: ignore[operator]
+        return collective_errors(self.rank)
+
+    def finish_gradients(self, model: nn.Module, optimizer: Any, max_norm: float) -> torch.Tensor:
+        # the gradients were reduce-scattered in backward; the norm needs every rank's shards
+        with collective_errors(self.rank):
+            limit = max_norm if max_norm > 0 else float("inf")
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), limit)
+        full = getattr(norm, "full_tensor", None)
+        return full() if full is not None else norm
+
+    def save_model(self, model: nn.Module, path: Path, metadata: dict[str, str]) -> None:
+        with collective_errors(self.rank):
+            tensors = fsdp.full_model_state(model, self.names)
+        if self.is_main:
+            ckpt.save_tensors(tensors, path, metadata=metadata)
+
+    def load_model(self, model: nn.Module, path: Path) -> None:
+        with collective_errors(self.rank):
+            fsdp.load_full_model_state(model, fsdp.read_model_file(path), self.names)
+
+    def save_optimizer(self, optimizer: Any, path: Path) -> None:
+        assert self.model is not None
+        with collective_errors(self.rank):
+            state = fsdp.full_optimizer_state(self.model, optimizer)
+        if self.is_main:
+            ckpt.save_optimizer_state(state, path)
+
+    def load_optimizer(self, optimizer: Any, path: Path) -> None:
+        assert self.model is not None
+        with collective_errors(self.rank):
+            fsdp.load_full_optimizer_state(self.model, optimizer, ckpt.read_optimizer_state(path))
+
+
 def build_parallelism(config: ParallelConfig, device: str = "auto") -> Parallelism:
     """The strategy ``config`` asks for, joined to torchrun's process group; one process
     (``Parallelism()``) when ``dp`` is 1."""
@@ -144,6 +207,8 @@ def build_parallelism(config: ParallelConfig, device: str = "auto") -> Paralleli
             f"launch with --nproc-per-node {config.dp} (x nodes), or set --parallel.dp "
             f"{world.world_size}"
         )
+    if config.fsdp:
+        return FullyShardedDataParallel(world)
     if config.zero:
         return ZeroDataParallel(world, config.zero)
     return DataParallel(world)

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["checkpoint_blocks", "uncheckpoint_blocks"]
+__all__ = ["checkpoint_blocks", "transformer_blocks", "uncheckpoint_blocks"]
 
 
 def _block_classes() -> tuple[type, ...]:
@@ -41,6 +41,12 @@ def _checkpointed(block: nn.Module, forward: Any, *args: Any, **kwargs: Any) -> 
     return forward(*args, **kwargs)
 
 
+def transformer_blocks(model: nn.Module) -> list[nn.Module]:
+    """The transformer blocks of a GPT, Llama, BERT or T5 model, in order (what activation
+    checkpointing recomputes and FSDP shards one by one)."""
+    return [m for m in model.modules() if isinstance(m, _block_classes())]
+
+
 def checkpoint_blocks(model: nn.Module) -> nn.Module:
     """Recompute every transformer block of ``model`` in the backward pass instead of keeping
     its activations (in place; returned). Idempotent.
@@ -48,7 +54,7 @@ def checkpoint_blocks(model: nn.Module) -> nn.Module:
     Raises:
         ValueError: ``model`` has no block of a family we know.
     """
-    blocks = [m for m in model.modules() if isinstance(m, _block_classes())]
+    blocks = transformer_blocks(model)
     if not blocks:
         raise ValueError(
             f"no transformer block in the {type(model).__name__}: activation checkpointing "

@@ -52,9 +52,16 @@ def unique_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def save_model(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
     """Save weights as safetensors, atomically; tied weights are stored once."""
-    tensors = {k: v.cpu() for k, v in unique_state_dict(model).items()}
+    save_tensors(unique_state_dict(model), path, metadata=metadata)
+
+
+def save_tensors(
+    tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None
+) -> None:
+    """Save named tensors (a model's unique state dict) as safetensors on the CPU, atomically."""
+    on_cpu = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        save_file(on_cpu, str(tmp), metadata=metadata)
 
 
 def load_model_weights(model: nn.Module, path: Path) -> None:
@@ -95,7 +102,12 @@ def load_model_weights(model: nn.Module, path: Path) -> None:
 
 def save_optimizer(optimizer: torch.optim.Optimizer, path: Path) -> None:
     """Save an optimizer's state dict without pickle: tensors as ``state.<i>.<name>``."""
-    sd = optimizer.state_dict()
+    save_optimizer_state(optimizer.state_dict(), path)
+
+
+def save_optimizer_state(sd: dict[str, Any], path: Path) -> None:
+    """Save an optimizer state dict (``state`` keyed by parameter index, ``param_groups``) as
+    :func:`save_optimizer` does."""
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, Any] = {}
     for idx, state in sd["state"].items():
@@ -112,6 +124,21 @@ def save_optimizer(optimizer: torch.optim.Optimizer, path: Path) -> None:
 
 def load_optimizer(optimizer: torch.optim.Optimizer, path: Path) -> None:
     """Restore what :func:`save_optimizer` wrote into an optimizer over the same parameters."""
+    sd = read_optimizer_state(path)
+    state, groups = sd["state"], sd["param_groups"]
+    ours = optimizer.state_dict()["param_groups"]
+    if [len(g["params"]) for g in groups] != [len(g["params"]) for g in ours]:
+        raise CheckpointError(f"{path} was saved for a different set of parameters")
+    device = next(p.device for g in optimizer.param_groups for p in g["params"])
+    for s in state.values():
+        for name, value in s.items():
+            if isinstance(value, torch.Tensor) and name != "step":
+                s[name] = value.to(device)
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def read_optimizer_state(path: Path) -> dict[str, Any]:
+    """What :func:`save_optimizer` wrote, as an optimizer state dict (tensors on the CPU)."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -129,15 +156,7 @@ def load_optimizer(optimizer: torch.optim.Optimizer, path: Path) -> None:
     for key, value in [*tensors.items(), *scalars.items()]:
         _, idx, name = key.split(".", 2)
         state.setdefault(int(idx), {})[name] = value
-    ours = optimizer.state_dict()["param_groups"]
-    if [len(g["params"]) for g in groups] != [len(g["params"]) for g in ours]:
-        raise CheckpointError(f"{path} was saved for a different set of parameters")
-    device = next(p.device for g in optimizer.param_groups for p in g["params"])
-    for s in state.values():
-        for name, value in s.items():
-            if isinstance(value, torch.Tensor) and name != "step":
-                s[name] = value.to(device)
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
+    return {"state": state, "param_groups": groups}
 
 
 # ---------------------------------------------------------------------------------------------

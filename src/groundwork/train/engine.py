@@ -176,15 +176,15 @@ def train(
     main, rank, world = par.is_main, par.rank, par.world_size
     device = resolve_device(cfg.device)
     model.to(device)
+    if cfg.activation_checkpointing:
+        checkpoint_blocks(model)
+    forward = par.wrap(model)  # before the optimizer: FSDP replaces the parameters
     optimizer = par.build_optimizer(model, cfg)
     generator = torch.Generator().manual_seed(cfg.seed)  # the data order, and only that
-    state = _start(run_dir, model, optimizer, data, generator, resume=resume, main=main)
+    state = _start(run_dir, model, optimizer, data, generator, resume=resume, parallel=par)
     par.barrier()  # rank 0 has cleared an earlier run's files
     if evaluate is None:
         evaluate = _mean_objective_loss(objective, data, device, cfg.precision)
-    if cfg.activation_checkpointing:
-        checkpoint_blocks(model)
-    forward = par.wrap(model)
     forward = cast(nn.Module, torch.compile(forward)) if cfg.compile else forward
     logger = MetricsLogger(
         run_dir,
@@ -276,7 +276,7 @@ def train(
             at_eval = state.step % cfg.eval_every == 0 or state.step == cfg.max_steps
             if at_eval or out_of_time or stop.signal is not None:
                 if stop.signal is None:  # on a signal, just save
-                    metrics = _evaluate(model, evaluate, cfg, state, run_dir, write=main)
+                    metrics = _evaluate(model, evaluate, cfg, state, run_dir, par)
                     if metrics:
                         known = {k: v for k, v in metrics.items() if v is not None}
                         evals.append({"step": state.step, **known})
@@ -284,7 +284,7 @@ def train(
                         if cfg.progress and main:
                             bar.write(_describe(state.step, metrics, data))
                 state.elapsed_seconds = elapsed_before + perf_counter() - start
-                _checkpoint(run_dir, model, optimizer, state, generator, data, main=main)
+                _checkpoint(run_dir, model, optimizer, state, generator, data, par)
                 par.barrier()  # every rank sees the files rank 0 wrote
             stopped, reason = _stop_reason(cfg, state, stop.signal, out_of_time)
             plot_due = stopped is not None or (at_eval and perf_counter() - plotted > PLOT_INTERVAL)
@@ -296,7 +296,7 @@ def train(
     if cfg.activation_checkpointing:
         uncheckpoint_blocks(model)
     if cfg.restore_best and stopped in ("finished", "early_stop"):
-        _restore_best(model, run_dir, state, write=main)
+        _restore_best(model, run_dir, state, par)
         par.barrier()
     return TrainResult(
         run_dir=run_dir,
@@ -319,19 +319,19 @@ def _start(
     generator: torch.Generator,
     *,
     resume: bool,
-    main: bool = True,
+    parallel: Parallelism,
 ) -> TrainerState:
     """A fresh state (rank 0 clearing an earlier run's files), or the checkpoint's, restored
     (on every rank)."""
     if not resume:
-        if main:
+        if parallel.is_main:
             clear_training_files(run_dir)
         return TrainerState()
     if not (run_dir / ckpt.STATE_FILE).exists():
         raise CheckpointError(f"cannot resume: {run_dir} has no {ckpt.STATE_FILE}")
     state = load_trainer_state(run_dir)
-    ckpt.load_model_weights(model, run_dir / ckpt.MODEL_FILE)
-    ckpt.load_optimizer(optimizer, run_dir / ckpt.OPTIMIZER_FILE)
+    parallel.load_model(model, run_dir / ckpt.MODEL_FILE)
+    parallel.load_optimizer(optimizer, run_dir / ckpt.OPTIMIZER_FILE)
     ckpt.set_rng_state(state.rng, generator)
     load_position = getattr(data, "load_state_dict", None)
     if state.data and load_position is not None:
@@ -346,15 +346,11 @@ def _checkpoint(
     state: TrainerState,
     generator: torch.Generator,
     data: TrainData,
-    *,
-    main: bool = True,
+    parallel: Parallelism,
 ) -> None:
-    if not main:  # a sharded optimizer gathers its state for rank 0: take part, write nothing
-        optimizer.state_dict()
-        return
     position = getattr(data, "state_dict", None)
     state.data = position() if position is not None else {}
-    save_checkpoint(run_dir, model, optimizer, state, generator)
+    save_checkpoint(run_dir, model, optimizer, state, generator, parallel)
 
 
 def _mean_objective_loss(
@@ -377,8 +373,7 @@ def _evaluate(
     cfg: TrainConfig,
     state: TrainerState,
     run_dir: Path,
-    *,
-    write: bool = True,
+    parallel: Parallelism,
 ) -> Metrics:
     """Run the evaluation, add the mean training loss since the previous one, and keep the
     weights if ``best_metric`` improved."""
@@ -398,8 +393,8 @@ def _evaluate(
     if _improves(metrics, state, cfg):
         state.best_value, state.best_step = metrics[cfg.best_metric], state.step
         state.best_val_loss, state.evals_since_best = metrics.get("val_loss"), 0
-        if write:
-            ckpt.save_model(model, run_dir / BEST_MODEL_FILE, metadata={"step": str(state.step)})
+        step = {"step": str(state.step)}
+        parallel.save_model(model, run_dir / BEST_MODEL_FILE, metadata=step)
     else:
         state.evals_since_best += 1
     return metrics
@@ -438,15 +433,15 @@ def _stop_reason(
 
 
 def _restore_best(
-    model: nn.Module, run_dir: Path, state: TrainerState, *, write: bool = True
+    model: nn.Module, run_dir: Path, state: TrainerState, parallel: Parallelism
 ) -> None:
     """Load the best weights into ``model`` and make them the run's ``model.safetensors``."""
     best = run_dir / BEST_MODEL_FILE
     if state.best_step is None or state.best_step == state.step or not best.exists():
         return
-    ckpt.load_model_weights(model, best)
-    if write:
-        ckpt.save_model(model, run_dir / ckpt.MODEL_FILE, metadata={"step": str(state.best_step)})
+    parallel.load_model(model, best)
+    step = {"step": str(state.best_step)}
+    parallel.save_model(model, run_dir / ckpt.MODEL_FILE, metadata=step)
 
 
 def _describe(step: int, metrics: Metrics, data: TrainData) -> str:

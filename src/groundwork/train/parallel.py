@@ -9,12 +9,14 @@ one-process steps. Rank 0 alone writes the run directory. Chapter 17.
 """
 
 import contextlib
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from groundwork.errors import ConfigError
+from groundwork.train import checkpoint as ckpt
 from groundwork.train.config import TrainConfig
 from groundwork.train.data import Batch
 from groundwork.train.optim import build_adamw, clip_grad_norm
@@ -73,6 +75,28 @@ class Parallelism:
 
     def barrier(self) -> None:
         """Wait for every rank."""
+
+    # checkpoints: every rank calls these (sharded state is gathered), rank 0 writes; the files
+    # are the one-process format, whatever the world size
+
+    def save_model(self, model: nn.Module, path: Path, metadata: dict[str, str]) -> None:
+        """Write the whole model's weights to ``path`` (safetensors)."""
+        if self.is_main:
+            ckpt.save_model(model, path, metadata=metadata)
+
+    def load_model(self, model: nn.Module, path: Path) -> None:
+        """Load the weights :meth:`save_model` wrote (at any world size)."""
+        ckpt.load_model_weights(model, path)
+
+    def save_optimizer(self, optimizer: Any, path: Path) -> None:
+        """Write the whole optimizer state to ``path``."""
+        state = optimizer.state_dict()  # a sharded optimizer gathers it on every rank
+        if self.is_main:
+            ckpt.save_optimizer_state(state, path)
+
+    def load_optimizer(self, optimizer: Any, path: Path) -> None:
+        """Load the state :meth:`save_optimizer` wrote (at any world size)."""
+        ckpt.load_optimizer(optimizer, path)
 
 
 def shard_rows(batch: Batch, rank: int, world_size: int) -> Batch:

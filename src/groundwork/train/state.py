@@ -19,6 +19,7 @@ from groundwork.errors import CheckpointError
 from groundwork.fileio import read_json, write_json
 from groundwork.train import checkpoint as ckpt
 from groundwork.train.metrics import METRICS_FILE
+from groundwork.train.parallel import Parallelism
 
 BEST_MODEL_FILE = "model.best.safetensors"
 """Weights at the evaluation with the best ``best_metric`` so far."""
@@ -60,13 +61,17 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     state: TrainerState,
     generator: torch.Generator,
+    parallel: Parallelism | None = None,
 ) -> None:
     """Write model, optimizer and trainer state (each file atomically; the state file last, so
-    a state file always describes weights that are already on disk)."""
+    a state file always describes weights that are already on disk). In a distributed run every
+    rank calls this (sharded state is gathered) and rank 0 writes."""
+    par = parallel or Parallelism()
     state.rng = ckpt.rng_state(generator)
-    ckpt.save_model(model, run_dir / ckpt.MODEL_FILE, metadata={"step": str(state.step)})
-    ckpt.save_optimizer(optimizer, run_dir / ckpt.OPTIMIZER_FILE)
-    write_json(run_dir / ckpt.STATE_FILE, asdict(state))
+    par.save_model(model, run_dir / ckpt.MODEL_FILE, metadata={"step": str(state.step)})
+    par.save_optimizer(optimizer, run_dir / ckpt.OPTIMIZER_FILE)
+    if par.is_main:
+        write_json(run_dir / ckpt.STATE_FILE, asdict(state))
 
 
 def load_trainer_state(run_dir: Path) -> TrainerState:
