@@ -40,6 +40,7 @@ except ImportError:  # torch 2.4, 2.5
 FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
+# --8<-- [start:apply]
 def apply_fsdp(model: nn.Module) -> nn.Module:
     """Shard ``model`` in place over the default process group: each transformer block, then the
     rest as the root unit. Returns ``model`` (its parameters are now ``DTensor`` shards)."""
@@ -49,6 +50,9 @@ def apply_fsdp(model: nn.Module) -> nn.Module:
         fully_shard(block, reshard_after_forward=i < len(blocks) - 1)
     fully_shard(model)
     return model
+
+
+# --8<-- [end:apply]
 
 
 def tied_names(model: nn.Module) -> dict[str, str]:

@@ -99,6 +99,7 @@ class Parallelism:
         ckpt.load_optimizer(optimizer, path)
 
 
+# --8<-- [start:shard_rows]
 def shard_rows(batch: Batch, rank: int, world_size: int) -> Batch:
     """This rank's rows ``rank::world_size`` of every tensor in ``batch`` (nested in tuples,
     lists and dicts; other values are kept)."""
@@ -111,3 +112,6 @@ def shard_rows(batch: Batch, rank: int, world_size: int) -> Batch:
     if isinstance(batch, dict):
         return {k: shard_rows(v, rank, world_size) for k, v in batch.items()}
     return batch
+
+
+# --8<-- [end:shard_rows]
