@@ -9,6 +9,8 @@ from outside it, as torchtitan does; the model files stay single-device.
   optimizer state sharded, gradients reduce-scattered, parameters all-gathered;
 * :mod:`groundwork.distributed.fsdp`: ZeRO stage 3 with torch's FSDP2 ``fully_shard``, and the
   conversions between its sharded state and the one-process checkpoint;
+* :mod:`groundwork.distributed.tensor_parallel`: Megatron tensor parallelism (Shoeybi et al.
+  2019), ours with the collectives written out, and via DTensor ``parallelize_module``;
 * :mod:`groundwork.distributed.strategies`: ``--parallel.*`` (:class:`ParallelConfig`) and the
   engine hooks of each strategy;
 * :mod:`groundwork.distributed.plan`: memory per device and communication per step of each
@@ -31,6 +33,17 @@ from groundwork.distributed.strategies import (
     ZeroDataParallel,
     build_parallelism,
 )
+from groundwork.distributed.tensor_parallel import (
+    ColumnParallelLinear,
+    RowParallelLinear,
+    apply_tensor_parallel,
+    apply_tensor_parallel_dtensor,
+    check_tensor_parallel,
+    clip_grad_norm_tp,
+    copy_to_parallel,
+    gather_tensor_parallel_state,
+    reduce_from_parallel,
+)
 from groundwork.distributed.world import (
     World,
     close_world,
@@ -42,22 +55,31 @@ from groundwork.distributed.zero import ZeroOptimizer
 
 __all__ = [
     "BucketedAllReduce",
+    "ColumnParallelLinear",
     "DataParallel",
     "FullyShardedDataParallel",
     "ModelShape",
     "ParallelConfig",
     "ParallelLayout",
+    "RowParallelLinear",
     "World",
     "ZeroDataParallel",
     "ZeroOptimizer",
     "apply_ddp",
     "apply_fsdp",
+    "apply_tensor_parallel",
+    "apply_tensor_parallel_dtensor",
     "bubble_fraction",
     "build_parallelism",
+    "check_tensor_parallel",
+    "clip_grad_norm_tp",
     "close_world",
     "communication_per_step",
+    "copy_to_parallel",
+    "gather_tensor_parallel_state",
     "init_world",
     "launched_by_torchrun",
     "memory_per_device",
+    "reduce_from_parallel",
     "require_torchrun",
 ]
