@@ -100,9 +100,15 @@ def assert_same_run(got: Path, want: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "options", [["--parallel.dp", "2"], ["--parallel.dp", "2", "--parallel.fsdp", "true"]]
+    "options",
+    [
+        ["--parallel.dp", "2"],
+        ["--parallel.dp", "2", "--parallel.fsdp", "true"],
+        ["--parallel.tp", "2"],
+    ],
+    ids=["ddp", "fsdp", "tp"],
 )
-def test_ddp_and_fsdp_pretraining_equal_one_process(
+def test_ddp_fsdp_and_tp_pretraining_equal_one_process(
     shards: Path, one_process: Path, tmp_path: Path, options: list[str]
 ) -> None:
     torchrun(shards, tmp_path / "run", *options)
@@ -116,6 +122,15 @@ def test_a_zero2_checkpoint_resumes_in_one_process(
     run = tmp_path / "zero"
     torchrun(shards, run, "--parallel.dp", "2", "--parallel.zero", "2", "--train.max_steps", "3")
     assert json.loads((run / "trainer_state.json").read_text())["step"] == 3
+    resume_pretraining(run, overrides={"max_steps": 6})
+    assert_same_run(run, one_process)
+
+
+def test_a_tensor_parallel_checkpoint_resumes_in_one_process(
+    shards: Path, one_process: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "tp"
+    torchrun(shards, run, "--parallel.tp", "2", "--train.max_steps", "3")
     resume_pretraining(run, overrides={"max_steps": 6})
     assert_same_run(run, one_process)
 
@@ -140,5 +155,9 @@ def test_bad_parallel_options_are_refused() -> None:
         ParallelConfig(dp=2, zero=3)
     with pytest.raises(ConfigError, match=r"parallel\.dp must be at least 1"):
         ParallelConfig(dp=0)
+    with pytest.raises(ConfigError, match="does not combine with dp"):
+        ParallelConfig(dp=2, tp=2)
     with pytest.raises(DistributedError, match="not started by torchrun"):
         build_parallelism(ParallelConfig(dp=2))
+    with pytest.raises(DistributedError, match=r"--parallel\.tp 2 asks for 2 processes"):
+        build_parallelism(ParallelConfig(tp=2))

@@ -6,6 +6,9 @@ engine calls, so the same loop runs in one process or under ``torchrun``.
   during the last micro-batch's backward, skipped with ``no_sync`` on the others);
 * :class:`FullyShardedDataParallel`: torch's FSDP2 (``fully_shard``; ZeRO stage 3), parameters
   sharded too, gathered block by block;
+* :class:`TensorParallel`: our Megatron tensor parallelism
+  (:func:`~groundwork.distributed.tensor_parallel.apply_tensor_parallel`): every rank sees the
+  whole batch and holds its slice of each block's matrices;
 * :class:`ZeroDataParallel`: our ZeRO-1/2 (:class:`~groundwork.distributed.zero.ZeroOptimizer`):
   the AdamW state sharded over the ranks, gradients all-reduced (1) or reduce-scattered (2) after
   backward, parameters all-gathered after the step.
@@ -23,10 +26,11 @@ import torch.distributed as dist
 from torch import nn
 
 from groundwork.distributed import fsdp
+from groundwork.distributed import tensor_parallel as tp
 from groundwork.distributed.ddp import apply_ddp
 from groundwork.distributed.world import World, collective_errors, init_world, require_torchrun
 from groundwork.distributed.zero import ZeroOptimizer
-from groundwork.errors import ConfigError
+from groundwork.errors import CheckpointError, ConfigError
 from groundwork.train import checkpoint as ckpt
 from groundwork.train.config import TrainConfig
 from groundwork.train.optim import parameter_groups
@@ -45,12 +49,22 @@ class ParallelConfig:
     1 (optimizer state sharded) or 2 (gradients sharded too), ours."""
     fsdp: bool = False
     """Shard the parameters too with torch's FSDP2 (ZeRO stage 3), instead of DDP or ZeRO."""
+    tp: int = 1
+    """Tensor-parallel degree: split each block's attention heads and MLP over this many
+    processes, which all see the same batch (ours, Megatron-style)."""
     timeout: float = 300.0
     """Seconds a collective waits for the other ranks before the run fails."""
 
     def __post_init__(self) -> None:
         if self.dp < 1:
             raise ConfigError(f"parallel.dp must be at least 1, got {self.dp}")
+        if self.tp < 1:
+            raise ConfigError(f"parallel.tp must be at least 1, got {self.tp}")
+        if self.tp > 1 and (self.dp > 1 or self.zero or self.fsdp):
+            raise ConfigError(
+                "parallel.tp does not combine with dp, zero or fsdp yet (2-D parallelism is "
+                "planned): use tensor parallelism alone, or data parallelism alone"
+            )
         if self.zero not in (0, 1, 2):
             raise ConfigError(
                 f"parallel.zero must be 0, 1 or 2, got {self.zero} (stage 3, parameters "
@@ -194,19 +208,121 @@ class FullyShardedDataParallel(DataParallel):
             fsdp.load_full_optimizer_state(self.model, optimizer, ckpt.read_optimizer_state(path))
 
 
+class TensorParallel(DataParallel):
+    """Our Megatron tensor parallelism over every rank: the ranks see the same rows and hold
+    their slices of the blocks; checkpoints are gathered into the one-process format."""
+
+    def __init__(self, world: World) -> None:
+        super().__init__(world)
+        self.names: dict[str, str] = {}
+        self.model: nn.Module | None = None
+
+    @property
+    def data_rank(self) -> int:
+        return 0
+
+    @property
+    def data_size(self) -> int:
+        return 1
+
+    def describe(self) -> str:
+        return f"tensor parallel over {self.world_size} processes ({self.world.backend})"
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        tp.check_tensor_parallel(model, self.world_size)
+        self.names = fsdp.tied_names(model)
+        with collective_errors(self.rank):
+            self.model = tp.apply_tensor_parallel(model)
+        return model
+
+    def micro_batch(self, forward: nn.Module, last: bool) -> contextlib.AbstractContextManager[Any]:
+        return collective_errors(self.rank)
+
+    def finish_gradients(self, model: nn.Module, optimizer: Any, max_norm: float) -> torch.Tensor:
+        with collective_errors(self.rank):
+            return tp.clip_grad_norm_tp(model, max_norm)
+
+    def mean(self, value: float) -> float:
+        return value  # every rank computed the same loss
+
+    def save_model(self, model: nn.Module, path: Path, metadata: dict[str, str]) -> None:
+        with collective_errors(self.rank):
+            full = tp.gather_tensor_parallel_state(model)
+        if self.is_main:
+            unique = {k: v for k, v in full.items() if self.names.get(k) == k}
+            ckpt.save_tensors(unique, path, metadata=metadata)
+
+    def load_model(self, model: nn.Module, path: Path) -> None:
+        saved = fsdp.read_model_file(path)
+        expected = set(self.names.values())
+        if set(saved) != expected:
+            missing, unexpected = sorted(expected - set(saved)), sorted(set(saved) - expected)
+            raise CheckpointError(
+                f"{path} does not match the model: missing {missing[:5]}, unexpected "
+                f"{unexpected[:5]} (was it written for another config?)"
+            )
+        layout = tp.sharded_parameters(model)
+        with torch.no_grad():
+            for name, t in model.state_dict().items():
+                full = saved[self.names[name]]
+                if name in layout:
+                    full = tp.shard(full, layout[name], self.rank, self.world_size)
+                t.copy_(full)
+
+    def save_optimizer(self, optimizer: Any, path: Path) -> None:
+        live = optimizer.state_dict()  # its per-parameter dicts are the optimizer's own
+        state = {"state": {}, "param_groups": live["param_groups"]}
+        layout, names = self._optimizer_layout(optimizer)
+        with collective_errors(self.rank):
+            for i, entry in sorted(live["state"].items()):
+                sharding = layout.get(names[i])
+                state["state"][i] = full = dict(entry)
+                for key, value in entry.items():
+                    if sharding is not None and isinstance(value, torch.Tensor) and value.ndim:
+                        parts = [torch.empty_like(value) for _ in range(self.world_size)]
+                        dist.all_gather(parts, value.contiguous())
+                        full[key] = tp.unshard(parts, sharding)
+        if self.is_main:
+            ckpt.save_optimizer_state(state, path)
+
+    def load_optimizer(self, optimizer: Any, path: Path) -> None:
+        saved = ckpt.read_optimizer_state(path)
+        layout, names = self._optimizer_layout(optimizer)
+        if len(names) != sum(len(g["params"]) for g in saved["param_groups"]):
+            raise CheckpointError(f"{path} was saved for a different set of parameters")
+        for i, entry in saved["state"].items():
+            sharding = layout.get(names[i])
+            for key, value in entry.items():
+                if sharding is not None and isinstance(value, torch.Tensor) and value.ndim:
+                    entry[key] = tp.shard(value, sharding, self.rank, self.world_size).clone()
+        optimizer.load_state_dict(saved)
+
+    def _optimizer_layout(self, optimizer: Any) -> tuple[dict[str, Any], list[str]]:
+        """How each parameter is sharded, and the parameters' names in optimizer order."""
+        assert self.model is not None
+        names = [n for g in optimizer.param_groups for n in g["names"]]
+        return tp.sharded_parameters(self.model), names
+
+
 def build_parallelism(config: ParallelConfig, device: str = "auto") -> Parallelism:
     """The strategy ``config`` asks for, joined to torchrun's process group; one process
     (``Parallelism()``) when ``dp`` is 1."""
-    require_torchrun(f"--parallel.dp {config.dp}", config.dp)
-    if config.dp == 1:
+    option, degree = (
+        (f"--parallel.tp {config.tp}", config.tp)
+        if config.tp > 1
+        else (f"--parallel.dp {config.dp}", config.dp)
+    )
+    require_torchrun(option, degree)
+    if degree == 1:
         return Parallelism()
     world = init_world(device, timeout_s=config.timeout)
-    if world.world_size != config.dp:
+    if world.world_size != degree:
         raise ConfigError(
-            f"--parallel.dp {config.dp} but torchrun started {world.world_size} processes: "
-            f"launch with --nproc-per-node {config.dp} (x nodes), or set --parallel.dp "
-            f"{world.world_size}"
+            f"{option} but torchrun started {world.world_size} processes: launch with "
+            f"--nproc-per-node {degree} (x nodes), or set {option.split()[0]} {world.world_size}"
         )
+    if config.tp > 1:
+        return TensorParallel(world)
     if config.fsdp:
         return FullyShardedDataParallel(world)
     if config.zero:

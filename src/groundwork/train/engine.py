@@ -173,7 +173,7 @@ def train(
     cfg, run_dir = config, Path(run_dir)
     par = parallel or Parallelism()
     par.check(cfg)
-    main, rank, world = par.is_main, par.rank, par.world_size
+    main, rank, world = par.is_main, par.data_rank, par.data_size
     device = resolve_device(cfg.device)
     model.to(device)
     if cfg.activation_checkpointing:

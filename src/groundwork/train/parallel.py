@@ -33,16 +33,27 @@ class Parallelism:
         """The rank that logs, prints and writes checkpoints."""
         return self.rank == 0
 
+    @property
+    def data_rank(self) -> int:
+        """This rank's place among the ranks that split the batch (data parallelism); ranks
+        that split the model instead (tensor parallelism) see the same rows."""
+        return self.rank
+
+    @property
+    def data_size(self) -> int:
+        """How many ranks split each batch."""
+        return self.world_size
+
     def describe(self) -> str:
         return "one process"
 
     def check(self, cfg: TrainConfig) -> None:
         """Refuse a batch that does not split evenly over the ranks."""
-        if cfg.batch_size % self.world_size:
+        if cfg.batch_size % self.data_size:
             raise ConfigError(
                 f"train.batch_size ({cfg.batch_size}) is the global batch and must be divisible "
-                f"by the {self.world_size} data-parallel ranks; use a multiple of "
-                f"{self.world_size}"
+                f"by the {self.data_size} data-parallel ranks; use a multiple of "
+                f"{self.data_size}"
             )
 
     def wrap(self, model: nn.Module) -> nn.Module:
