@@ -3,10 +3,12 @@ tiny GPT and Llama for a few steps with each data-parallel strategy and saves, o
 losses, the final weights and the optimizer state to ``OUT/<strategy>-<arch>.pt``.
 
 Usage: ``torchrun ... dp_worker.py OUT SCENARIO...`` where a scenario is a strategy name, or
-``hang`` (rank 1 stops answering; rank 0 must fail with a clear error within the timeout).
+``hang`` (rank 1 stops answering) or ``die`` (rank 1 exits): rank 0 must fail with a clear error
+within the timeout.
 """
 
 import dataclasses
+import os
 import sys
 import time
 from pathlib import Path
@@ -104,17 +106,19 @@ def run(strategy: str, arch: str, rank: int, world: int) -> dict[str, Any]:
 
 def main() -> None:
     out, scenarios = Path(sys.argv[1]), sys.argv[2:]
-    if scenarios == ["hang"]:
+    if scenarios in (["hang"], ["die"]):
         world = init_world("cpu", timeout_s=3.0)
-        if world.rank == 1:
+        if world.rank == 1 and scenarios == ["hang"]:
             time.sleep(30)  # stops answering; torchrun ends it when rank 0 fails
             return
+        if world.rank == 1:
+            os._exit(3)  # dies without a word
         start = time.perf_counter()
         try:
             with collective_errors(world.rank):
                 dist.all_reduce(torch.ones(1))
         except DistributedError as err:
-            (out / "hang.txt").write_text(f"{time.perf_counter() - start:.1f}\n{err}")
+            (out / f"{scenarios[0]}.txt").write_text(f"{time.perf_counter() - start:.1f}\n{err}")
             sys.exit(1)
         return
     world = init_world("cpu")

@@ -28,6 +28,7 @@ WORKER = Path(__file__).parent / "dp_worker.py"
 def torchrun(out: Path, *scenarios: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--monitor-interval", "5"]  # a dead rank's peers report it before torchrun acts
     command += ["--nproc-per-node", "2", str(WORKER), str(out), *scenarios]
     return subprocess.run(
         command, env=env, capture_output=True, text=True, timeout=timeout, check=False
@@ -114,10 +115,13 @@ def test_zero_state_gathers_into_the_unsharded_optimizers(
         assert g_got["weight_decay"] == g_want["weight_decay"]
 
 
-def test_a_rank_that_stops_answering_fails_the_others_clearly(tmp_path: Path) -> None:
-    run = torchrun(tmp_path, "hang", timeout=60)
+@pytest.mark.parametrize("scenario", ["hang", "die"])
+def test_a_rank_that_dies_or_stops_answering_fails_the_others_clearly(
+    tmp_path: Path, scenario: str
+) -> None:
+    run = torchrun(tmp_path, scenario, timeout=60)
     assert run.returncode != 0
-    seconds, message = (tmp_path / "hang.txt").read_text().split("\n", 1)
+    seconds, message = (tmp_path / f"{scenario}.txt").read_text().split("\n", 1)
     assert float(seconds) < 20
     assert "rank 0" in message and "another rank has probably died" in message
 

@@ -11,6 +11,9 @@ from outside it, as torchtitan does; the model files stay single-device.
   conversions between its sharded state and the one-process checkpoint;
 * :mod:`groundwork.distributed.tensor_parallel`: Megatron tensor parallelism (Shoeybi et al.
   2019), ours with the collectives written out, and via DTensor ``parallelize_module``;
+* :mod:`groundwork.distributed.pipeline`: pipeline parallelism, stages cut from outside the
+  model, GPipe and 1F1B schedules with explicit send/recv (ours) and with
+  ``torch.distributed.pipelining``;
 * :mod:`groundwork.distributed.strategies`: ``--parallel.*`` (:class:`ParallelConfig`) and the
   engine hooks of each strategy;
 * :mod:`groundwork.distributed.plan`: memory per device and communication per step of each
@@ -19,6 +22,19 @@ from outside it, as torchtitan does; the model files stay single-device.
 
 from groundwork.distributed.ddp import BucketedAllReduce, apply_ddp
 from groundwork.distributed.fsdp import apply_fsdp
+from groundwork.distributed.pipeline import (
+    PipelineStage,
+    clip_grad_norm_pipeline,
+    peak_in_flight,
+    pipeline_step,
+    schedule_bubble_fraction,
+    schedule_order,
+    simulated_bubble_fraction,
+    split_stages,
+    sync_tied_gradients,
+    torch_pipeline_step,
+    torch_schedule,
+)
 from groundwork.distributed.plan import (
     ModelShape,
     ParallelLayout,
@@ -61,6 +77,7 @@ __all__ = [
     "ModelShape",
     "ParallelConfig",
     "ParallelLayout",
+    "PipelineStage",
     "RowParallelLinear",
     "World",
     "ZeroDataParallel",
@@ -72,6 +89,7 @@ __all__ = [
     "bubble_fraction",
     "build_parallelism",
     "check_tensor_parallel",
+    "clip_grad_norm_pipeline",
     "clip_grad_norm_tp",
     "close_world",
     "communication_per_step",
@@ -80,6 +98,15 @@ __all__ = [
     "init_world",
     "launched_by_torchrun",
     "memory_per_device",
+    "peak_in_flight",
+    "pipeline_step",
     "reduce_from_parallel",
     "require_torchrun",
+    "schedule_bubble_fraction",
+    "schedule_order",
+    "simulated_bubble_fraction",
+    "split_stages",
+    "sync_tied_gradients",
+    "torch_pipeline_step",
+    "torch_schedule",
 ]
