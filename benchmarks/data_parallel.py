@@ -60,7 +60,6 @@ def run(name: str, n: int, steps: int, device: str, out: Path) -> float:
     return statistics.median(rates)
 
 
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--processes", type=int, default=2)

@@ -17,6 +17,7 @@ Chapter 17.
 """
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,7 @@ class ZeroDataParallel(DataParallel):
     def __init__(self, world: World, stage: int) -> None:
         super().__init__(world)
         self.stage = stage
+        self.optimizer: ZeroOptimizer | None = None
 
     def describe(self) -> str:
         return (
@@ -133,7 +135,15 @@ class ZeroDataParallel(DataParallel):
         return model
 
     def micro_batch(self, forward: nn.Module, last: bool) -> contextlib.AbstractContextManager[Any]:
-        return contextlib.nullcontext()
+        return self._micro_batch()
+
+    @contextlib.contextmanager
+    def _micro_batch(self) -> Iterator[None]:
+        """Stage 2 reduces gradients during backward; after it, the rest (unused parameters)."""
+        with collective_errors(self.rank):
+            yield
+            assert self.optimizer is not None
+            self.optimizer.end_micro_batch()
 
     def build_optimizer(self, model: nn.Module, cfg: TrainConfig) -> Any:
         groups = [
@@ -141,7 +151,7 @@ class ZeroDataParallel(DataParallel):
             for g in parameter_groups(model, cfg.weight_decay)
         ]
         with collective_errors(self.rank):
-            return ZeroOptimizer(
+            self.optimizer = ZeroOptimizer(
                 groups,
                 torch.optim.AdamW,
                 stage=1 if self.stage == 1 else 2,
@@ -149,6 +159,7 @@ class ZeroDataParallel(DataParallel):
                 betas=(cfg.beta1, cfg.beta2),
                 eps=1e-8,
             )
+        return self.optimizer
 
     def finish_gradients(self, model: nn.Module, optimizer: Any, max_norm: float) -> torch.Tensor:
         with collective_errors(self.rank):

@@ -10,11 +10,15 @@ parameters and keeps the moments of that slice only.
 * **Stage 1** (optimizer state sharded): all-reduce the gradient as data parallelism does; each
   rank steps its slice with its moments; an **all-gather** puts the updated slices together on
   every rank.
-* **Stage 2** (+ gradients sharded): a rank needs the mean gradient of its slice only, so a
-  **reduce-scatter** replaces the all-reduce (each rank receives the sum over ranks of its own
-  slice, and can free the rest of the gradient). A reduce-scatter followed by an all-gather moves
-  as many bytes as one all-reduce — a ring all-reduce *is* the two — so stages 1 and 2 save memory
-  at no extra communication.
+* **Stage 2** (+ gradients sharded): a rank needs the mean gradient of its slice only. As soon
+  as backward has produced a parameter's gradient, each piece of it is **reduced** to the rank
+  that owns that piece (together, these reduces are a reduce-scatter: every rank receives the
+  sum over ranks of its own slice), added to the rank's gradient slice, and the full gradient is
+  freed at once — so no rank ever holds the whole gradient, only the one being produced. With
+  gradient accumulation this happens every micro-batch (the gradient is never kept whole between
+  micro-batches: that is stage 2's memory saving). A reduce-scatter followed by an all-gather
+  moves as many bytes as one all-reduce — a ring all-reduce *is* the two — so stages 1 and 2 save
+  memory at no extra communication per micro-batch.
 * Stage 3 (+ parameters sharded) is FSDP: parameters are gathered layer by layer when needed
   (torch's ``fully_shard``).
 
@@ -42,11 +46,6 @@ def _all_gather(output: torch.Tensor, shard: torch.Tensor, group: Any) -> None:
     fn(output, shard, group=group)
 
 
-def _reduce_scatter(shard: torch.Tensor, full: torch.Tensor, group: Any) -> None:
-    fn = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
-    fn(shard, full, group=group)
-
-
 class _FlatGroup:
     """One parameter group flattened, padded to ``world * shard`` elements, and this rank's
     slice ``[rank * shard, (rank + 1) * shard)`` as the tensor the inner optimizer steps."""
@@ -58,6 +57,8 @@ class _FlatGroup:
         self.start = rank * self.shard_size
         full = self.flatten([p.detach() for p in params], world)
         self.shard = nn.Parameter(full[self.start : self.start + self.shard_size].clone())
+        self.grad_sum = torch.zeros_like(self.shard.detach())  # stage 2: reduced so far
+        self.offsets = dict(zip(map(id, params), _offsets(params), strict=True))
 
     def flatten(self, tensors: Sequence[torch.Tensor], world: int) -> torch.Tensor:
         pad = world * self.shard_size - self.numel
@@ -123,27 +124,66 @@ class ZeroOptimizer:
             options = {k: v for k, v in g.items() if k not in ("params", "names")}
             inner_groups.append({"params": [flat.shard], **options})
         self.optimizer = optimizer_class(inner_groups, **defaults)
+        # stage 2: gradients are reduced to their owners during backward, in one fixed order
+        # on every rank (collectives are matched by order): the reverse of the parameters'
+        self.order = [(f, p) for f in self.flat for p in f.params][::-1]
+        self.ready: set[int] = set()
+        self.next_reduce = 0
+        if stage == 2:
+            for _, p in self.order:
+                p.register_post_accumulate_grad_hook(self._grad_ready)
 
     @property
     def param_groups(self) -> list[dict[str, Any]]:
         """The inner optimizer's groups (set ``lr`` here, as on any optimizer)."""
         return self.optimizer.param_groups
 
+    def _grad_ready(self, p: torch.Tensor) -> None:
+        """Stage 2, in backward: reduce every gradient that is ready, in the fixed order."""
+        self.ready.add(id(p))
+        order = self.order
+        while self.next_reduce < len(order) and id(order[self.next_reduce][1]) in self.ready:
+            self._reduce_to_owners(*order[self.next_reduce])
+            self.next_reduce += 1
+
+    def _reduce_to_owners(self, f: _FlatGroup, p: nn.Parameter) -> None:
+        """Reduce each rank's piece of ``p``'s gradient to that rank, which adds it to its
+        slice; then free the gradient."""
+        offset, n, size = f.offsets[id(p)], p.numel(), f.shard_size
+        grad = p.new_zeros(n) if p.grad is None else p.grad.detach().reshape(-1)
+        for owner in range(offset // size, min((offset + n - 1) // size + 1, self.world)):
+            lo, hi = max(offset, owner * size), min(offset + n, (owner + 1) * size)
+            piece = grad[lo - offset : hi - offset].clone()
+            dist.reduce(piece, dst=self._global(owner), group=self.group)
+            if owner == self.rank:
+                f.grad_sum[lo - f.start : hi - f.start] += piece
+        p.grad = None
+
+    def end_micro_batch(self) -> None:
+        """Stage 2, after a micro-batch's backward: reduce the gradients not reduced yet (of
+        parameters that got none) and start the order again for the next micro-batch."""
+        if self.stage == 2:
+            while self.next_reduce < len(self.order):
+                self._reduce_to_owners(*self.order[self.next_reduce])
+                self.next_reduce += 1
+            self.ready, self.next_reduce = set(), 0
+
     def reduce_gradients(self) -> None:
-        """Give each rank's slice the mean over ranks of its gradient: an all-reduce (stage 1)
-        or a reduce-scatter (stage 2), after which stage 2 frees the full gradients."""
+        """Give each rank's slice the mean over ranks of its gradient: an all-reduce of the
+        whole gradient (stage 1), or the sums reduced during backward (stage 2)."""
+        self.end_micro_batch()
         for f in self.flat:
-            grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in f.params]
-            full = f.flatten(grads, self.world)
             if self.stage == 1:
+                grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in f.params]
+                full = f.flatten(grads, self.world)
                 dist.all_reduce(full, group=self.group)
                 shard = full[f.start : f.start + f.shard_size].clone()
             else:
-                shard = full.new_empty(f.shard_size)
-                _reduce_scatter(shard, full, self.group)
-                for p in f.params:
-                    p.grad = None
+                shard, f.grad_sum = f.grad_sum, torch.zeros_like(f.grad_sum)
             f.shard.grad = shard.div_(self.world)
+
+    def _global(self, rank: int) -> int:
+        return dist.get_global_rank(self.group, rank) if self.group is not None else rank
 
     def clip_grad_norm(self, max_norm: float) -> torch.Tensor:
         """Clip the mean gradient to global L2 norm ``max_norm`` (after
@@ -173,6 +213,7 @@ class ZeroOptimizer:
     def zero_grad(self, set_to_none: bool = True) -> None:
         for f in self.flat:
             f.shard.grad = None
+            f.grad_sum.zero_()
             for p in f.params:
                 if set_to_none:
                     p.grad = None
