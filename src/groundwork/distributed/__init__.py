@@ -11,6 +11,8 @@ from outside it, as torchtitan does; the model files stay single-device.
   conversions between its sharded state and the one-process checkpoint;
 * :mod:`groundwork.distributed.tensor_parallel`: Megatron tensor parallelism (Shoeybi et al.
   2019), ours with the collectives written out, and via DTensor ``parallelize_module``;
+* :mod:`groundwork.distributed.hybrid`: 2-D parallelism, tensor parallel inside a ``tp`` mesh
+  dimension and FSDP across the ``dp`` one (torchtitan's recipe);
 * :mod:`groundwork.distributed.pipeline`: pipeline parallelism, stages cut from outside the
   model, GPipe and 1F1B schedules with explicit send/recv (ours) and with
   ``torch.distributed.pipelining``;
@@ -22,6 +24,13 @@ from outside it, as torchtitan does; the model files stay single-device.
 
 from groundwork.distributed.ddp import BucketedAllReduce, apply_ddp
 from groundwork.distributed.fsdp import apply_fsdp
+from groundwork.distributed.hybrid import (
+    apply_fsdp_tp,
+    check_fsdp_tp,
+    check_mesh_shape,
+    clip_grad_norm_fsdp_tp,
+    make_mesh,
+)
 from groundwork.distributed.pipeline import (
     PipelineStage,
     clip_grad_norm_pipeline,
@@ -84,11 +93,15 @@ __all__ = [
     "ZeroOptimizer",
     "apply_ddp",
     "apply_fsdp",
+    "apply_fsdp_tp",
     "apply_tensor_parallel",
     "apply_tensor_parallel_dtensor",
     "bubble_fraction",
     "build_parallelism",
+    "check_fsdp_tp",
+    "check_mesh_shape",
     "check_tensor_parallel",
+    "clip_grad_norm_fsdp_tp",
     "clip_grad_norm_pipeline",
     "clip_grad_norm_tp",
     "close_world",
@@ -97,6 +110,7 @@ __all__ = [
     "gather_tensor_parallel_state",
     "init_world",
     "launched_by_torchrun",
+    "make_mesh",
     "memory_per_device",
     "peak_in_flight",
     "pipeline_step",
