@@ -20,7 +20,7 @@ from groundwork.train.config import TrainConfig
 from groundwork.train.metrics import read_metrics
 
 pytestmark = pytest.mark.distributed
-MODEL = dict(d_model=32, n_layers=1, n_heads=2, max_seq_len=32)
+MODEL = dict(d_model=32, n_layers=2, n_heads=2, max_seq_len=32)
 TRAIN = dict(
     max_steps=6,
     batch_size=4,
@@ -105,10 +105,11 @@ def assert_same_run(got: Path, want: Path) -> None:
         ["--parallel.dp", "2"],
         ["--parallel.dp", "2", "--parallel.fsdp", "true"],
         ["--parallel.tp", "2"],
+        ["--parallel.pp", "2", "--parallel.microbatches", "2"],
     ],
-    ids=["ddp", "fsdp", "tp"],
+    ids=["ddp", "fsdp", "tp", "pp"],
 )
-def test_ddp_fsdp_and_tp_pretraining_equal_one_process(
+def test_every_strategy_pretrains_as_one_process_does(
     shards: Path, one_process: Path, tmp_path: Path, options: list[str]
 ) -> None:
     torchrun(shards, tmp_path / "run", *options)
@@ -126,11 +127,16 @@ def test_a_zero2_checkpoint_resumes_in_one_process(
     assert_same_run(run, one_process)
 
 
-def test_a_tensor_parallel_checkpoint_resumes_in_one_process(
-    shards: Path, one_process: Path, tmp_path: Path
+@pytest.mark.parametrize(
+    "options",
+    [["--parallel.tp", "2"], ["--parallel.pp", "2", "--parallel.schedule", "gpipe"]],
+    ids=["tp", "pp"],
+)
+def test_a_model_parallel_checkpoint_resumes_in_one_process(
+    shards: Path, one_process: Path, tmp_path: Path, options: list[str]
 ) -> None:
-    run = tmp_path / "tp"
-    torchrun(shards, run, "--parallel.tp", "2", "--train.max_steps", "3")
+    run = tmp_path / "run"
+    torchrun(shards, run, *options, "--train.max_steps", "3")
     resume_pretraining(run, overrides={"max_steps": 6})
     assert_same_run(run, one_process)
 
@@ -155,8 +161,12 @@ def test_bad_parallel_options_are_refused() -> None:
         ParallelConfig(dp=2, zero=3)
     with pytest.raises(ConfigError, match=r"parallel\.dp must be at least 1"):
         ParallelConfig(dp=0)
-    with pytest.raises(ConfigError, match="does not combine with dp"):
+    with pytest.raises(ConfigError, match="do not combine"):
         ParallelConfig(dp=2, tp=2)
+    with pytest.raises(ConfigError, match="do not combine"):
+        ParallelConfig(tp=2, pp=2)
+    with pytest.raises(ConfigError, match="must be 1f1b or gpipe"):
+        ParallelConfig(pp=2, schedule="zigzag")  # type: ignore[arg-type]
     with pytest.raises(DistributedError, match="not started by torchrun"):
         build_parallelism(ParallelConfig(dp=2))
     with pytest.raises(DistributedError, match=r"--parallel\.tp 2 asks for 2 processes"):

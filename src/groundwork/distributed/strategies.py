@@ -9,10 +9,13 @@ engine calls, so the same loop runs in one process or under ``torchrun``.
 * :class:`TensorParallel`: our Megatron tensor parallelism
   (:func:`~groundwork.distributed.tensor_parallel.apply_tensor_parallel`): every rank sees the
   whole batch and holds its slice of each block's matrices;
+* :class:`PipelineParallel`: our pipeline (:mod:`groundwork.distributed.pipeline`): rank ``s``
+  trains stage ``s`` of the blocks, micro-batches flow through GPipe or 1F1B;
 * :class:`ZeroDataParallel`: our ZeRO-1/2 (:class:`~groundwork.distributed.zero.ZeroOptimizer`):
   the AdamW state sharded over the ranks, gradients all-reduced (1) or reduce-scattered (2) after
   backward, parameters all-gathered after the step.
 
+The module is long because it holds one class of engine hooks per strategy, each small.
 Chapter 17.
 """
 
@@ -20,13 +23,13 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from groundwork.distributed import fsdp
+from groundwork.distributed import fsdp, pipeline
 from groundwork.distributed import tensor_parallel as tp
 from groundwork.distributed.ddp import apply_ddp
 from groundwork.distributed.world import World, collective_errors, init_world, require_torchrun
@@ -34,7 +37,8 @@ from groundwork.distributed.zero import ZeroOptimizer
 from groundwork.errors import CheckpointError, ConfigError
 from groundwork.train import checkpoint as ckpt
 from groundwork.train.config import TrainConfig
-from groundwork.train.optim import parameter_groups
+from groundwork.train.objectives import CausalLMObjective
+from groundwork.train.optim import build_adamw, parameter_groups
 from groundwork.train.parallel import Parallelism
 
 
@@ -53,6 +57,12 @@ class ParallelConfig:
     tp: int = 1
     """Tensor-parallel degree: split each block's attention heads and MLP over this many
     processes, which all see the same batch (ours, Megatron-style)."""
+    pp: int = 1
+    """Pipeline-parallel degree: cut the blocks into this many stages, one per process."""
+    microbatches: int = 4
+    """With pp: the micro-batches each batch is cut into (at least pp for 1f1b)."""
+    schedule: Literal["1f1b", "gpipe"] = "1f1b"
+    """With pp: the pipeline schedule."""
     timeout: float = 300.0
     """Seconds a collective waits for the other ranks before the run fails."""
 
@@ -61,10 +71,19 @@ class ParallelConfig:
             raise ConfigError(f"parallel.dp must be at least 1, got {self.dp}")
         if self.tp < 1:
             raise ConfigError(f"parallel.tp must be at least 1, got {self.tp}")
-        if self.tp > 1 and (self.dp > 1 or self.zero or self.fsdp):
+        if self.pp < 1 or self.microbatches < 1:
             raise ConfigError(
-                "parallel.tp does not combine with dp, zero or fsdp yet (2-D parallelism is "
-                "planned): use tensor parallelism alone, or data parallelism alone"
+                f"parallel.pp and parallel.microbatches must be at least 1, got {self.pp} and "
+                f"{self.microbatches}"
+            )
+        if self.schedule not in ("1f1b", "gpipe"):
+            raise ConfigError(f"parallel.schedule must be 1f1b or gpipe, got {self.schedule!r}")
+        kinds = [self.dp > 1 or self.zero > 0 or self.fsdp, self.tp > 1, self.pp > 1]
+        if sum(kinds) > 1:
+            raise ConfigError(
+                "parallel.dp (with zero or fsdp), parallel.tp and parallel.pp do not combine "
+                "in groundwork pretrain yet: choose one (2-D FSDP x TP exists as "
+                "groundwork.distributed.apply_fsdp_tp)"
             )
         if self.zero not in (0, 1, 2):
             raise ConfigError(
@@ -315,12 +334,149 @@ class TensorParallel(DataParallel):
         return tp.sharded_parameters(self.model), names
 
 
+class PipelineParallel(DataParallel):
+    """Our pipeline over every rank: rank ``s`` keeps stage ``s``'s blocks up to date and runs
+    its part of each step's schedule; the whole model is gathered for evaluation and
+    checkpoints (one-process files)."""
+
+    def __init__(self, world: World, microbatches: int, schedule: str) -> None:
+        super().__init__(world)
+        self.microbatches, self.schedule = microbatches, schedule
+        self.stage: pipeline.PipelineStage | None = None
+        self.model: nn.Module | None = None
+        self.owner: dict[str, int] = {}
+
+    @property
+    def data_rank(self) -> int:
+        return 0
+
+    @property
+    def data_size(self) -> int:
+        return 1
+
+    def describe(self) -> str:
+        return (
+            f"pipeline parallel over {self.world_size} stages ({self.schedule}, "
+            f"{self.microbatches} micro-batches)"
+        )
+
+    def check(self, cfg: TrainConfig) -> None:
+        if cfg.batch_size % self.microbatches:
+            raise ConfigError(
+                f"train.batch_size ({cfg.batch_size}) must be divisible by "
+                f"parallel.microbatches ({self.microbatches})"
+            )
+        if self.schedule == "1f1b" and self.microbatches < self.world_size:
+            raise ConfigError(
+                f"1f1b needs at least as many micro-batches as stages ({self.world_size}): "
+                f"raise parallel.microbatches or use parallel.schedule gpipe"
+            )
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        stages = pipeline.split_stages(model, self.world_size)
+        self.stage, self.model = stages[self.rank], model
+        for s in reversed(range(len(stages))):  # a tied weight belongs to the first stage
+            for name in stages[s].state_dict():
+                self.owner[name] = s
+        return self.stage
+
+    def build_optimizer(self, model: nn.Module, cfg: TrainConfig) -> Any:
+        assert self.stage is not None
+        return build_adamw(
+            self.stage, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2)
+        )
+
+    def forward_backward(
+        self, forward: nn.Module, batches: list[Any], objective: Any, cfg: TrainConfig
+    ) -> tuple[torch.Tensor, int]:
+        if type(objective) is not CausalLMObjective:
+            raise ConfigError(
+                f"pipeline parallelism trains with the plain next-token loss, not "
+                f"{type(objective).__name__} (e.g. a mixture of experts' router losses)"
+            )
+        assert self.stage is not None
+        n = len(batches)
+        total = torch.zeros(())
+        with collective_errors(self.rank):
+            for x, y in batches:
+                result = pipeline.pipeline_step(
+                    self.stage,
+                    x,
+                    y,
+                    microbatches=self.microbatches,
+                    schedule=self.schedule,  # type: ignore[arg-type]
+                    loss_fn=lambda logits, t: pipeline.causal_lm_loss(logits, t) / n,
+                )
+                if result.loss is not None:
+                    total += result.loss.detach().cpu()
+            dist.broadcast(total, src=self.world_size - 1)  # the last stage has the loss
+        return total, sum(y.numel() for _, y in batches)
+
+    def mean(self, value: float) -> float:
+        return value  # already the whole batch's, on every rank
+
+    def finish_gradients(self, model: nn.Module, optimizer: Any, max_norm: float) -> torch.Tensor:
+        assert self.stage is not None
+        with collective_errors(self.rank):
+            pipeline.sync_tied_gradients(self.stage)
+            return pipeline.clip_grad_norm_pipeline(self.stage, max_norm)
+
+    def sync_model(self, model: nn.Module) -> None:
+        """Every stage's weights to every rank: one broadcast per tensor from its owner."""
+        with collective_errors(self.rank), torch.no_grad():
+            for name, t in model.state_dict().items():
+                dist.broadcast(t, src=self.owner.get(name, 0))
+
+    def save_model(self, model: nn.Module, path: Path, metadata: dict[str, str]) -> None:
+        self.sync_model(model)
+        super().save_model(model, path, metadata)
+
+    def save_optimizer(self, optimizer: Any, path: Path) -> None:
+        assert self.model is not None
+        mine = optimizer.state_dict()
+        names = [n for g in mine["param_groups"] for n in g["names"]]
+        local = {names[i]: entry for i, entry in mine["state"].items()}
+        gathered: list[Any] = [None] * self.world_size
+        with collective_errors(self.rank):
+            dist.all_gather_object(gathered, local)
+        if not self.is_main:
+            return
+        merged: dict[str, Any] = {}
+        for stage_state in gathered:  # a tied weight: the first stage's (the copies agree)
+            for name, entry in stage_state.items():
+                merged.setdefault(name, entry)
+        groups = parameter_groups(self.model, mine["param_groups"][0]["weight_decay"])
+        group_names = [cast(list[str], g["names"]) for g in groups]  # the one-process order
+        index = {n: i for i, n in enumerate(n for names in group_names for n in names)}
+        full_groups, start = [], 0
+        for names, own in zip(group_names, mine["param_groups"], strict=True):
+            ids = list(range(start, start + len(names)))
+            full_groups.append({**own, "names": names, "params": ids})
+            start += len(ids)
+        state = {index[n]: entry for n, entry in merged.items()}
+        ckpt.save_optimizer_state({"state": state, "param_groups": full_groups}, path)
+
+    def load_optimizer(self, optimizer: Any, path: Path) -> None:
+        saved = ckpt.read_optimizer_state(path)
+        order = [n for g in saved["param_groups"] for n in g["names"]]
+        by_name = {order[i]: entry for i, entry in saved["state"].items()}
+        mine = optimizer.state_dict()
+        names = [n for g in mine["param_groups"] for n in g["names"]]
+        missing = [n for n in names if n not in order]
+        if missing:
+            raise CheckpointError(f"{path} has no optimizer state for {missing[:5]}")
+        state = {i: by_name[n] for i, n in enumerate(names) if n in by_name}
+        optimizer.load_state_dict({"state": state, "param_groups": mine["param_groups"]})
+
+
 def build_parallelism(config: ParallelConfig, device: str = "auto") -> Parallelism:
     """The strategy ``config`` asks for, joined to torchrun's process group; one process
     (``Parallelism()``) when ``dp`` is 1."""
     option, degree = (
         (f"--parallel.tp {config.tp}", config.tp)
         if config.tp > 1
+        else (f"--parallel.pp {config.pp}", config.pp)
+        if config.pp > 1
         else (f"--parallel.dp {config.dp}", config.dp)
     )
     require_torchrun(option, degree)
@@ -334,6 +490,8 @@ def build_parallelism(config: ParallelConfig, device: str = "auto") -> Paralleli
         )
     if config.tp > 1:
         return TensorParallel(world)
+    if config.pp > 1:
+        return PipelineParallel(world, config.microbatches, config.schedule)
     if config.fsdp:
         return FullyShardedDataParallel(world)
     if config.zero:

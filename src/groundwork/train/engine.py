@@ -217,9 +217,15 @@ def train(
             loss_sum = torch.zeros((), device=device)
             items, tokens = 0, 0
             extra: dict[str, torch.Tensor | float] = {}
-            for micro in range(cfg.grad_accum):
-                batch = shard_rows(data.next_batch(generator), rank, world)  # this rank's rows
-                batch = to_device(batch, device)
+            batches = [  # this rank's rows of each micro-batch
+                to_device(shard_rows(data.next_batch(generator), rank, world), device)
+                for _ in range(cfg.grad_accum)
+            ]
+            scheduled = par.forward_backward(forward, batches, objective, cfg)
+            if scheduled is not None:  # e.g. a pipeline's schedule
+                loss_sum, items = scheduled
+                tokens = items
+            for micro, batch in enumerate(batches if scheduled is None else []):
                 with par.micro_batch(forward, last=micro == cfg.grad_accum - 1):
                     with autocast(device, cfg.precision):
                         out = objective(forward, batch)
@@ -276,6 +282,7 @@ def train(
             at_eval = state.step % cfg.eval_every == 0 or state.step == cfg.max_steps
             if at_eval or out_of_time or stop.signal is not None:
                 if stop.signal is None:  # on a signal, just save
+                    par.sync_model(model)
                     metrics = _evaluate(model, evaluate, cfg, state, run_dir, par)
                     if metrics:
                         known = {k: v for k, v in metrics.items() if v is not None}

@@ -76,6 +76,18 @@ class Parallelism:
         L2 norm), and return the norm before clipping."""
         return clip_grad_norm(model.parameters(), max_norm)
 
+    def forward_backward(
+        self, forward: nn.Module, batches: list[Batch], objective: Any, cfg: TrainConfig
+    ) -> tuple[torch.Tensor, int] | None:
+        """Run a step's forward and backward over its micro-batches and return the mean loss
+        and the number of items, for strategies that schedule the step themselves (a
+        pipeline); None: the engine's own loop over ``batches``."""
+        return None
+
+    def sync_model(self, model: nn.Module) -> None:
+        """Make ``model`` whole on every rank before it is evaluated (a pipeline stage holds
+        only its part up to date)."""
+
     def mean(self, value: float) -> float:
         """``value`` averaged over the ranks (the loss of the whole batch, for logging)."""
         return value
