@@ -7,7 +7,6 @@ Usage: ``torchrun ... dp_worker.py OUT SCENARIO...`` where a scenario is a strat
 within the timeout.
 """
 
-import dataclasses
 import os
 import sys
 import time
@@ -16,37 +15,22 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
+from dist_common import build, learnable_batches, loss_of
 from torch.distributed.optim import ZeroRedundancyOptimizer
 
 from groundwork.distributed.ddp import BucketedAllReduce, apply_ddp
 from groundwork.distributed.world import collective_errors, init_world
 from groundwork.distributed.zero import ZeroOptimizer
 from groundwork.errors import DistributedError
-from groundwork.models import registry
 from groundwork.train.optim import build_adamw, clip_grad_norm, parameter_groups
 
 STEPS, ROWS, T = 10, 4, 16
 LR, WD, CLIP = 1e-3, 0.1, 0.5
 
 
-def build(arch: str) -> torch.nn.Module:
-    torch.manual_seed(0)
-    config = registry.get(arch).config("tiny")
-    if hasattr(config, "dropout"):
-        config = dataclasses.replace(config, dropout=0.0)
-    return registry.build_model(config)
-
-
 def batches(vocab: int) -> torch.Tensor:
-    """(STEPS, ROWS, T + 1) token ids from the first 16, the same on every rank."""
-    g = torch.Generator().manual_seed(1)
-    return torch.randint(0, min(vocab, 16), (STEPS, ROWS, T + 1), generator=g)  # learnable
-
-
-def loss_of(model: Any, rows: torch.Tensor) -> torch.Tensor:
-    logits = model(rows[:, :-1])
-    return F.cross_entropy(logits.flatten(0, 1), rows[:, 1:].flatten())
+    """(STEPS, ROWS, T + 1) learnable token ids, the same on every rank."""
+    return learnable_batches(vocab, STEPS, ROWS, T)
 
 
 def groups(model: torch.nn.Module) -> list[dict[str, Any]]:

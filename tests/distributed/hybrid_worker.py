@@ -9,21 +9,19 @@ gradients) or
 ``errors`` (a tp degree that does not divide the heads; a mesh that is not the world).
 """
 
-import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
+from dist_common import build, learnable_batches, loss_of
 from torch.distributed.tensor import DTensor
 
 from groundwork.distributed.hybrid import apply_fsdp_tp, clip_grad_norm_fsdp_tp, make_mesh
 from groundwork.distributed.tensor_parallel import gather_tensor_parallel_state
 from groundwork.distributed.world import collective_errors, init_world
 from groundwork.errors import ConfigError
-from groundwork.models import registry
 from groundwork.train.optim import build_adamw
 
 DP, TP = 2, 2
@@ -31,23 +29,9 @@ STEPS, ROWS, T = 6, 8, 16
 LR, WD, CLIP = 1e-3, 0.1, 0.5
 
 
-def build(arch: str, **overrides: Any) -> Any:
-    torch.manual_seed(0)
-    config = registry.get(arch).config("tiny")
-    if hasattr(config, "dropout"):
-        overrides = {"dropout": 0.0, **overrides}
-    return registry.build_model(dataclasses.replace(config, **overrides))
-
-
 def batches(vocab: int) -> torch.Tensor:
-    """(STEPS, ROWS, T + 1) token ids from the first 16, the same on every rank."""
-    g = torch.Generator().manual_seed(1)
-    return torch.randint(0, min(vocab, 16), (STEPS, ROWS, T + 1), generator=g)  # learnable
-
-
-def loss_of(model: Any, rows: torch.Tensor) -> torch.Tensor:
-    logits = model(rows[:, :-1])
-    return F.cross_entropy(logits.flatten(0, 1), rows[:, 1:].flatten())
+    """(STEPS, ROWS, T + 1) learnable token ids, the same on every rank."""
+    return learnable_batches(vocab, STEPS, ROWS, T)
 
 
 def placements(model: torch.nn.Module) -> dict[str, str]:

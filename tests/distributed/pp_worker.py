@@ -8,13 +8,13 @@ and peak of micro-batches held.
 Usage: ``torchrun ... pp_worker.py OUT IMPL:SCHEDULE:ARCH...`` with IMPL ``ours`` or ``torch``.
 """
 
-import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
+from dist_common import build, learnable_batches
 
 from groundwork.distributed.pipeline import (
     clip_grad_norm_pipeline,
@@ -25,25 +25,15 @@ from groundwork.distributed.pipeline import (
     torch_schedule,
 )
 from groundwork.distributed.world import init_world
-from groundwork.models import registry
 from groundwork.train.optim import build_adamw
 
 STEPS, ROWS, T, MICROBATCHES = 10, 8, 16, 4
 LR, WD, CLIP = 1e-3, 0.1, 0.5
 
 
-def build(arch: str) -> Any:
-    torch.manual_seed(0)
-    config = registry.get(arch).config("tiny")
-    if hasattr(config, "dropout"):
-        config = dataclasses.replace(config, dropout=0.0)
-    return registry.build_model(config)
-
-
 def batches(vocab: int) -> torch.Tensor:
-    """(STEPS, ROWS, T + 1) token ids from the first 16, the same on every rank."""
-    g = torch.Generator().manual_seed(1)
-    return torch.randint(0, min(vocab, 16), (STEPS, ROWS, T + 1), generator=g)  # learnable
+    """(STEPS, ROWS, T + 1) learnable token ids, the same on every rank."""
+    return learnable_batches(vocab, STEPS, ROWS, T)
 
 
 def run(impl: str, schedule: Any, arch: str, rank: int, world: int) -> dict[str, Any]:

@@ -3,8 +3,6 @@
 give the single-process run's losses, weights and optimizer state; a rank that stops answering
 makes the other fail with a clear error within the timeout."""
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,6 +12,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import dp_worker
+from dist_common import torchrun, without_key_bias
 
 from groundwork.distributed.world import launched_by_torchrun, require_torchrun
 from groundwork.errors import DistributedError
@@ -25,20 +24,10 @@ ARCHS = ("gpt", "llama")
 WORKER = Path(__file__).parent / "dp_worker.py"
 
 
-def torchrun(out: Path, *scenarios: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    command += ["--monitor-interval", "5"]  # a dead rank's peers report it before torchrun acts
-    command += ["--nproc-per-node", "2", str(WORKER), str(out), *scenarios]
-    return subprocess.run(
-        command, env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
-
-
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("dp")
-    run = torchrun(out, *(f"{s}:{a}" for s in STRATEGIES for a in ARCHS))
+    run = torchrun(WORKER, out, *(f"{s}:{a}" for s in STRATEGIES for a in ARCHS))
     assert run.returncode == 0, run.stderr[-3000:]
     return out
 
@@ -69,17 +58,6 @@ def close(a: torch.Tensor, b: torch.Tensor) -> None:
     one-process sums over rows, and AdamW divides by the root of the second moment, so a rounding
     difference in a component whose gradient is near zero is not scaled down by it."""
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-
-
-def without_key_bias(name: str, w: torch.Tensor) -> torch.Tensor:
-    """The weight, with GPT's key bias zeroed: adding a constant vector to every key adds the
-    same number to every score of a query, which the softmax ignores, so the key bias's true
-    gradient is zero and its computed one is rounding noise, which AdamW scales up to steps of
-    the learning rate's size. It drifts differently under any change of summation order."""
-    if not name.endswith("qkv_proj.bias"):
-        return w
-    d = w.numel() // 3
-    return torch.cat([w[:d], torch.zeros(d), w[2 * d :]])
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -119,7 +97,7 @@ def test_zero_state_gathers_into_the_unsharded_optimizers(
 def test_a_rank_that_dies_or_stops_answering_fails_the_others_clearly(
     tmp_path: Path, scenario: str
 ) -> None:
-    run = torchrun(tmp_path, scenario, timeout=60)
+    run = torchrun(WORKER, tmp_path, scenario, timeout=60)
     assert run.returncode != 0
     seconds, message = (tmp_path / f"{scenario}.txt").read_text().split("\n", 1)
     assert float(seconds) < 20

@@ -4,8 +4,6 @@ over AdamW steps for a tiny GPT and Llama; block weights are sharded over both m
 the rest over ``dp``; a mesh that is not the world and a ``tp`` that does not divide the heads
 fail clearly, under torchrun and in one process."""
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,6 +14,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import hybrid_worker
+from dist_common import torchrun
 
 from groundwork.distributed.hybrid import apply_fsdp_tp, check_mesh_shape, make_mesh
 from groundwork.errors import ConfigError, DistributedError
@@ -32,10 +31,7 @@ NOISE = 1e-7
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("hybrid")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    command += ["--nproc-per-node", "4", str(WORKER), str(out), "errors", "torch-clip", *ARCHS]
-    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    run = torchrun(WORKER, out, "errors", "torch-clip", *ARCHS, nproc=4, timeout=240)
     assert run.returncode == 0, run.stderr[-3000:]
     return out
 

@@ -6,8 +6,6 @@ equal; each rank ran the schedule's order of operations and held as many micro-b
 schedule says. In the test process: the stages chained are the model, the bubble fraction, and
 bad input."""
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).parent))
 import pp_worker
+from dist_common import torchrun, without_key_bias
 
 from groundwork.distributed.pipeline import (
     causal_lm_loss,
@@ -43,11 +42,7 @@ WORKER = Path(__file__).parent / "pp_worker.py"
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("pp")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    command += ["--nproc-per-node", "2", str(WORKER), str(out)]
-    command += [f"{i}:{s}:{a}" for i in IMPLS for s in SCHEDULES for a in ARCHS]
-    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180, check=False)
+    run = torchrun(WORKER, out, *(f"{i}:{s}:{a}" for i in IMPLS for s in SCHEDULES for a in ARCHS))
     assert run.returncode == 0, run.stderr[-3000:]
     return out
 
@@ -94,17 +89,6 @@ def merged(stages: list[dict[str, Any]], key: str) -> dict[str, torch.Tensor]:
 def close(a: torch.Tensor, b: torch.Tensor) -> None:
     """fp32 at the project's 1e-5: micro-batch sums are added in another order."""
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-
-
-def without_key_bias(name: str, w: torch.Tensor) -> torch.Tensor:
-    """The weight, with GPT's key bias zeroed: adding a constant vector to every key adds the
-    same number to every score of a query, which the softmax ignores, so the key bias's true
-    gradient is zero and its computed one is rounding noise, which AdamW scales up to steps of
-    the learning rate's size. It drifts differently under any change of summation order."""
-    if not name.endswith("qkv_proj.bias"):
-        return w
-    d = w.numel() // 3
-    return torch.cat([w[:d], torch.zeros(d), w[2 * d :]])
 
 
 @pytest.mark.parametrize("arch", ARCHS)

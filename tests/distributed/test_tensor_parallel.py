@@ -4,8 +4,6 @@ gradients (each rank's shard the matching slice of the full gradient) and, over 
 with clipping by the global norm, its losses and weights; bad degrees and a missing process group
 fail clearly."""
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 import tp_worker
+from dist_common import torchrun, without_key_bias
 
 from groundwork.distributed.tensor_parallel import (
     Sharding,
@@ -39,11 +38,8 @@ RANKS = (0, 1)
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tp")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    command += ["--nproc-per-node", "2", str(WORKER), str(out), "layers", "errors"]
-    command += [f"{k}:{a}" for k in KINDS for a in ARCHS]
-    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    scenarios = ["layers", "errors", *(f"{k}:{a}" for k in KINDS for a in ARCHS)]
+    run = torchrun(WORKER, out, *scenarios)
     assert run.returncode == 0, run.stderr[-3000:]
     return out
 
@@ -88,17 +84,6 @@ def reference() -> dict[str, dict[str, Any]]:
 def close(a: torch.Tensor, b: torch.Tensor) -> None:
     """fp32 at the project's 1e-5: the row-parallel sums over ranks add in another order."""
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-
-
-def without_key_bias(name: str, w: torch.Tensor) -> torch.Tensor:
-    """The weight, with GPT's key bias zeroed: a constant added to every key adds the same number
-    to every score of a query, which the softmax ignores, so the key bias's true gradient is
-    zero and its computed one rounding noise, which AdamW scales up to steps of the learning
-    rate's size: it drifts differently under any change of summation order."""
-    if not name.endswith("qkv_proj.bias"):
-        return w
-    d = w.numel() // 3
-    return torch.cat([w[:d], torch.zeros(d), w[2 * d :]])
 
 
 @pytest.mark.parametrize("arch", ARCHS)
