@@ -162,8 +162,6 @@ def test_bad_parallel_options_are_refused() -> None:
     with pytest.raises(ConfigError, match=r"parallel\.dp must be at least 1"):
         ParallelConfig(dp=0)
     with pytest.raises(ConfigError, match="do not combine"):
-        ParallelConfig(dp=2, tp=2)
-    with pytest.raises(ConfigError, match="do not combine"):
         ParallelConfig(tp=2, pp=2)
     with pytest.raises(ConfigError, match="must be 1f1b or gpipe"):
         ParallelConfig(pp=2, schedule="zigzag")  # type: ignore[arg-type]

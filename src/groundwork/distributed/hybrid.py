@@ -34,10 +34,12 @@ added. The one-process state dict is
 :func:`~groundwork.distributed.tensor_parallel.gather_tensor_parallel_state`'s, unchanged:
 ``full_tensor()`` gathers a 2-D ``DTensor`` over both dimensions, then GPT's q/k/v are fused
 back. Checked with 4 gloo processes on CPU ($dp = tp = 2$) against one process: AdamW steps
-with clipping give its losses, norms and weights. Not done: sequence parallelism, a
-``--parallel`` option (the engine's ``ParallelConfig`` still rejects ``tp`` with ``dp``),
-optimizer-state gathering, a flattened ``dp x tp`` mesh dimension for the norm's reduction
-(DTensor now runs two all-reduces, one per dimension). Chapter 17.
+with clipping give its losses, norms and weights. ``groundwork pretrain
+--parallel.dp D --parallel.tp T`` trains with it under ``torchrun --nproc-per-node D*T``
+(:class:`~groundwork.distributed.strategies.HybridParallel`, which also gathers the model and
+optimizer state into the one-process checkpoint). Not done: sequence parallelism, a flattened
+``dp x tp`` mesh dimension for the norm's reduction (DTensor now runs two all-reduces, one per
+dimension). Chapter 17.
 """
 
 from typing import Any

@@ -1,4 +1,4 @@
-"""The parallel plan from the command line (``--parallel.dp``, ``--parallel.zero``) and the
+"""The parallel plan from the command line (``--parallel.dp``, ``--parallel.tp``, ...) and the
 engine hooks of each strategy: the :class:`~groundwork.train.parallel.Parallelism` the training
 engine calls, so the same loop runs in one process or under ``torchrun``.
 
@@ -9,6 +9,9 @@ engine calls, so the same loop runs in one process or under ``torchrun``.
 * :class:`TensorParallel`: our Megatron tensor parallelism
   (:func:`~groundwork.distributed.tensor_parallel.apply_tensor_parallel`): every rank sees the
   whole batch and holds its slice of each block's matrices;
+* :class:`HybridParallel`: 2-D, ``--parallel.dp`` with ``--parallel.tp``
+  (:func:`~groundwork.distributed.hybrid.apply_fsdp_tp`): DTensor tensor parallelism within each
+  group of ``tp`` ranks, which see the same rows, FSDP2 across the ``dp`` groups;
 * :class:`PipelineParallel`: our pipeline (:mod:`groundwork.distributed.pipeline`): rank ``s``
   trains stage ``s`` of the blocks, micro-batches flow through GPipe or 1F1B;
 * :class:`ZeroDataParallel`: our ZeRO-1/2 (:class:`~groundwork.distributed.zero.ZeroOptimizer`):
@@ -28,8 +31,15 @@ from typing import Any, Literal, cast
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
 
-from groundwork.distributed import fsdp, pipeline
+from groundwork.distributed import fsdp, hybrid, pipeline
 from groundwork.distributed import tensor_parallel as tp
 from groundwork.distributed.ddp import apply_ddp
 from groundwork.distributed.world import World, collective_errors, init_world, require_torchrun
@@ -48,15 +58,18 @@ class ParallelConfig:
 
     dp: int = 1
     """Data-parallel degree: the number of processes, each with a replica of the model and its
-    share of every batch (must equal torchrun's ``--nproc-per-node`` x nodes)."""
+    share of every batch (must equal torchrun's ``--nproc-per-node`` x nodes; with tp, dp x tp
+    must)."""
     zero: int = 0
     """ZeRO stage over the data-parallel ranks: 0 (replicated optimizer state, torch's DDP),
     1 (optimizer state sharded) or 2 (gradients sharded too), ours."""
     fsdp: bool = False
-    """Shard the parameters too with torch's FSDP2 (ZeRO stage 3), instead of DDP or ZeRO."""
+    """Shard the parameters too with torch's FSDP2 (ZeRO stage 3), instead of DDP or ZeRO (with
+    dp and tp both > 1 the data-parallel dimension is FSDP2 in any case)."""
     tp: int = 1
     """Tensor-parallel degree: split each block's attention heads and MLP over this many
-    processes, which all see the same batch (ours, Megatron-style)."""
+    processes, which all see the same batch (ours, Megatron-style); with dp > 1, a dp x tp
+    mesh: DTensor tensor parallelism within each group of tp ranks, FSDP2 across the groups."""
     pp: int = 1
     """Pipeline-parallel degree: cut the blocks into this many stages, one per process."""
     microbatches: int = 4
@@ -78,13 +91,6 @@ class ParallelConfig:
             )
         if self.schedule not in ("1f1b", "gpipe"):
             raise ConfigError(f"parallel.schedule must be 1f1b or gpipe, got {self.schedule!r}")
-        kinds = [self.dp > 1 or self.zero > 0 or self.fsdp, self.tp > 1, self.pp > 1]
-        if sum(kinds) > 1:
-            raise ConfigError(
-                "parallel.dp (with zero or fsdp), parallel.tp and parallel.pp do not combine "
-                "in groundwork pretrain yet: choose one (2-D FSDP x TP exists as "
-                "groundwork.distributed.apply_fsdp_tp)"
-            )
         if self.zero not in (0, 1, 2):
             raise ConfigError(
                 f"parallel.zero must be 0, 1 or 2, got {self.zero} (stage 3, parameters "
@@ -93,6 +99,22 @@ class ParallelConfig:
         if self.fsdp and self.zero:
             raise ConfigError(
                 "parallel.fsdp shards everything (ZeRO stage 3): drop parallel.zero, or fsdp"
+            )
+        if self.pp > 1 and (self.dp > 1 or self.zero or self.fsdp or self.tp > 1):
+            raise ConfigError(
+                "parallel.pp and parallel.dp (with zero or fsdp) or parallel.tp do not combine "
+                "in groundwork pretrain yet: a pipeline runs alone (2-D FSDP x TP is "
+                "--parallel.dp N --parallel.tp M)"
+            )
+        if self.tp > 1 and self.zero:
+            raise ConfigError(
+                "parallel.zero does not combine with parallel.tp: with parallel.dp > 1 the "
+                "data-parallel dimension of tensor parallelism is FSDP; drop parallel.zero"
+            )
+        if self.tp > 1 and self.fsdp and self.dp == 1:
+            raise ConfigError(
+                "parallel.fsdp with parallel.tp shards over the data-parallel dimension: set "
+                "parallel.dp > 1 (a dp x tp mesh), or drop parallel.fsdp"
             )
         if self.timeout <= 0:
             raise ConfigError(f"parallel.timeout must be positive, got {self.timeout}")
@@ -334,6 +356,170 @@ class TensorParallel(DataParallel):
         return tp.sharded_parameters(self.model), names
 
 
+class HybridParallel(DataParallel):
+    """2-D parallelism over a ``dp x tp`` mesh (:func:`~groundwork.distributed.apply_fsdp_tp`):
+    rank ``i_dp * tp + i_tp`` holds its slice of the blocks (DTensor tensor parallelism over the
+    ``tp`` ranks of its group, which see the same rows) sharded again by FSDP2 over the ``dp``
+    groups. Checkpoints are the one-process format: gathered on rank 0, GPT's q/k/v (split for
+    tensor parallelism) fused back into ``qkv_proj``, and split again on load."""
+
+    def __init__(self, world: World, dp: int, tp: int) -> None:
+        super().__init__(world)
+        self.dp, self.tp = dp, tp
+        self.model: nn.Module | None = None
+        self.names: dict[str, str] = {}
+        self.order: list[list[str]] = []
+        """The one-process optimizer's parameter names, group by group (its index order)."""
+        self.parts: dict[str, list[tuple[str, int]]] = {}
+        """Each fused one-process name (GPT's ``qkv_proj``) -> its parts' names and rows."""
+
+    @property
+    def data_rank(self) -> int:
+        return self.rank // self.tp  # the mesh's dp coordinate (make_mesh)
+
+    @property
+    def data_size(self) -> int:
+        return self.dp
+
+    def describe(self) -> str:
+        return (
+            f"FSDP x tensor parallel over a {self.dp} x {self.tp} mesh ({self.world.backend}; "
+            "FSDP2 across dp, DTensor tensor parallelism within tp)"
+        )
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        self.names = fsdp.tied_names(model)  # the one-process names, before q/k/v are split
+        self.order = [cast(list[str], g["names"]) for g in parameter_groups(model, 0.0)]
+        with collective_errors(self.rank):
+            self.model = hybrid.apply_fsdp_tp(model, hybrid.make_mesh(self.dp, self.tp))
+        self.parts = _qkv_parts(model)
+        return model
+
+    def micro_batch(self, forward: nn.Module, last: bool) -> contextlib.AbstractContextManager[Any]:
+        forward.set_requires_gradient_sync(last)  # type: ignore[operator]
+        return collective_errors(self.rank)
+
+    def finish_gradients(self, model: nn.Module, optimizer: Any, max_norm: float) -> torch.Tensor:
+        with collective_errors(self.rank):
+            return hybrid.clip_grad_norm_fsdp_tp(model, max_norm)
+
+    # mean: every rank of a tp group has its group's loss, so the mean over all is dp's mean
+
+    def _fuse(self, by_name: dict[str, Any], join: Any) -> dict[str, Any]:
+        """``by_name`` under the one-process names: each fused tensor's ``join`` of its parts."""
+        out = dict(by_name)
+        for fused, parts in self.parts.items():
+            if parts[0][0] in out:
+                out[fused] = join([out.pop(name) for name, _ in parts])
+        return out
+
+    def _split(self, by_name: dict[str, Any], cut: Any) -> dict[str, Any]:
+        """The inverse of :meth:`_fuse`: ``cut(value, start, rows)`` gives each part."""
+        out = dict(by_name)
+        for fused, parts in self.parts.items():
+            if fused in out:
+                whole, start = out.pop(fused), 0
+                for name, rows in parts:
+                    out[name], start = cut(whole, start, rows), start + rows
+        return out
+
+    def save_model(self, model: nn.Module, path: Path, metadata: dict[str, str]) -> None:
+        with collective_errors(self.rank):  # on rank 0 (cpu_offload); the others get nothing
+            state: dict[str, Any] = dict(get_model_state_dict(model, options=fsdp.FULL))
+        if self.is_main:
+            full = self._fuse(state, torch.cat)
+            unique = {k: v.contiguous() for k, v in full.items() if self.names.get(k) == k}
+            ckpt.save_tensors(unique, path, metadata=metadata)
+
+    def load_model(self, model: nn.Module, path: Path) -> None:
+        saved = fsdp.read_model_file(path)
+        expected = set(self.names.values())
+        if set(saved) != expected:
+            missing, unexpected = sorted(expected - set(saved)), sorted(set(saved) - expected)
+            raise CheckpointError(
+                f"{path} does not match the model: missing {missing[:5]}, unexpected "
+                f"{unexpected[:5]} (was it written for another config?)"
+            )
+        full = {name: saved[source] for name, source in self.names.items()}
+        split = self._split(full, lambda t, start, rows: t.narrow(0, start, rows))
+        with collective_errors(self.rank):
+            set_model_state_dict(model, split, options=StateDictOptions(full_state_dict=True))
+
+    def save_optimizer(self, optimizer: Any, path: Path) -> None:
+        assert self.model is not None
+        with collective_errors(self.rank):
+            state: dict[str, Any] = dict(
+                get_optimizer_state_dict(self.model, optimizer, options=fsdp.FULL)
+            )
+        if not self.is_main:
+            return
+        by_name = self._fuse(dict(state["state"]), _join_moments)
+        index = {n: i for i, n in enumerate(n for names in self.order for n in names)}
+        groups, start = [], 0
+        for names, own in zip(self.order, state["param_groups"], strict=True):
+            hyper = {k: v for k, v in own.items() if k not in ("params", "names")}
+            groups.append(
+                {**hyper, "names": names, "params": list(range(start, start + len(names)))}
+            )
+            start += len(names)
+        full = {index[n]: entry for n, entry in by_name.items()}
+        ckpt.save_optimizer_state({"state": full, "param_groups": groups}, path)
+
+    def load_optimizer(self, optimizer: Any, path: Path) -> None:
+        assert self.model is not None
+        saved = ckpt.read_optimizer_state(path)
+        order = [n for names in self.order for n in names]
+        if len(order) != sum(len(g["params"]) for g in saved["param_groups"]):
+            raise CheckpointError(f"{path} was saved for a different set of parameters")
+        state = self._split({order[i]: s for i, s in saved["state"].items()}, _cut_moments)
+        groups = []
+        for own, old in zip(optimizer.param_groups, saved["param_groups"], strict=True):
+            hyper = {k: v for k, v in old.items() if k not in ("params", "names")}
+            groups.append({**hyper, "names": own["names"], "params": list(own["names"])})
+        with collective_errors(self.rank):
+            set_optimizer_state_dict(
+                self.model,
+                optimizer,
+                {"state": state, "param_groups": groups},
+                options=StateDictOptions(full_state_dict=True),
+            )
+
+
+def _qkv_parts(model: nn.Module) -> dict[str, list[tuple[str, int]]]:
+    """For GPT's fused ``qkv_proj`` weight and bias, split by
+    :func:`~groundwork.distributed.apply_tensor_parallel_dtensor`: the names of the parts that
+    replaced it and their (global) rows, in order."""
+    out = {}
+    for prefix, m in model.named_modules():
+        if not getattr(m, "split_from_fused_qkv", False):
+            continue
+        for kind in ("weight", "bias"):
+            layers = {p: getattr(m, p) for p in ("q_proj", "k_proj", "v_proj")}
+            if getattr(layers["q_proj"], kind) is not None:
+                out[f"{prefix}.qkv_proj.{kind}"] = [
+                    (f"{prefix}.{p}.{kind}", getattr(layer, kind).shape[0])
+                    for p, layer in layers.items()
+                ]
+    return out
+
+
+def _join_moments(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """One AdamW state from its parts' (q, k, v): moments concatenated, the step shared."""
+    return {
+        k: torch.cat([e[k] for e in entries]) if isinstance(v, torch.Tensor) and v.ndim else v
+        for k, v in entries[0].items()
+    }
+
+
+def _cut_moments(entry: dict[str, Any], start: int, rows: int) -> dict[str, Any]:
+    """A part's AdamW state: rows ``start:start + rows`` of the moments, the same step (each
+    part's own copy: AdamW increments a step tensor in place)."""
+    return {
+        k: (v.narrow(0, start, rows) if v.ndim else v).clone() if isinstance(v, torch.Tensor) else v
+        for k, v in entry.items()
+    }
+
+
 class PipelineParallel(DataParallel):
     """Our pipeline over every rank: rank ``s`` keeps stage ``s``'s blocks up to date and runs
     its part of each step's schedule; the whole model is gathered for evaluation and
@@ -471,9 +657,12 @@ class PipelineParallel(DataParallel):
 
 def build_parallelism(config: ParallelConfig, device: str = "auto") -> Parallelism:
     """The strategy ``config`` asks for, joined to torchrun's process group; one process
-    (``Parallelism()``) when ``dp`` is 1."""
+    (``Parallelism()``) when every degree is 1."""
+    hybrid_mesh = config.dp > 1 and config.tp > 1
     option, degree = (
-        (f"--parallel.tp {config.tp}", config.tp)
+        (f"--parallel.dp {config.dp} --parallel.tp {config.tp}", config.dp * config.tp)
+        if hybrid_mesh
+        else (f"--parallel.tp {config.tp}", config.tp)
         if config.tp > 1
         else (f"--parallel.pp {config.pp}", config.pp)
         if config.pp > 1
@@ -483,11 +672,19 @@ def build_parallelism(config: ParallelConfig, device: str = "auto") -> Paralleli
     if degree == 1:
         return Parallelism()
     world = init_world(device, timeout_s=config.timeout)
+    if hybrid_mesh and world.world_size != degree:
+        raise ConfigError(
+            f"{option} is a {config.dp} x {config.tp} mesh of {degree} processes, but torchrun "
+            f"started {world.world_size}: launch with --nproc-per-node {degree} (x nodes), or "
+            f"choose --parallel.dp and --parallel.tp whose product is {world.world_size}"
+        )
     if world.world_size != degree:
         raise ConfigError(
             f"{option} but torchrun started {world.world_size} processes: launch with "
             f"--nproc-per-node {degree} (x nodes), or set {option.split()[0]} {world.world_size}"
         )
+    if hybrid_mesh:
+        return HybridParallel(world, config.dp, config.tp)
     if config.tp > 1:
         return TensorParallel(world)
     if config.pp > 1:

@@ -1,0 +1,164 @@
+"""`torchrun --nproc-per-node 4 -m groundwork pretrain ... --parallel.dp 2 --parallel.tp 2`: 2-D
+FSDP x TP pretraining (FSDP2 over dp, DTensor tensor parallelism over tp) takes the one-process
+run's steps: it continues a one-process checkpoint, and its own checkpoint (GPT's q/k/v, split for
+tensor parallelism, fused back) continues in one process, both ending as the one-process run
+does; 2-D options that do not fit fail clearly."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from groundwork import corpus, tokenize
+from groundwork.distributed import ParallelConfig, build_parallelism, close_world
+from groundwork.errors import ConfigError, DistributedError
+from groundwork.recipes.pretrain import DataConfig, ModelArgs, pretrain, resume_pretraining
+from groundwork.train.config import TrainConfig
+from groundwork.train.metrics import read_metrics
+
+pytestmark = pytest.mark.distributed
+MODEL = dict(d_model=32, n_layers=2, n_heads=2, max_seq_len=32)  # tp 2 splits the heads
+TRAIN = dict(
+    max_steps=6,
+    batch_size=4,  # dp 2: two rows of each micro-batch per tp group
+    seq_len=32,
+    grad_accum=2,
+    eval_every=3,
+    eval_batches=1,
+    warmup_steps=2,
+    log_every=1,
+    progress=False,
+    tensorboard=False,
+    device="cpu",
+)
+MESH = ("--parallel.dp", "2", "--parallel.tp", "2")
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Character-level shards of a few plays (fast to build and to train on)."""
+    out = tmp_path_factory.mktemp("hybriddata")
+    splits = corpus.load_corpus("shakespeare").splits
+    small = {"train": splits["train"][:3], "val": splits["val"][:1]}
+    tok = tokenize.train_tokenizer("char", [d.text for d in small["train"]], 200)
+    tok.save(out / "tokenizer.json")
+    corpus.prepare_shards(
+        small,
+        tok.encode,
+        tok.vocab_size,
+        out / "shards",
+        eot_id=tok.eot_id,
+        tokenizer_path=out / "tokenizer.json",
+        progress=False,
+    )
+    return out / "shards"
+
+
+def one_process_run(shards: Path, out: Path, max_steps: int) -> Path:
+    pretrain(
+        model=ModelArgs(**MODEL),  # type: ignore[arg-type]
+        data=DataConfig(shards=shards),
+        train_config=TrainConfig(**{**TRAIN, "max_steps": max_steps}),  # type: ignore[arg-type]
+        out=out,
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def one_process(shards: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return one_process_run(shards, tmp_path_factory.mktemp("one") / "run", TRAIN["max_steps"])
+
+
+def torchrun(shards: Path, out: Path, *extra: str) -> None:
+    """The 2 x 2 mesh: 4 gloo processes on the CPU."""
+    args = [f"--model.{k}={v}" for k, v in MODEL.items()]
+    args += [
+        f"--train.{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in TRAIN.items()
+    ]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc-per-node", "4", "-m", "groundwork", "pretrain", *args, *MESH]
+    command += ["--data.shards", str(shards), "--out", str(out), *extra]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240, check=False)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+
+
+def losses(run: Path) -> list[float]:
+    return [r["loss"] for r in read_metrics(run / "metrics.jsonl") if "loss" in r]
+
+
+def assert_same_run(got: Path, want: Path) -> None:
+    assert len(losses(want)) == TRAIN["max_steps"]
+    torch.testing.assert_close(
+        torch.tensor(losses(got)), torch.tensor(losses(want)), rtol=1e-6, atol=0
+    )
+    a, b = load_file(got / "model.safetensors"), load_file(want / "model.safetensors")
+    assert a.keys() == b.keys()  # one-process names: qkv_proj fused, the tied head once
+    for name in b:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-5)
+    state = json.loads((got / "trainer_state.json").read_text())
+    assert (
+        state["tokens_seen"] == json.loads((want / "trainer_state.json").read_text())["tokens_seen"]
+    )
+
+
+def test_a_one_process_checkpoint_continues_on_a_2x2_mesh(
+    shards: Path, one_process: Path, tmp_path: Path
+) -> None:
+    """Loads the one-process weights and AdamW state (q/k/v split again), takes steps 4-6 with
+    gradient accumulation on the mesh, and writes the one-process format."""
+    run = one_process_run(shards, tmp_path / "run", 3)
+    torchrun(shards, tmp_path / "unused", "--resume", str(run), "--train.max_steps", "6")
+    assert_same_run(run, one_process)
+
+
+def test_a_2x2_checkpoint_continues_in_one_process(
+    shards: Path, one_process: Path, tmp_path: Path
+) -> None:
+    """Takes steps 1-3 on the mesh from scratch; its weights and AdamW state (fused back, in
+    the one-process order) carry a one-process run on to the same end."""
+    run = tmp_path / "run"
+    torchrun(shards, run, "--train.max_steps", "3")
+    assert json.loads((run / "trainer_state.json").read_text())["step"] == 3
+    resume_pretraining(run, overrides={"max_steps": 6})
+    assert_same_run(run, one_process)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_bad_2d_options_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    ParallelConfig(dp=2, tp=2)
+    ParallelConfig(dp=2, tp=2, fsdp=True)  # the dp dimension is FSDP either way
+    with pytest.raises(ConfigError, match=r"parallel\.zero does not combine with parallel\.tp"):
+        ParallelConfig(dp=2, tp=2, zero=1)
+    with pytest.raises(ConfigError, match=r"parallel\.pp and .* do not combine"):
+        ParallelConfig(tp=2, pp=2)
+    with pytest.raises(ConfigError, match=r"parallel\.pp and .* do not combine"):
+        ParallelConfig(dp=2, tp=2, pp=2)
+    with pytest.raises(ConfigError, match=r"fsdp with parallel\.tp .* set parallel\.dp > 1"):
+        ParallelConfig(tp=2, fsdp=True)
+    with pytest.raises(DistributedError, match=r"--parallel\.tp 2 asks for 4 processes"):
+        build_parallelism(ParallelConfig(dp=2, tp=2))
+    # a one-process group under torchrun's variables: 1 process, not dp x tp = 4
+    env = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}
+    for name, value in {**env, "MASTER_PORT": str(free_port())}.items():
+        monkeypatch.setenv(name, value)
+    try:
+        with pytest.raises(
+            ConfigError,
+            match=r"a 2 x 2 mesh of 4 processes, but torchrun started 1: launch with "
+            r"--nproc-per-node 4",
+        ):
+            build_parallelism(ParallelConfig(dp=2, tp=2), "cpu")
+    finally:
+        close_world()
