@@ -1,9 +1,11 @@
-"""`torchrun --nproc-per-node 2 -m groundwork pretrain ... --parallel.dp 2`: data-parallel
-pretraining (torch's DDP, and our ZeRO-2) takes the one-process run's steps, and its checkpoint
-resumes in one process and continues identically."""
+"""`torchrun --nproc-per-node 2 -m groundwork pretrain ... --parallel...`: every strategy (DDP,
+ZeRO-2, FSDP, tensor and pipeline parallel, and 2-D FSDP x TP on 4 processes) takes the
+one-process run's steps; checkpoints move between world sizes and continue identically; bad
+options fail clearly."""
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,13 +15,14 @@ import torch
 from safetensors.torch import load_file
 
 from groundwork import corpus, tokenize
-from groundwork.distributed import ParallelConfig, build_parallelism
+from groundwork.distributed import ParallelConfig, build_parallelism, close_world
 from groundwork.errors import ConfigError, DistributedError
 from groundwork.recipes.pretrain import DataConfig, ModelArgs, pretrain, resume_pretraining
 from groundwork.train.config import TrainConfig
 from groundwork.train.metrics import read_metrics
 
 pytestmark = pytest.mark.distributed
+MESH = ("--parallel.dp", "2", "--parallel.tp", "2")  # 2-D: 4 processes
 MODEL = dict(d_model=32, n_layers=2, n_heads=2, max_seq_len=32)
 TRAIN = dict(
     max_steps=6,
@@ -56,16 +59,16 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out / "shards"
 
 
-def torchrun(shards: Path, out: Path, *extra: str) -> None:
+def torchrun(shards: Path, out: Path, *extra: str, nproc: int = 2) -> None:
     args = [f"--model.{k}={v}" for k, v in MODEL.items()]
     args += [
         f"--train.{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in TRAIN.items()
     ]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    command += ["--nproc-per-node", "2", "-m", "groundwork", "pretrain", *args]
+    command += ["--nproc-per-node", str(nproc), "-m", "groundwork", "pretrain", *args]
     command += ["--data.shards", str(shards), "--out", str(out), *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180, check=False)
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240, check=False)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
 
 
@@ -169,3 +172,66 @@ def test_bad_parallel_options_are_refused() -> None:
         build_parallelism(ParallelConfig(dp=2))
     with pytest.raises(DistributedError, match=r"--parallel\.tp 2 asks for 2 processes"):
         build_parallelism(ParallelConfig(tp=2))
+
+
+def test_a_one_process_checkpoint_continues_on_a_2x2_mesh(
+    shards: Path, one_process: Path, tmp_path: Path
+) -> None:
+    """Loads the one-process weights and AdamW state (q/k/v split again), takes steps 4-6 with
+    gradient accumulation on the mesh, and writes the one-process format."""
+    run = tmp_path / "run"
+    pretrain(
+        model=ModelArgs(**MODEL),  # type: ignore[arg-type]
+        data=DataConfig(shards=shards),
+        train_config=TrainConfig(**{**TRAIN, "max_steps": 3}),  # type: ignore[arg-type]
+        out=run,
+    )
+    command = ["--resume", str(run), "--train.max_steps", "6", *MESH]
+    torchrun(shards, tmp_path / "unused", *command, nproc=4)
+    assert_same_run(run, one_process)
+
+
+def test_a_2x2_checkpoint_continues_in_one_process(
+    shards: Path, one_process: Path, tmp_path: Path
+) -> None:
+    """Takes steps 1-3 on the mesh from scratch; its weights and AdamW state (fused back, in
+    the one-process order) carry a one-process run on to the same end."""
+    run = tmp_path / "run"
+    torchrun(shards, run, *MESH, "--train.max_steps", "3", nproc=4)
+    assert json.loads((run / "trainer_state.json").read_text())["step"] == 3
+    resume_pretraining(run, overrides={"max_steps": 6})
+    assert_same_run(run, one_process)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_bad_2d_options_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    ParallelConfig(dp=2, tp=2)
+    ParallelConfig(dp=2, tp=2, fsdp=True)  # the dp dimension is FSDP either way
+    with pytest.raises(ConfigError, match=r"parallel\.zero does not combine with parallel\.tp"):
+        ParallelConfig(dp=2, tp=2, zero=1)
+    with pytest.raises(ConfigError, match=r"parallel\.pp and .* do not combine"):
+        ParallelConfig(tp=2, pp=2)
+    with pytest.raises(ConfigError, match=r"parallel\.pp and .* do not combine"):
+        ParallelConfig(dp=2, tp=2, pp=2)
+    with pytest.raises(ConfigError, match=r"fsdp with parallel\.tp .* set parallel\.dp > 1"):
+        ParallelConfig(tp=2, fsdp=True)
+    with pytest.raises(DistributedError, match=r"--parallel\.tp 2 asks for 4 processes"):
+        build_parallelism(ParallelConfig(dp=2, tp=2))
+    # a one-process group under torchrun's variables: 1 process, not dp x tp = 4
+    env = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}
+    for name, value in {**env, "MASTER_PORT": str(free_port())}.items():
+        monkeypatch.setenv(name, value)
+    try:
+        with pytest.raises(
+            ConfigError,
+            match=r"a 2 x 2 mesh of 4 processes, but torchrun started 1: launch with "
+            r"--nproc-per-node 4",
+        ):
+            build_parallelism(ParallelConfig(dp=2, tp=2), "cpu")
+    finally:
+        close_world()

@@ -305,14 +305,7 @@ class TensorParallel(DataParallel):
             ckpt.save_tensors(unique, path, metadata=metadata)
 
     def load_model(self, model: nn.Module, path: Path) -> None:
-        saved = fsdp.read_model_file(path)
-        expected = set(self.names.values())
-        if set(saved) != expected:
-            missing, unexpected = sorted(expected - set(saved)), sorted(set(saved) - expected)
-            raise CheckpointError(
-                f"{path} does not match the model: missing {missing[:5]}, unexpected "
-                f"{unexpected[:5]} (was it written for another config?)"
-            )
+        saved = _read_weights(path, self.names)
         layout = tp.sharded_parameters(model)
         with torch.no_grad():
             for name, t in model.state_dict().items():
@@ -432,14 +425,7 @@ class HybridParallel(DataParallel):
             ckpt.save_tensors(unique, path, metadata=metadata)
 
     def load_model(self, model: nn.Module, path: Path) -> None:
-        saved = fsdp.read_model_file(path)
-        expected = set(self.names.values())
-        if set(saved) != expected:
-            missing, unexpected = sorted(expected - set(saved)), sorted(set(saved) - expected)
-            raise CheckpointError(
-                f"{path} does not match the model: missing {missing[:5]}, unexpected "
-                f"{unexpected[:5]} (was it written for another config?)"
-            )
+        saved = _read_weights(path, self.names)
         full = {name: saved[source] for name, source in self.names.items()}
         split = self._split(full, lambda t, start, rows: t.narrow(0, start, rows))
         with collective_errors(self.rank):
@@ -653,6 +639,20 @@ class PipelineParallel(DataParallel):
             raise CheckpointError(f"{path} has no optimizer state for {missing[:5]}")
         state = {i: by_name[n] for i, n in enumerate(names) if n in by_name}
         optimizer.load_state_dict({"state": state, "param_groups": mine["param_groups"]})
+
+
+def _read_weights(path: Path, names: dict[str, str]) -> dict[str, torch.Tensor]:
+    """A one-process weights file, checked to hold exactly the tensors ``names`` (the model's
+    state-dict names -> the name each is saved under) says it should."""
+    saved = fsdp.read_model_file(path)
+    expected = set(names.values())
+    if set(saved) != expected:
+        missing, unexpected = sorted(expected - set(saved)), sorted(set(saved) - expected)
+        raise CheckpointError(
+            f"{path} does not match the model: missing {missing[:5]}, unexpected "
+            f"{unexpected[:5]} (was it written for another config?)"
+        )
+    return saved
 
 
 def build_parallelism(config: ParallelConfig, device: str = "auto") -> Parallelism:
