@@ -3,15 +3,12 @@
 give the single-process run's losses, weights and optimizer state; a rank that stops answering
 makes the other fail with a clear error within the timeout."""
 
-import sys
 from pathlib import Path
 from typing import Any
 
+import dp_worker
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).parent))
-import dp_worker
 from dist_common import torchrun, without_key_bias
 
 from groundwork.distributed.world import launched_by_torchrun, require_torchrun

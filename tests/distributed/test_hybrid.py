@@ -4,16 +4,13 @@ over AdamW steps for a tiny GPT and Llama; block weights are sharded over both m
 the rest over ``dp``; a mesh that is not the world and a ``tp`` that does not divide the heads
 fail clearly, under torchrun and in one process."""
 
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import hybrid_worker
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).parent))
-import hybrid_worker
 from dist_common import torchrun
 
 from groundwork.distributed.hybrid import apply_fsdp_tp, check_mesh_shape, make_mesh

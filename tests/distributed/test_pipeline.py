@@ -6,16 +6,13 @@ equal; each rank ran the schedule's order of operations and held as many micro-b
 schedule says. In the test process: the stages chained are the model, the bubble fraction, and
 bad input."""
 
-import sys
 from pathlib import Path
 from typing import Any
 
+import pp_worker
 import pytest
 import torch
 import torch.distributed as dist
-
-sys.path.insert(0, str(Path(__file__).parent))
-import pp_worker
 from dist_common import torchrun, without_key_bias
 
 from groundwork.distributed.pipeline import (

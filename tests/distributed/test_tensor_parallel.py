@@ -4,18 +4,15 @@ gradients (each rank's shard the matching slice of the full gradient) and, over 
 with clipping by the global norm, its losses and weights; bad degrees and a missing process group
 fail clearly."""
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
-
-sys.path.insert(0, str(Path(__file__).parent))
 import tp_worker
 from dist_common import torchrun, without_key_bias
+from torch import nn
 
 from groundwork.distributed.tensor_parallel import (
     Sharding,

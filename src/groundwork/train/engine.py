@@ -27,11 +27,12 @@ from a dedicated ``torch.Generator`` whose state is checkpointed (with the data'
 data read in epochs), as are the optimizer moments and torch's global RNG (dropout); evaluation
 consumes no randomness; the learning rate is a pure function of the step.
 
-With a :class:`~groundwork.train.parallel.Parallelism` from ``groundwork.distributed`` (data
-parallelism, ZeRO) the same loop runs on every rank of a ``torchrun`` launch: each rank keeps its
-rows of the global batch, the strategy averages the gradients, and rank 0 alone logs and writes
-the run directory (a sharded optimizer state is gathered for it first), so checkpoints are the
-one-process format and load at any world size. This module is long because it is the whole
+With a :class:`~groundwork.train.parallel.Parallelism` from ``groundwork.distributed`` (DDP,
+ZeRO, FSDP, tensor and pipeline parallelism) the same loop runs on every rank of a ``torchrun``
+launch: each data-parallel rank keeps its rows of the global batch, the strategy finishes the
+gradients (or runs the step's schedule itself), and rank 0 alone logs and writes the run
+directory (sharded weights and optimizer state are gathered for it first), so checkpoints are
+the one-process format and load at any world size. This module is long because it is the whole
 training loop, one function with its helpers, read top to bottom in chapter 8.
 
 Chapter 8 (Training); chapter 17 (distributed training).
