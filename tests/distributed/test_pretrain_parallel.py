@@ -72,16 +72,20 @@ def torchrun(shards: Path, out: Path, *extra: str, nproc: int = 2) -> None:
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
 
 
-@pytest.fixture(scope="module")
-def one_process(shards: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("one") / "run"
+def one_process_run(shards: Path, out: Path, max_steps: int) -> Path:
+    """``groundwork pretrain`` in this process, for ``max_steps`` of the run's steps."""
     pretrain(
         model=ModelArgs(**MODEL),  # type: ignore[arg-type]
         data=DataConfig(shards=shards),
-        train_config=TrainConfig(**TRAIN),  # type: ignore[arg-type]
+        train_config=TrainConfig(**{**TRAIN, "max_steps": max_steps}),  # type: ignore[arg-type]
         out=out,
     )
     return out
+
+
+@pytest.fixture(scope="module")
+def one_process(shards: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return one_process_run(shards, tmp_path_factory.mktemp("one") / "run", TRAIN["max_steps"])
 
 
 def losses(run: Path) -> list[float]:
@@ -120,42 +124,38 @@ def test_every_strategy_pretrains_as_one_process_does(
     assert_same_run(tmp_path / "run", one_process)
 
 
-def test_a_zero2_checkpoint_resumes_in_one_process(
-    shards: Path, one_process: Path, tmp_path: Path
+CHECKPOINTED = {  # options, processes
+    "zero2": (["--parallel.dp", "2", "--parallel.zero", "2"], 2),
+    "tp": (["--parallel.tp", "2"], 2),
+    "pp": (["--parallel.pp", "2", "--parallel.schedule", "gpipe"], 2),
+    "2x2": (list(MESH), 4),  # GPT's q/k/v and their AdamW moments fused back in the files
+}
+
+
+@pytest.mark.parametrize("name", list(CHECKPOINTED))
+def test_a_checkpoint_written_under_torchrun_continues_in_one_process(
+    shards: Path, one_process: Path, tmp_path: Path, name: str
 ) -> None:
-    run = tmp_path / "zero"
-    torchrun(shards, run, "--parallel.dp", "2", "--parallel.zero", "2", "--train.max_steps", "3")
+    options, nproc = CHECKPOINTED[name]
+    run = tmp_path / "run"
+    torchrun(shards, run, *options, "--train.max_steps", "3", nproc=nproc)
     assert json.loads((run / "trainer_state.json").read_text())["step"] == 3
     resume_pretraining(run, overrides={"max_steps": 6})
     assert_same_run(run, one_process)
 
 
-@pytest.mark.parametrize(
-    "options",
-    [["--parallel.tp", "2"], ["--parallel.pp", "2", "--parallel.schedule", "gpipe"]],
-    ids=["tp", "pp"],
-)
-def test_a_model_parallel_checkpoint_resumes_in_one_process(
-    shards: Path, one_process: Path, tmp_path: Path, options: list[str]
+@pytest.mark.parametrize("name", ["fsdp", "2x2"])
+def test_a_one_process_checkpoint_continues_under_torchrun(
+    shards: Path, one_process: Path, tmp_path: Path, name: str
 ) -> None:
-    run = tmp_path / "run"
-    torchrun(shards, run, *options, "--train.max_steps", "3")
-    resume_pretraining(run, overrides={"max_steps": 6})
-    assert_same_run(run, one_process)
-
-
-def test_a_one_process_checkpoint_resumes_under_fsdp(
-    shards: Path, one_process: Path, tmp_path: Path
-) -> None:
-    run = tmp_path / "run"
-    pretrain(
-        model=ModelArgs(**MODEL),  # type: ignore[arg-type]
-        data=DataConfig(shards=shards),
-        train_config=TrainConfig(**{**TRAIN, "max_steps": 3}),  # type: ignore[arg-type]
-        out=run,
-    )
-    command = ["--resume", str(run), "--parallel.dp", "2", "--parallel.fsdp", "true"]
-    torchrun(shards, tmp_path / "unused", *command, "--train.max_steps", "6")
+    """The weights and AdamW state are sharded (and GPT's q/k/v split) on loading."""
+    options, nproc = {
+        "fsdp": (["--parallel.dp", "2", "--parallel.fsdp", "true"], 2),
+        "2x2": (list(MESH), 4),
+    }[name]
+    run = one_process_run(shards, tmp_path / "run", 3)
+    command = ["--resume", str(run), "--train.max_steps", "6", *options]
+    torchrun(shards, tmp_path / "unused", *command, nproc=nproc)
     assert_same_run(run, one_process)
 
 
@@ -172,35 +172,6 @@ def test_bad_parallel_options_are_refused() -> None:
         build_parallelism(ParallelConfig(dp=2))
     with pytest.raises(DistributedError, match=r"--parallel\.tp 2 asks for 2 processes"):
         build_parallelism(ParallelConfig(tp=2))
-
-
-def test_a_one_process_checkpoint_continues_on_a_2x2_mesh(
-    shards: Path, one_process: Path, tmp_path: Path
-) -> None:
-    """Loads the one-process weights and AdamW state (q/k/v split again), takes steps 4-6 with
-    gradient accumulation on the mesh, and writes the one-process format."""
-    run = tmp_path / "run"
-    pretrain(
-        model=ModelArgs(**MODEL),  # type: ignore[arg-type]
-        data=DataConfig(shards=shards),
-        train_config=TrainConfig(**{**TRAIN, "max_steps": 3}),  # type: ignore[arg-type]
-        out=run,
-    )
-    command = ["--resume", str(run), "--train.max_steps", "6", *MESH]
-    torchrun(shards, tmp_path / "unused", *command, nproc=4)
-    assert_same_run(run, one_process)
-
-
-def test_a_2x2_checkpoint_continues_in_one_process(
-    shards: Path, one_process: Path, tmp_path: Path
-) -> None:
-    """Takes steps 1-3 on the mesh from scratch; its weights and AdamW state (fused back, in
-    the one-process order) carry a one-process run on to the same end."""
-    run = tmp_path / "run"
-    torchrun(shards, run, *MESH, "--train.max_steps", "3", nproc=4)
-    assert json.loads((run / "trainer_state.json").read_text())["step"] == 3
-    resume_pretraining(run, overrides={"max_steps": 6})
-    assert_same_run(run, one_process)
 
 
 def free_port() -> int:
