@@ -35,7 +35,7 @@ def test_unknown_preset_suggests_the_closest() -> None:
         (dict(vocab_size=-1), "vocab_size"),
         (dict(d_ff=0), "d_ff"),
         (dict(norm_position="middle"), "norm_position"),
-        (dict(attn_impl="flash"), "attn_impl"),
+        (dict(attn_impl="fast"), "attn_impl"),
         (dict(dropout=1.0), "dropout"),
         (dict(layer_norm_eps=0.0), "layer_norm_eps"),
     ],

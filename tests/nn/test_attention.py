@@ -164,7 +164,7 @@ def test_bad_arguments_raise() -> None:
     with pytest.raises(ValueError, match="n_kv_heads"):
         Attention(24, 6, 4)
     with pytest.raises(ValueError, match="impl"):
-        Attention(24, 6, impl="flash")  # type: ignore[arg-type]
+        Attention(24, 6, impl="triton-flash")  # type: ignore[arg-type]
 
 
 def test_to_additive_keeps_fully_masked_rows_finite() -> None:

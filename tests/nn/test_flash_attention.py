@@ -94,3 +94,41 @@ def test_bad_shapes_are_refused() -> None:
         flash_attention(q, k, v, key_padding_mask=torch.ones(1, 3, dtype=torch.bool))
     with pytest.raises(ValueError, match="q \\(B, H, T, D\\)"):
         flash_attention(q[0], k, v)
+
+
+@pytest.mark.parametrize("arch", ["gpt", "llama"])
+def test_models_with_attn_impl_flash_equal_sdpa(arch: str) -> None:
+    """``attn_impl="flash"`` in a model: logits, gradients and cached decoding equal SDPA's."""
+    import dataclasses
+
+    from groundwork.models import registry
+
+    config = registry.get(arch).config("tiny")
+    if hasattr(config, "dropout"):
+        config = dataclasses.replace(config, dropout=0.0)
+    torch.manual_seed(0)
+    sdpa = registry.build_model(config)
+    flash = registry.build_model(dataclasses.replace(config, attn_impl="flash"))
+    flash.load_state_dict(sdpa.state_dict())
+    idx = torch.randint(0, config.vocab_size, (2, 21), generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(flash(idx), sdpa(idx), rtol=1e-5, atol=1e-5)
+    flash(idx).logsumexp(-1).sum().backward()
+    sdpa(idx).logsumexp(-1).sum().backward()
+    for (name, a), b in zip(flash.named_parameters(), sdpa.parameters(), strict=True):
+        assert a.grad is not None and b.grad is not None, name
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-5, msg=name)
+    cache = flash.new_kv_cache(2, 32)
+    with torch.no_grad():
+        steps = [flash(idx[:, :5], kv_cache=cache)]
+        steps += [flash(idx[:, t : t + 1], kv_cache=cache) for t in range(5, 21)]
+        torch.testing.assert_close(torch.cat(steps, 1), sdpa(idx), rtol=1e-5, atol=1e-5)
+
+
+def test_attn_impl_flash_refuses_a_padding_mask() -> None:
+    from groundwork.nn.attention import Attention
+
+    attention = Attention(16, 2, 2, 8, impl="flash")
+    x = torch.randn(1, 4, 16)
+    mask = torch.ones(1, 1, 4, 4, dtype=torch.bool)
+    with pytest.raises(ValueError, match="use attn_impl 'sdpa'"):
+        attention(x, mask=mask)

@@ -78,7 +78,7 @@ class GPTConfig:
         check_positive(self, "vocab_size", "max_seq_len", "d_model", "n_layers", "n_heads", "d_ff")
         check_divides(self, "d_model", "n_heads")
         check_choice(self, "norm_position", ["pre", "post"])
-        check_choice(self, "attn_impl", ["math", "sdpa"])
+        check_choice(self, "attn_impl", ["math", "sdpa", "flash"])
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if self.layer_norm_eps <= 0:

@@ -88,7 +88,7 @@ class LlamaConfig:
         check_divides(self, "n_heads", "n_kv_heads")
         if self.d_head % 2:
             raise ConfigError(f"d_head must be even for RoPE, got {self.d_head}")
-        check_choice(self, "attn_impl", ["math", "sdpa"])
+        check_choice(self, "attn_impl", ["math", "sdpa", "flash"])
         if self.rope_theta <= 0:
             raise ConfigError(f"rope_theta must be positive, got {self.rope_theta!r}")
         if self.rms_norm_eps <= 0:

@@ -22,11 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from groundwork.nn.flash_attention import flash_attention
 from groundwork.nn.kv_cache import KVCache
 from groundwork.nn.norms import RMSNorm
 from groundwork.nn.positions import apply_rope
 
-AttentionImpl = Literal["math", "sdpa"]
+AttentionImpl = Literal["math", "sdpa", "flash"]
 
 
 # --8<-- [start:masks]
@@ -252,8 +253,8 @@ class Attention(nn.Module):
         self.d_head = d_head or d_model // n_heads
         if n_heads % self.n_kv_heads:
             raise ValueError(f"n_heads ({n_heads}) must be a multiple of n_kv_heads")
-        if impl not in ("math", "sdpa"):
-            raise ValueError(f"impl must be 'math' or 'sdpa', got {impl!r}")
+        if impl not in ("math", "sdpa", "flash"):
+            raise ValueError(f"impl must be 'math', 'sdpa' or 'flash', got {impl!r}")
         self.causal, self.impl, self.dropout, self.layer_idx = causal, impl, dropout, layer_idx
         q_size, kv_size = n_heads * self.d_head, self.n_kv_heads * self.d_head
         self.fused_qkv = fused_qkv
@@ -317,16 +318,38 @@ class Attention(nn.Module):
         if mask is None and self.causal and T > 1:
             if t_k == T:
                 is_causal = True  # the fused kernels' fast path
-            else:
+            elif self.impl != "flash":  # flash aligns causality at the end itself
                 mask = causal_mask(T, t_k, device=x.device)  # (T, T_k)
         if mask is not None and mask.is_floating_point() and mask.dtype != q.dtype:
             # e.g. under autocast: SDPA wants the mask in the dtype of the queries.
             mask = mask.clamp(min=torch.finfo(q.dtype).min).to(q.dtype)
-        attend = math_attention if self.impl == "math" else sdpa_attention
         dropout_p = self.dropout if self.training else 0.0
-        y = attend(q, k, v, mask, is_causal=is_causal, dropout_p=dropout_p)  # (B, H, T, D)
+        if self.impl == "flash":
+            y = self._flash(q, k, v, mask, dropout_p)  # (B, H, T, D)
+        else:
+            attend = math_attention if self.impl == "math" else sdpa_attention
+            y = attend(q, k, v, mask, is_causal=is_causal, dropout_p=dropout_p)  # (B, H, T, D)
         y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.d_head)  # (B, T, H * D)
         return self.resid_dropout(self.o_proj(y))
 
 
 # --8<-- [end:attention]
+
+    def _flash(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        mask: torch.Tensor | None,
+        dropout_p: float,
+    ) -> torch.Tensor:
+        """``impl="flash"``: :func:`~groundwork.nn.flash_attention.flash_attention`, the blocked
+        online softmax in PyTorch (the algorithm, for study: slower than SDPA's kernels)."""
+        if mask is not None or dropout_p > 0.0:
+            raise ValueError(
+                "attn_impl 'flash' (the algorithm in PyTorch) computes causal or unmasked "
+                "attention without dropout: this call has "
+                + ("a padding mask" if mask is not None else f"dropout {dropout_p}")
+                + "; use attn_impl 'sdpa' for it"
+            )
+        return flash_attention(q, k, v, causal=self.causal)
