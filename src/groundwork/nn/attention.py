@@ -332,8 +332,7 @@ class Attention(nn.Module):
         y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.d_head)  # (B, T, H * D)
         return self.resid_dropout(self.o_proj(y))
 
-
-# --8<-- [end:attention]
+    # --8<-- [end:attention]
 
     def _flash(
         self,
