@@ -73,6 +73,8 @@ def _forward(
         ell = torch.zeros_like(m)
         o = torch.zeros(b, h, rows.stop - r0, d, dtype=q.dtype, device=q.device)
         for c0 in range(0, n, block):
+            if causal and c0 > rows.stop - 1 + n - t:
+                break  # this block and all after it are in every row's future
             cols = slice(c0, min(c0 + block, n))
             s = _scores(q, k, scale, rows, cols, causal, key_keep)  # (B, H, bq, bk)
             m_new = torch.maximum(m, s.amax(-1))
@@ -112,6 +114,8 @@ def _backward(
         cols = slice(c0, min(c0 + block, n))
         for r0 in range(0, t, block):
             rows = slice(r0, min(r0 + block, t))
+            if causal and c0 > rows.stop - 1 + n - t:
+                continue  # these keys are in the future of every row of the block
             s = _scores(q, k, scale, rows, cols, causal, key_keep)  # (B, H, bq, bk)
             p = torch.exp(s - safe_lse[:, :, rows, None])
             do = grad_out[:, :, rows]  # (B, H, bq, D)
