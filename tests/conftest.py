@@ -8,6 +8,10 @@ import torch
 
 from groundwork import corpus
 
+if not torch.cuda.is_available():
+    # Triton kernels run on a CPU only through its interpreter, chosen before triton is imported.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # Several test workers share the cores: one thread each avoids oversubscription.
     torch.set_num_threads(1)

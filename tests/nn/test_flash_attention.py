@@ -96,19 +96,25 @@ def test_bad_shapes_are_refused() -> None:
         flash_attention(q[0], k, v)
 
 
-@pytest.mark.parametrize("arch", ["gpt", "llama"])
-def test_models_with_attn_impl_flash_equal_sdpa(arch: str) -> None:
-    """``attn_impl="flash"`` in a model: logits, gradients and cached decoding equal SDPA's."""
+@pytest.mark.parametrize(
+    ("arch", "impl"), [("gpt", "flash"), ("llama", "flash"), ("llama", "triton")]
+)
+def test_models_with_attn_impl_flash_equal_sdpa(arch: str, impl: str) -> None:
+    """``attn_impl="flash"`` (or ``"triton"``, the kernels, through Triton's interpreter on a
+    CPU) in a model: logits, gradients and cached decoding equal SDPA's."""
     import dataclasses
 
     from groundwork.models import registry
+
+    if impl == "triton":
+        pytest.importorskip("triton")
 
     config = registry.get(arch).config("tiny")
     if hasattr(config, "dropout"):
         config = dataclasses.replace(config, dropout=0.0)
     torch.manual_seed(0)
     sdpa = registry.build_model(config)
-    flash = registry.build_model(dataclasses.replace(config, attn_impl="flash"))
+    flash = registry.build_model(dataclasses.replace(config, attn_impl=impl))
     flash.load_state_dict(sdpa.state_dict())
     idx = torch.randint(0, config.vocab_size, (2, 21), generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(flash(idx), sdpa(idx), rtol=1e-5, atol=1e-5)

@@ -70,7 +70,8 @@ class GPTConfig:
     tie_embeddings: bool = True
     """Share the token embedding matrix with the output head (GPT-2: yes)."""
     attn_impl: AttentionImpl = "sdpa"
-    """``"sdpa"`` (fused kernel) or ``"math"`` (written out)."""
+    """``"sdpa"`` (fused kernel), ``"math"`` (written out), ``"flash"`` (our flash-attention
+    algorithm in PyTorch) or ``"triton"`` (our flash-attention Triton kernels)."""
 
     def __post_init__(self) -> None:
         if self.d_ff is None:
@@ -78,7 +79,7 @@ class GPTConfig:
         check_positive(self, "vocab_size", "max_seq_len", "d_model", "n_layers", "n_heads", "d_ff")
         check_divides(self, "d_model", "n_heads")
         check_choice(self, "norm_position", ["pre", "post"])
-        check_choice(self, "attn_impl", ["math", "sdpa", "flash"])
+        check_choice(self, "attn_impl", ["math", "sdpa", "flash", "triton"])
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if self.layer_norm_eps <= 0:

@@ -72,7 +72,8 @@ class LlamaConfig:
     tie_embeddings: bool = False
     """Share the token embedding matrix with the output head (SmolLM2: yes; Llama 2: no)."""
     attn_impl: AttentionImpl = "sdpa"
-    """``"sdpa"`` (fused kernel) or ``"math"`` (written out)."""
+    """``"sdpa"`` (fused kernel), ``"math"`` (written out), ``"flash"`` (our flash-attention
+    algorithm in PyTorch) or ``"triton"`` (our flash-attention Triton kernels)."""
 
     def __post_init__(self) -> None:
         if self.n_kv_heads is None:
@@ -88,7 +89,7 @@ class LlamaConfig:
         check_divides(self, "n_heads", "n_kv_heads")
         if self.d_head % 2:
             raise ConfigError(f"d_head must be even for RoPE, got {self.d_head}")
-        check_choice(self, "attn_impl", ["math", "sdpa", "flash"])
+        check_choice(self, "attn_impl", ["math", "sdpa", "flash", "triton"])
         if self.rope_theta <= 0:
             raise ConfigError(f"rope_theta must be positive, got {self.rope_theta!r}")
         if self.rms_norm_eps <= 0:

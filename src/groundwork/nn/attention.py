@@ -5,11 +5,14 @@
 * Grouped-query attention (``n_kv_heads`` key/value heads, each shared by a group of query heads):
   Ainslie et al. 2023, "GQA: Training Generalized Multi-Query Transformer Models".
 
-Attention is computed by one of two interchangeable paths, chosen with ``impl``:
+Attention is computed by one of four interchangeable paths, chosen with ``impl``:
 
 * ``"math"``: $\\mathrm{softmax}(QK^\\top/\\sqrt{d} + M)\\,V$ written out, to read and to test;
 * ``"sdpa"``: :func:`torch.nn.functional.scaled_dot_product_attention`, which dispatches to fused
-  (flash / memory-efficient) kernels.
+  (flash / memory-efficient) kernels;
+* ``"flash"``: our flash-attention algorithm in PyTorch (:mod:`groundwork.nn.flash_attention`);
+* ``"triton"``: our flash-attention Triton kernels (:mod:`groundwork.nn.flash_triton`; a GPU, or
+  ``TRITON_INTERPRET=1`` on a CPU).
 
 The two agree to 1e-5 in float32 (``tests/nn/test_attention.py``). Masks come in two forms:
 boolean (``True`` = may attend) or additive (``0`` = may attend, a very negative number = may
@@ -23,11 +26,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from groundwork.nn.flash_attention import flash_attention
+from groundwork.nn.flash_triton import flash_attention_triton
 from groundwork.nn.kv_cache import KVCache
 from groundwork.nn.norms import RMSNorm
 from groundwork.nn.positions import apply_rope
 
-AttentionImpl = Literal["math", "sdpa", "flash"]
+AttentionImpl = Literal["math", "sdpa", "flash", "triton"]
 
 
 # --8<-- [start:masks]
@@ -253,8 +257,8 @@ class Attention(nn.Module):
         self.d_head = d_head or d_model // n_heads
         if n_heads % self.n_kv_heads:
             raise ValueError(f"n_heads ({n_heads}) must be a multiple of n_kv_heads")
-        if impl not in ("math", "sdpa", "flash"):
-            raise ValueError(f"impl must be 'math', 'sdpa' or 'flash', got {impl!r}")
+        if impl not in ("math", "sdpa", "flash", "triton"):
+            raise ValueError(f"impl must be 'math', 'sdpa', 'flash' or 'triton', got {impl!r}")
         self.causal, self.impl, self.dropout, self.layer_idx = causal, impl, dropout, layer_idx
         q_size, kv_size = n_heads * self.d_head, self.n_kv_heads * self.d_head
         self.fused_qkv = fused_qkv
@@ -318,13 +322,13 @@ class Attention(nn.Module):
         if mask is None and self.causal and T > 1:
             if t_k == T:
                 is_causal = True  # the fused kernels' fast path
-            elif self.impl != "flash":  # flash aligns causality at the end itself
+            elif self.impl not in ("flash", "triton"):  # these align causality at the end
                 mask = causal_mask(T, t_k, device=x.device)  # (T, T_k)
         if mask is not None and mask.is_floating_point() and mask.dtype != q.dtype:
             # e.g. under autocast: SDPA wants the mask in the dtype of the queries.
             mask = mask.clamp(min=torch.finfo(q.dtype).min).to(q.dtype)
         dropout_p = self.dropout if self.training else 0.0
-        if self.impl == "flash":
+        if self.impl in ("flash", "triton"):
             y = self._flash(q, k, v, mask, dropout_p)  # (B, H, T, D)
         else:
             attend = math_attention if self.impl == "math" else sdpa_attention
@@ -343,12 +347,15 @@ class Attention(nn.Module):
         dropout_p: float,
     ) -> torch.Tensor:
         """``impl="flash"``: :func:`~groundwork.nn.flash_attention.flash_attention`, the blocked
-        online softmax in PyTorch (the algorithm, for study: slower than SDPA's kernels)."""
+        online softmax in PyTorch (the algorithm, for study: slower than SDPA's kernels);
+        ``impl="triton"``: the same algorithm as Triton kernels
+        (:func:`~groundwork.nn.flash_triton.flash_attention_triton`)."""
         if mask is not None or dropout_p > 0.0:
             raise ValueError(
-                "attn_impl 'flash' (the algorithm in PyTorch) computes causal or unmasked "
+                f"attn_impl {self.impl!r} computes causal or unmasked "
                 "attention without dropout: this call has "
                 + ("a padding mask" if mask is not None else f"dropout {dropout_p}")
                 + "; use attn_impl 'sdpa' for it"
             )
-        return flash_attention(q, k, v, causal=self.causal)
+        attend = flash_attention if self.impl == "flash" else flash_attention_triton
+        return attend(q, k, v, causal=self.causal)
