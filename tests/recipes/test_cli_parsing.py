@@ -44,7 +44,10 @@ def test_commands(capsys: pytest.CaptureFixture[str], argv: list[str], message: 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["export", "a", "b", "--format", "gguf"], "--format must be one of: hf (got 'gguf')"),
+        (
+            ["export", "a", "b", "--format", "onnx"],
+            "--format must be one of: hf, gguf (got 'onnx')",
+        ),
         (["classify", "--model", "rnn"], "--model must be one of: cnn, bilstm (got 'rnn')"),
         (
             ["word2vec", "--sources", "[shakespeare"],

@@ -73,22 +73,38 @@ def _check_out_of_run(run: Path, out: Path) -> None:
         )
 
 
-def export(run: Path, out: Path, format: Literal["hf"] = "hf") -> None:
-    """Export a run's model to another format: `hf` writes config.json + model.safetensors
-    (+ tokenizer.json) that transformers' from_pretrained(OUT) loads: AutoModelForCausalLM for
-    a language model; for a fine-tuned task head (`groundwork finetune`),
-    AutoModelForSequenceClassification (BERT, GPT-2, Llama), AutoModelForTokenClassification
-    (BERT) or AutoModelForMultipleChoice (BERT), with the task's label names in id2label.
+def export(
+    run: Path,
+    out: Path,
+    format: Literal["hf", "gguf"] = "hf",
+    quant: Literal["f32", "f16", "q8_0", "q4_0"] = "q8_0",
+) -> None:
+    """Export a model to another format. `hf` writes a run's model as config.json +
+    model.safetensors (+ tokenizer.json) that transformers' from_pretrained(OUT) loads:
+    AutoModelForCausalLM for a language model; for a fine-tuned task head (`groundwork
+    finetune`), AutoModelForSequenceClassification (BERT, GPT-2, Llama),
+    AutoModelForTokenClassification (BERT) or AutoModelForMultipleChoice (BERT), with the task's
+    label names in id2label. `gguf` writes a Llama run, or the named pretrained
+    smollm2-135m-instruct, as one GGUF file (weights, tokenizer, chat template) for llama.cpp
+    (`llama-cli -m OUT`): `groundwork export smollm2-135m-instruct smol.gguf --format gguf
+    --quant q4_0`.
 
     Args:
-        run: A run directory.
-        out: Output directory (not the run directory, nor inside it).
-        format: Target format (hf: Hugging Face transformers).
+        run: A run directory; with --format gguf also a named pretrained model
+            (smollm2-135m-instruct).
+        out: Output directory (not the run directory, nor inside it). With --format gguf: the
+            file to write if it ends in .gguf, else a directory that gets OUT/model.gguf.
+        format: Target format (hf: Hugging Face transformers; gguf: llama.cpp).
+        quant: GGUF weight type of the matrices: f32, f16, q8_0 (8-bit blocks) or q4_0 (4-bit
+            blocks); norms stay f32 (gguf only).
     """
     import groundwork.adapt  # noqa: F401  (teaches load_run the task-head kind)
     from groundwork.interop.hf import export_hf
     from groundwork.runs import TOKENIZER_FILE, load_run
 
+    if format == "gguf":
+        _export_gguf(str(run), Path(out), quant)
+        return
     run, out = Path(run), Path(out)
     _check_out_of_run(run, out)
     net, tokenizer, config = load_run(run, device="cpu")
@@ -100,6 +116,43 @@ def export(run: Path, out: Path, format: Literal["hf"] = "hf") -> None:
     if (run / TOKENIZER_FILE).exists():
         shutil.copyfile(run / TOKENIZER_FILE, out / TOKENIZER_FILE)
     print(f"exported {run} -> {out} (Hugging Face format)")
+
+
+def _export_gguf(name: str, out: Path, quant: Any) -> None:
+    """A Llama run or named pretrained model -> one GGUF file (``out``, or ``out/model.gguf``)."""
+    from collections import Counter
+
+    from groundwork.fileio import read_json
+    from groundwork.interop.gguf_writer import export_llama_gguf
+    from groundwork.pretrained import PRETRAINED, load
+    from groundwork.runs import is_run, load_run
+
+    path = out if out.suffix == ".gguf" else out / "model.gguf"
+    ids: dict[str, Any] = {}
+    if is_run(name):
+        from groundwork.align.runs import read_chat_template  # written by `groundwork align`
+
+        _check_out_of_run(Path(name), out)
+        net, tokenizer, _ = load_run(Path(name), device="cpu")
+        template = read_chat_template(Path(name))
+    elif name in PRETRAINED:
+        pretrained = load(name)
+        net, tokenizer, template = pretrained.model, pretrained.tokenizer, pretrained.chat_template
+        hf_config = read_json(pretrained.path / "config.json")  # the source's own token ids
+        ids = {f"{k}_token_id": hf_config.get(f"{k}_token_id") for k in ("bos", "eos")}
+    else:
+        raise UnknownNameError(
+            f"{name!r} is neither a run directory nor a named model: "
+            f"{did_you_mean(name, PRETRAINED)}"
+        )
+    if tokenizer is None:
+        raise ConfigError(f"{name} has no tokenizer.json: a GGUF file must carry the tokenizer")
+    types = export_llama_gguf(net, tokenizer, path, quant, template, name=Path(name).name, **ids)
+    counts = ", ".join(f"{n} {t}" for t, n in Counter(types.values()).most_common())
+    size = path.stat().st_size / 2**20
+    print(
+        f"exported {name} -> {path} (GGUF {quant}: {len(types)} tensors, {counts}; {size:.1f} MiB)"
+    )
 
 
 def _export_task_head(head: Any, config: dict[str, Any], out: Path, eos: int | None) -> None:
