@@ -56,8 +56,6 @@ def prepare_for_decoding(net: Any, dtype: str = "float32", quantize: str = "none
     import torch
     from torch import nn
 
-    from groundwork.compress.weight_only import int4_shape_problem, quantize_weights
-
     if dtype not in ("float32", "bfloat16"):
         raise ConfigError(f"--dtype must be float32 or bfloat16, got {dtype!r}")
     if quantize not in ("none", "int8", "int4"):
@@ -66,6 +64,8 @@ def prepare_for_decoding(net: Any, dtype: str = "float32", quantize: str = "none
         net = net.to(torch.bfloat16)
     if quantize == "none":
         return net
+    from groundwork.compress.weight_only import int4_shape_problem, quantize_weights
+
     if quantize == "int4":
         kept = [
             name
