@@ -42,6 +42,7 @@ from groundwork.recipes.data import (
     tokenizer_encode,
     tokenizer_train,
 )
+from groundwork.recipes.distill import distill
 from groundwork.recipes.domain_adapt import continue_pretraining
 from groundwork.recipes.embed import embed
 from groundwork.recipes.evaluate import evaluate
@@ -69,6 +70,7 @@ COMMANDS: dict[str, Callable[..., None] | dict[str, Callable[..., None]]] = {
     # returns its result for code that calls it; the command prints it
     "continue-pretraining": typing.cast(Callable[..., None], continue_pretraining),
     "finetune": finetune,
+    "distill": distill,
     "predict": predict,
     "probe": probe,
     "sample": sample,
