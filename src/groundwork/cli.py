@@ -70,7 +70,7 @@ COMMANDS: dict[str, Callable[..., None] | dict[str, Callable[..., None]]] = {
     # returns its result for code that calls it; the command prints it
     "continue-pretraining": typing.cast(Callable[..., None], continue_pretraining),
     "finetune": finetune,
-    "distill": distill,
+    "distill": typing.cast(Callable[..., None], distill),  # returns its result for callers
     "predict": predict,
     "probe": probe,
     "sample": sample,
