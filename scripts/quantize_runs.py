@@ -60,7 +60,7 @@ PLOT = ROOT / "docs" / "chapters" / "img" / "quantize-ppl.png"
 SEQ_LEN = 512
 FP16 = 16  # bits of a stored scale or zero point
 
-# The literature anchor (GPTQ paper, Table 3): OPT-125M, WikiText-2, per-row 4-bit grids.
+# The literature anchor (GPTQ, Frantar et al. 2022): OPT-125M on WikiText-2 at 4 bits.
 ANCHOR = {"fp16": 27.65, "RTN 4-bit": 30.49, "GPTQ 4-bit": 29.39}
 
 
@@ -112,7 +112,9 @@ def nf4(model: nn.Module, cal: list[torch.Tensor], report: dict[str, Any]) -> nn
     return quantize_model_rtn(model, "nf4", group_size=64)
 
 
-def gptq(bits: int, group: int | None, sink_weight: float = 1.0) -> Method:
+def gptq(
+    bits: int, group: int | None, sink_weight: float = 1.0, act_order: bool = False
+) -> Method:
     def run(model: nn.Module, cal: list[torch.Tensor], report: dict[str, Any]) -> nn.Module:
         errors: dict[str, float] = {}
         quantize_model_gptq(
@@ -121,6 +123,7 @@ def gptq(bits: int, group: int | None, sink_weight: float = 1.0) -> Method:
             bits,
             group,
             true_sequential=True,
+            act_order=act_order,
             sink_weight=sink_weight,
             on_layer=lambda name, r: errors.__setitem__(name, r.error),
         )
@@ -180,15 +183,15 @@ RUNS: dict[str, tuple[str, Method | None, Callable[[nn.Linear], float] | None, s
     ),
     "rtn-int4-g64": ("RTN int4, g64", rtn(4, 64), grid_bits(4, 64, False), "RTN"),
     "gptq-int4-g64": ("GPTQ int4, g64", gptq(4, 64), grid_bits(4, 64, False), "GPTQ"),
+    "gptq-int4-g64-actorder": (
+        "GPTQ int4, g64, act-order",
+        gptq(4, 64, act_order=True),
+        grid_bits(4, 64, False),
+        "GPTQ, act-order",
+    ),
     "gptq-int4-g64-sink512": (
         "GPTQ int4, g64, first token x512 in H",
         gptq(4, 64, 512.0),
-        grid_bits(4, 64, False),
-        "GPTQ, sink-weighted",
-    ),
-    "gptq-int4-g64-sink64": (
-        "GPTQ int4, g64, first token x64 in H",
-        gptq(4, 64, 64.0),
         grid_bits(4, 64, False),
         "GPTQ, sink-weighted",
     ),
@@ -205,13 +208,19 @@ RUNS: dict[str, tuple[str, Method | None, Callable[[nn.Linear], float] | None, s
         grid_bits(4, None, False),
         "GPTQ",
     ),
+    "gptq-int4-channel-actorder": (
+        "GPTQ int4, per channel, act-order",
+        gptq(4, None, act_order=True),
+        grid_bits(4, None, False),
+        "GPTQ, act-order",
+    ),
     "rtn-int3-g64": ("RTN int3, g64", rtn(3, 64), grid_bits(3, 64, False), "RTN"),
     "gptq-int3-g64": ("GPTQ int3, g64", gptq(3, 64), grid_bits(3, 64, False), "GPTQ"),
-    "gptq-int3-g64-sink512": (
-        "GPTQ int3, g64, first token x512 in H",
-        gptq(3, 64, 512.0),
+    "gptq-int3-g64-actorder": (
+        "GPTQ int3, g64, act-order",
+        gptq(3, 64, act_order=True),
         grid_bits(3, 64, False),
-        "GPTQ, sink-weighted",
+        "GPTQ, act-order",
     ),
     "rtn-int4-g32": ("RTN int4, g32", rtn(4, 32), grid_bits(4, 32, False), "RTN"),
     "nf4": ("NF4, blocks of 64 (double quantisation)", nf4, lambda m: NF4_BITS, "NF4"),
@@ -228,12 +237,6 @@ RUNS: dict[str, tuple[str, Method | None, Callable[[nn.Linear], float] | None, s
         smoothquant,
         grid_bits(8, None, True),
         "int8 activations",
-    ),
-    "awq-int3-g64": (
-        "AWQ int3, g64 (scales + clipping)",
-        awq(3, 64),
-        grid_bits(3, 64, False),
-        "AWQ",
     ),
 }
 
@@ -279,9 +282,15 @@ def main() -> None:
         "quantised": f"{len(quantizable_linears(base))} linear layers in the blocks, "
         f"{sum(m.weight.numel() for m in quantizable_linears(base).values()):,} weights; "
         "tied embedding/head and norms float",
-        "gptq": "true-sequential, no act-order, damp 0.01, lazy blocks of 128, asymmetric",
+        "gptq": "true-sequential, act-order where the label says so, damp 0.01, "
+        "lazy blocks of 128, asymmetric",
         "awq": "alpha grid of 20, v->o pair skipped (GQA), clipping search on, asymmetric",
-        "anchor": {"model": "OPT-125M", "data": "WikiText-2", "source": "GPTQ Table 3", **ANCHOR},
+        "anchor": {
+            "model": "OPT-125M",
+            "data": "WikiText-2",
+            "source": "GPTQ (Frantar et al. 2022)",
+            **ANCHOR,
+        },
     }
     record["machine"] = machine()
     for name in args.runs:
@@ -324,23 +333,46 @@ def main() -> None:
     plot(record)
 
 
+# Which row of benchmarks/results/quantized-decode-cpu.json (section 18.7) runs each format's
+# codes through a real kernel; the other methods are simulated (float weights on the grid).
+DECODE_JSON = ROOT / "benchmarks" / "results" / "quantized-decode-cpu.json"
+DECODE_ROWS = {
+    "fp32": "ours fp32",
+    "rtn-int8": "ours int8",
+    "rtn-int4-g32": "ours int4 g32",
+    "gguf-q8_0": "llama.cpp Q8_0",
+    "gguf-q4_0": "llama.cpp Q4_0",
+}
+
+
+def decode_speeds() -> dict[str, float]:
+    """Batch-1 decode tokens/s per run name, from the section-18.7 benchmark (if recorded)."""
+    if not DECODE_JSON.exists():
+        return {}
+    rows = json.loads(DECODE_JSON.read_text())["rows"]
+    return {n: rows[r]["tokens_per_s"] for n, r in DECODE_ROWS.items() if r in rows}
+
+
 def write_table(record: dict[str, Any]) -> None:
     runs = record["runs"]
+    speeds = decode_speeds()
     base = runs.get("fp32", {}).get("perplexity")
     setup = record["setup"]
     lines = [
         "<!-- --8<-- [start:quantize] -->",
-        "| method | bits / weight (linears) | size (MB) | held-out perplexity | vs float |",
-        "|---|--:|--:|--:|--:|",
+        "| method | bits / weight (linears) | size (MB) | held-out perplexity | vs float "
+        "| decode tokens/s |",
+        "|---|--:|--:|--:|--:|--:|",
     ]
-    for r in (runs[n] for n in RUNS if n in runs):
+    for name, r in ((n, runs[n]) for n in RUNS if n in runs):
+        speed = f"{speeds[name]:.1f}" if name in speeds else "—"
         delta = "" if base is None else f"{r['perplexity'] - base:+.2f}"
         size = f"{r['size_mb']:.0f}"
         if "file_bytes" in r:
             size += f" (file {r['file_bytes'] / 1e6:.0f})"
         lines.append(
             f"| {r['label']} | {r['bits_per_weight']:.2f} | {size} "
-            f"| {r['perplexity']:.2f} | {delta} |"
+            f"| {r['perplexity']:.2f} | {delta} | {speed} |"
         )
     lines += [
         "<!-- --8<-- [end:quantize] -->",
@@ -349,9 +381,14 @@ def write_table(record: dict[str, Any]) -> None:
         f"{setup['heldout']} of {setup['data']}; calibration: {setup['calibration']}. "
         f"GPTQ: {setup['gptq']}. AWQ: {setup['awq']}. Sizes count the quantised linears at the "
         "bits shown and every other parameter in fp16 (the float row: all at 32 bits); the GGUF "
-        "rows also give the real file size (llama.cpp quantises the embedding too: Q8_0).",
+        "rows also give the real file size (llama.cpp quantises the embedding too: Q8_0). "
+        "Decode: batch-1 greedy tokens/s on one CPU thread "
+        "(`benchmarks/quantized_decode.py`, chapter 18.7; machine in its JSON) for the formats "
+        "that run on a real kernel; our int8 and int4 rows compute in bf16 with an int8 head. "
+        "The other rows are simulated (float weights holding grid values); GPTQ's and AWQ's int4 codes fit the same "
+        "int4 kernel as RTN's.",
         "",
-        "Literature anchor (GPTQ paper, Table 3; OPT-125M on WikiText-2, 4-bit per-row grids): "
+        "Literature anchor (GPTQ, Frantar et al. 2022; OPT-125M on WikiText-2, 4 bits): "
         f"fp16 {ANCHOR['fp16']}, RTN {ANCHOR['RTN 4-bit']}, GPTQ {ANCHOR['GPTQ 4-bit']}.",
         "",
     ]
@@ -372,6 +409,7 @@ def plot(record: dict[str, Any]) -> None:
     fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
     markers = {"RTN": "o", "GPTQ": "s", "AWQ": "^", "NF4": "D", "GGUF": "P"}
     markers["int8 activations"] = "X"
+    markers["GPTQ, act-order"] = "v"
     markers["GPTQ, sink-weighted"] = "*"
     for family, marker in markers.items():
         points = [
