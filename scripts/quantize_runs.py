@@ -112,9 +112,7 @@ def nf4(model: nn.Module, cal: list[torch.Tensor], report: dict[str, Any]) -> nn
     return quantize_model_rtn(model, "nf4", group_size=64)
 
 
-def gptq(
-    bits: int, group: int | None, sink_weight: float = 1.0, act_order: bool = False
-) -> Method:
+def gptq(bits: int, group: int | None, sink_weight: float = 1.0, act_order: bool = False) -> Method:
     def run(model: nn.Module, cal: list[torch.Tensor], report: dict[str, Any]) -> nn.Module:
         errors: dict[str, float] = {}
         quantize_model_gptq(
@@ -385,8 +383,8 @@ def write_table(record: dict[str, Any]) -> None:
         "Decode: batch-1 greedy tokens/s on one CPU thread "
         "(`benchmarks/quantized_decode.py`, chapter 18.7; machine in its JSON) for the formats "
         "that run on a real kernel; our int8 and int4 rows compute in bf16 with an int8 head. "
-        "The other rows are simulated (float weights holding grid values); GPTQ's and AWQ's int4 codes fit the same "
-        "int4 kernel as RTN's.",
+        "The other rows are simulated (float weights holding grid values); GPTQ's and AWQ's "
+        "int4 codes fit the same int4 kernel as RTN's.",
         "",
         "Literature anchor (GPTQ, Frantar et al. 2022; OPT-125M on WikiText-2, 4 bits): "
         f"fp16 {ANCHOR['fp16']}, RTN {ANCHOR['RTN 4-bit']}, GPTQ {ANCHOR['GPTQ 4-bit']}.",
