@@ -44,6 +44,7 @@ from groundwork.recipes.data import (
 )
 from groundwork.recipes.distill import distill
 from groundwork.recipes.domain_adapt import continue_pretraining
+from groundwork.recipes.edit import edit, trace
 from groundwork.recipes.embed import embed
 from groundwork.recipes.evaluate import evaluate
 from groundwork.recipes.finetune import finetune
@@ -84,6 +85,8 @@ COMMANDS: dict[str, Callable[..., None] | dict[str, Callable[..., None]]] = {
     "agent": agent,
     "export": export,
     "import": import_,
+    "edit": edit,
+    "trace": trace,
     "data": {
         "list": data_list,
         "fetch": data_fetch,

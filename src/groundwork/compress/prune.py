@@ -24,8 +24,9 @@ Masks are boolean, ``True`` = keep. Pruning is a function applied from outside t
 ``nn.Linear`` layers inside the transformer blocks are pruned (not the embeddings or the output
 head, as in the paper). Chapter 18, "Efficient inference and compression".
 
-Long because it holds four pruning methods, their calibration (one pass, or block by block as
-the paper's code) and the head surgery that GQA constrains; the chapter quotes them side by side.
+This module is long because it holds four pruning methods, their calibration (one pass, or
+block by block as the paper's code) and the head surgery that GQA constrains; the chapter quotes
+them side by side.
 """
 
 import contextlib

@@ -23,8 +23,9 @@ the logits (``output.weight``, or ``token_embd.weight`` when the head is tied to
 Q8_0: ``llama-quantize`` keeps it at more bits too (Q6_K, which we do not write), and
 SmolLM2's own Q4_1 file keeps its tied embedding at Q8_0.
 
-Long because the three layers are read together (the chapter quotes each) and each is small; the
-re-exports in :mod:`groundwork.interop.gguf` stop at the reader, since this module builds on it.
+This module is long because the three layers are read together (the chapter quotes each) and
+each is small; the re-exports in :mod:`groundwork.interop.gguf` stop at the reader, since this
+module builds on it.
 
 References:
     - GGUF specification: ggml ``docs/gguf.md``; block layouts and reference quantizers: ggml

@@ -34,6 +34,9 @@ language from the teacher as well as from the text (chapter 18):
 The run directory is an ordinary ``kind: lm`` run of the student (its config, weights,
 ``tokenizer.json``): ``groundwork generate DIR`` and ``groundwork evaluate DIR`` read it; the
 teacher is not in it. Chapter 18 (Efficient inference and compression: distillation).
+
+This module is long because one command covers three objectives, resume and the teacher's
+sequences.
 """
 
 import dataclasses
