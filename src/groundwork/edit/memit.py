@@ -189,10 +189,12 @@ def memit_update(
         )
     if C.shape != (K.shape[0], K.shape[0]):
         raise ConfigError(f"C must be ({K.shape[0]}, {K.shape[0]}), got {tuple(C.shape)}")
+    # --8<-- [start:update]
     K64, R64, C64 = K.detach().double(), R.detach().double(), C.detach().double()
     A = mom2_weight * C64 + K64 @ K64.T  # (d_in, d_in), symmetric
     # Delta A = R K^T  <=>  A Delta^T = K R^T  (A symmetric)
     return torch.linalg.solve(A, K64 @ R64.T).T  # (d_out, d_in)
+    # --8<-- [end:update]
 
 
 @torch.no_grad()
@@ -287,6 +289,7 @@ def apply_memit(
 
     # 2. Each layer, lowest first, closes its share of the remaining gap.
     record = EditRecord(fits=fits)
+    # --8<-- [start:spread]
     for j, layer in enumerate(layers):
         K = compute_keys(model, tokenizer, requests, layer, templates)  # (n, d_ff)
         H = hidden_at_subject(model, tokenizer, requests, top)  # (n, d_model)
@@ -297,5 +300,6 @@ def apply_memit(
         proj = mlp_out_proj(model, layer)
         with torch.no_grad():
             proj.weight += delta.to(proj.weight.device, proj.weight.dtype)
+    # --8<-- [end:spread]
     record.finish(model)
     return model, record

@@ -555,6 +555,7 @@ def rank_one_update(
             f"k must be ({W.shape[1]},) and v ({W.shape[0]},), got {tuple(k.shape)} and "
             f"{tuple(v.shape)}"
         )
+    # --8<-- [start:rank_one]
     W64, C64, k64, v64 = (t.detach().double() for t in (W, C, k, v))
     u = torch.linalg.solve(C64, k64)  # (d_in,) C^-1 k
     denom = u @ k64
@@ -564,6 +565,7 @@ def rank_one_update(
             "positive definite (estimate it from more tokens)"
         )
     return (v64 - W64 @ k64) / denom, u  # (d_out,), (d_in,)
+    # --8<-- [end:rank_one]
 
 
 @dataclass
