@@ -1,7 +1,6 @@
 """The keys' second moment: against an explicit computation on a tiny model, the early stop
 after the deepest layer, the token windows, and the cache (keyed on model, layer, n_tokens)."""
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,15 +20,7 @@ from groundwork.edit.covariance import (
 from groundwork.edit.layers import mlp_out_proj
 from groundwork.errors import ConfigError, DataError
 from groundwork.models.llama import Llama, LlamaConfig
-from groundwork.runtime import torch_threads
 from groundwork.tokenize.char import CharTokenizer
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models run faster on one thread, and do not fight other processes for cores."""
-    with torch_threads(1):
-        yield
 
 
 def tiny_llama(seed: int = 0, vocab_size: int = 512) -> Llama:

@@ -1,8 +1,6 @@
 """MEMIT: the batch update against the regularised least squares it solves, its one-key limit
 (ROME, shrunk), spreading the residual over layers, and several edits end to end on the toy."""
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 
@@ -27,14 +25,6 @@ from groundwork.edit.memit import (
 from groundwork.edit.rome import rank_one_update
 from groundwork.errors import ConfigError
 from groundwork.models.llama import Llama, LlamaConfig
-from groundwork.runtime import torch_threads
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models run faster on one thread, and do not fight other processes for cores."""
-    with torch_threads(1):
-        yield
 
 
 def spd(n: int, seed: int = 0) -> torch.Tensor:

@@ -1,8 +1,6 @@
 """ROME: the rank-one update against the constrained least squares it solves, the keys and the
 value optimisation on a small model, and one edit end to end on a toy that knows ten facts."""
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 
@@ -32,15 +30,7 @@ from groundwork.edit.rome import (
 )
 from groundwork.errors import ConfigError
 from groundwork.models.llama import Llama, LlamaConfig
-from groundwork.runtime import torch_threads
 from groundwork.tokenize.char import CharTokenizer
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models run faster on one thread, and do not fight other processes for cores."""
-    with torch_threads(1):
-        yield
 
 
 def spd(n: int, seed: int = 0, tokens: int = 200) -> torch.Tensor:

@@ -61,7 +61,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from groundwork.edit.layers import check_layer, mlp_out_proj
-from groundwork.edit.request import EditRequest, check_fits
+from groundwork.edit.request import EditRequest, as_requests, check_fits
 from groundwork.errors import ConfigError
 from groundwork.tokenize.base import Tokenizer
 
@@ -71,16 +71,6 @@ models to SmolLM2-135M in size (see the module docstring)."""
 
 STOP_LOSS = 1e-2
 """Fine-tuning stops once the average target NLL is below this (ROME's rule)."""
-
-
-def _as_list(requests: EditRequest | Sequence[EditRequest]) -> list[EditRequest]:
-    out = [requests] if isinstance(requests, EditRequest) else list(requests)
-    if not out:
-        raise ConfigError("no edit requests given: pass at least one EditRequest")
-    for r in out:
-        if not isinstance(r, EditRequest):
-            raise ConfigError(f"expected EditRequest objects, got a {type(r).__name__}")
-    return out
 
 
 def _batch(
@@ -127,7 +117,7 @@ def target_nll(
 ) -> torch.Tensor:
     """``(n,)``: each request's teacher-forced negative log-likelihood of its target, averaged
     over the target's tokens (what :func:`apply_ft` minimises)."""
-    return _nll(model, _batch(model, tokenizer, _as_list(requests))).cpu()
+    return _nll(model, _batch(model, tokenizer, as_requests(requests))).cpu()
 
 
 def apply_ft(
@@ -164,7 +154,7 @@ def apply_ft(
             ``norm_constraint`` that is not positive, a target with no tokens, or a prompt and
             target longer than the model's context.
     """
-    requests = _as_list(requests)
+    requests = as_requests(requests)
     check_layer(model, layer)
     if steps < 1:
         raise ConfigError(f"steps must be at least 1, got {steps}")

@@ -79,12 +79,11 @@ from torch import nn
 from groundwork.checks import positive_number
 from groundwork.edit.covariance import DEFAULT_N_TOKENS, cached_second_moments, pad_batch
 from groundwork.edit.layers import check_layer, decoder_blocks, mlp_out_proj, n_layers
-from groundwork.edit.request import EditRequest, check_fits
+from groundwork.edit.request import EditRequest, as_requests, check_fits
 from groundwork.edit.rome import (
     ESSENCE_TEMPLATE,
     EditRecord,
     ValueFit,
-    as_requests,
     check_stats,
     check_value_options,
     compute_keys,

@@ -6,6 +6,7 @@ CounterFact (Meng et al. 2022) writes a fact as a prompt that ends where the obj
 (" Rome", with its leading space: the target is the exact text that should follow the prompt).
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from groundwork.errors import ConfigError
@@ -72,3 +73,14 @@ def check_fits(n_tokens: int, max_seq_len: int, what: str = "the prompt and targ
             f"{what} take {n_tokens} tokens, more than the model's context of {max_seq_len}: "
             "shorten the prompt"
         )
+
+
+def as_requests(requests: EditRequest | Sequence[EditRequest]) -> list[EditRequest]:
+    """One request or several, as a non-empty list (``ConfigError`` if empty)."""
+    out = [requests] if isinstance(requests, EditRequest) else list(requests)
+    if not out:
+        raise ConfigError("no edit requests given: pass at least one EditRequest")
+    for r in out:
+        if not isinstance(r, EditRequest):
+            raise ConfigError(f"expected EditRequest objects, got a {type(r).__name__}")
+    return out

@@ -107,7 +107,7 @@ from groundwork.edit.covariance import (
     pad_batch,
 )
 from groundwork.edit.layers import check_layer, mlp, mlp_out_proj, n_layers, token_embedding
-from groundwork.edit.request import EditRequest, check_fits
+from groundwork.edit.request import EditRequest, as_requests, check_fits
 from groundwork.errors import ConfigError
 from groundwork.runtime import eval_mode
 from groundwork.tokenize.base import Tokenizer
@@ -596,17 +596,6 @@ class EditRecord:
         for layer, before in self.originals.items():
             mlp_out_proj(model, layer).weight.copy_(before)
         return model
-
-
-def as_requests(requests: EditRequest | Sequence[EditRequest]) -> list[EditRequest]:
-    """One request or several, as a non-empty list (``ConfigError`` if empty)."""
-    out = [requests] if isinstance(requests, EditRequest) else list(requests)
-    if not out:
-        raise ConfigError("no edit requests given: pass at least one EditRequest")
-    for r in out:
-        if not isinstance(r, EditRequest):
-            raise ConfigError(f"expected EditRequest objects, got a {type(r).__name__}")
-    return out
 
 
 def check_stats(C: torch.Tensor, d_ff: int, layer: int) -> None:
