@@ -154,7 +154,9 @@ def write_table(record: dict[str, Any]) -> None:
         f"{setup['single']} records, each written alone and scored; 10 and 100: the first 10 / "
         "100 written together and all scored on the one model. Scores and magnitudes in percent "
         "(± 95% interval over records), fluency in bits (2- and 3-gram entropy of 100 sampled "
-        "tokens), consistency: TF-IDF similarity to reference texts about the new object.",
+        "tokens), consistency: TF-IDF similarity to reference texts about the new object. Edit "
+        "time: seconds spent editing for the row (the single-edit rows: all ten edits), on the "
+        "CPU threads given (`--threads`, default 2), which other jobs sometimes shared.",
         "",
         f"Literature anchor (ROME, GPT-2 XL on CounterFact): efficacy {ANCHOR['efficacy']}, "
         f"paraphrase {ANCHOR['paraphrase']}, neighbourhood {ANCHOR['neighbourhood']}.",
