@@ -79,18 +79,17 @@ from torch import nn
 from groundwork.checks import positive_number
 from groundwork.edit.covariance import DEFAULT_N_TOKENS, cached_second_moments, pad_batch
 from groundwork.edit.layers import check_layer, decoder_blocks, mlp_out_proj, n_layers
-from groundwork.edit.request import EditRequest, as_requests, check_fits
+from groundwork.edit.request import EditRequest, as_requests
 from groundwork.edit.rome import (
     ESSENCE_TEMPLATE,
     EditRecord,
     ValueFit,
+    check_requests_fit,
     check_stats,
     check_value_options,
     compute_keys,
-    context_limit,
     default_layer,
     encode_in_template,
-    encode_target,
     optimize_delta,
     resolve_templates,
 )
@@ -258,11 +257,7 @@ def apply_memit(
     layers = list(config.layers) if config.layers is not None else list(default_layers(model))
     for layer in layers:
         check_layer(model, layer)
-    limit = context_limit(model)
-    for request in requests:  # fail before the slow parts
-        target = encode_target(tokenizer, request)
-        if limit is not None:
-            check_fits(len(tokenizer.encode(request.prompt)) + len(target), limit)
+    check_requests_fit(model, tokenizer, requests)  # fail before the slow parts
     if stats is None:
         stats = cached_second_moments(model, tokenizer, layers, n_tokens=config.n_tokens)
     for layer in layers:

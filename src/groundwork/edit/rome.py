@@ -598,6 +598,18 @@ class EditRecord:
         return model
 
 
+def check_requests_fit(
+    model: nn.Module, tokenizer: Tokenizer, requests: Sequence[EditRequest]
+) -> None:
+    """Raise :class:`ConfigError` for a request whose prompt and target do not fit in the
+    model's context, or whose target has no tokens."""
+    limit = context_limit(model)
+    for request in requests:
+        target = encode_target(tokenizer, request)
+        if limit is not None:
+            check_fits(len(tokenizer.encode(request.prompt)) + len(target), limit)
+
+
 def check_stats(C: torch.Tensor, d_ff: int, layer: int) -> None:
     """Raise :class:`ConfigError` unless ``C`` is ``(d_ff, d_ff)``."""
     if C.shape != (d_ff, d_ff):
@@ -637,11 +649,7 @@ def apply_rome(
     layer = config.layer if config.layer is not None else default_layer(model)
     check_layer(model, layer)
     proj = mlp_out_proj(model, layer)
-    limit = context_limit(model)
-    for request in requests:  # fail before the slow parts
-        target = encode_target(tokenizer, request)
-        if limit is not None:
-            check_fits(len(tokenizer.encode(request.prompt)) + len(target), limit)
+    check_requests_fit(model, tokenizer, requests)  # fail before the slow parts
     if stats is None:
         stats = cached_second_moments(model, tokenizer, [layer], n_tokens=config.n_tokens)[layer]
     check_stats(stats, proj.in_features, layer)
