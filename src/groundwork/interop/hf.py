@@ -162,6 +162,8 @@ def hf_config_dict(
     d.update(adapter.to_hf_config(config))
     if eos_token_id is None and bos_token_id is None and "eos_token_id" in d:
         return d  # the family's config carries its own ids (T5: eos 1, no bos)
+    if not hasattr(config, "vocab_size"):
+        return d  # a model that reads no tokens (ViT)
     bos = eos_token_id if bos_token_id is None else bos_token_id
     d["bos_token_id"] = _token_id(bos, config.vocab_size)
     d["eos_token_id"] = _token_id(eos_token_id, config.vocab_size)

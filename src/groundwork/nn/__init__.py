@@ -31,6 +31,7 @@ from groundwork.nn.moe import (
     router_z_loss,
 )
 from groundwork.nn.norms import LayerNorm, RMSNorm, layer_norm
+from groundwork.nn.patches import PatchEmbedding, interpolate_positions, patchify
 from groundwork.nn.positions import (
     LearnedPositionalEmbedding,
     RopeScaling,
@@ -55,6 +56,7 @@ __all__ = [
     "MoEConfig",
     "MoEExperts",
     "NormPosition",
+    "PatchEmbedding",
     "RMSNorm",
     "RopeScaling",
     "RotaryEmbedding",
@@ -69,12 +71,14 @@ __all__ = [
     "causal_mask",
     "document_mask",
     "gelu_tanh",
+    "interpolate_positions",
     "layer_norm",
     "load_balancing_loss",
     "math_attention",
     "moe_reference",
     "packed_documents",
     "padding_mask",
+    "patchify",
     "repeat_kv",
     "rope_inv_freq",
     "rotate_half",
