@@ -34,6 +34,7 @@ from groundwork.recipes.align import align_sft
 from groundwork.recipes.align_preference import align_dpo, align_reward
 from groundwork.recipes.align_rl import align_grpo, align_ppo
 from groundwork.recipes.classify import classify
+from groundwork.recipes.classify_image import classify_image
 from groundwork.recipes.data import (
     data_fetch,
     data_list,
@@ -67,6 +68,7 @@ COMMANDS: dict[str, Callable[..., None] | dict[str, Callable[..., None]]] = {
     "ngram": ngram,
     "word2vec": word2vec,
     "classify": classify,
+    "classify-image": classify_image,
     "pretrain": pretrain_command,
     # returns its result for code that calls it; the command prints it
     "continue-pretraining": typing.cast(Callable[..., None], continue_pretraining),

@@ -20,6 +20,11 @@ runs/<name>/
   (``BertForPreTraining``, ``T5``), ``model.safetensors`` + ``tokenizer.json``;
 * ``classifier``: a registered text classifier (``cnn``, ``bilstm``), ``model.safetensors`` +
   ``vocab.json`` (the word vocabulary) and the class ``labels`` in ``config.yaml``;
+* ``image-classifier``: an image classifier trained by ``groundwork pretrain`` (``vit``,
+  ``image-cnn``), ``model.safetensors`` alone, with the class ``labels`` and the pixel
+  statistics (``images``) in ``config.yaml``;
+* ``clip``: an image encoder and a text encoder trained together, ``model.safetensors`` +
+  ``tokenizer.json`` (the captions' tokenizer), the caption thresholds in ``config.yaml``;
 * ``word2vec``: word vectors, ``vectors.safetensors`` + ``vocab.json`` (+ ``vectors.txt``);
 * ``ngram``: an n-gram LM's counts, ``model.npz`` + ``vocab.json`` or ``tokenizer.json``.
 
@@ -246,6 +251,21 @@ register_kind("lm", _load_lm)
 
 register_kind("mlm", _load_lm)  # an encoder pretrained by groundwork pretrain (BERT)
 register_kind("seq2seq", _load_lm)  # an encoder-decoder (T5)
+register_kind("clip", _load_lm)  # an image and a text encoder trained together (CLIP)
+
+
+def _load_image_classifier(
+    run_dir: Path, config: dict[str, Any], weights: bool
+) -> tuple[nn.Module, Any]:
+    """An image classifier (a ViT, a CNN): the model alone, no tokenizer; ``config["labels"]``
+    names the classes and ``config["images"]`` holds the pixel statistics."""
+    net = build_model(run_dir, config)
+    if weights:
+        ckpt.load_model_weights(net, run_dir / MODEL_FILE)
+    return net, None
+
+
+register_kind("image-classifier", _load_image_classifier)
 
 VOCAB_FILE = "vocab.json"
 """A word-level run's vocabulary (:class:`groundwork.tokenize.words.Vocabulary` as JSON)."""

@@ -293,12 +293,16 @@ def test_a_model_without_a_hugging_face_twin_is_refused(tmp_path: Path) -> None:
 def test_every_adapter_maps_every_key_of_its_model() -> None:
     from groundwork.models import registry
 
-    assert set(registry.hf_adapters()) == {"gpt", "llama", "mixtral", "olmoe", "bert", "t5"}
+    every = {"gpt", "llama", "mixtral", "olmoe", "bert", "t5", "vit", "clip"}
+    assert set(registry.hf_adapters()) == every
     for name, adapter in registry.hf_adapters().items():
         arch = registry.get(name)
-        for overrides in ({}, {"tie_embeddings": False}, {"n_layers": 3}):
+        fields = arch.field_names()
+        for overrides in ({}, {"tie_embeddings": False}, {"n_layers": 3}, {"text_n_layers": 3}):
             if name == "gpt" and overrides.get("tie_embeddings") is False:
                 continue  # no GPT-2 twin
+            if not set(overrides) <= fields:
+                continue
             config = arch.config("tiny", **overrides)
             with torch.device("meta"):
                 model = arch.model_cls(config)

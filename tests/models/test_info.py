@@ -6,7 +6,16 @@ import pytest
 import torch
 
 from groundwork.interop.hf import hf_config_dict
-from groundwork.models import GPT, GPTConfig, Llama, LlamaConfig, T5Config, format_info, info
+from groundwork.models import (
+    GPT,
+    GPTConfig,
+    Llama,
+    LlamaConfig,
+    T5Config,
+    format_info,
+    info,
+    registry,
+)
 
 
 @pytest.mark.parametrize(
@@ -224,3 +233,19 @@ def test_decoder_length_is_only_for_encoder_decoders() -> None:
 def test_format_info_says_what_a_t5_token_is() -> None:
     text = format_info(info(_tiny_t5("relu", True), seq_len=64, decoder_seq_len=16))
     assert "FLOPs per token (S = 64 encoder + T = 16 decoder tokens)" in text
+
+
+@pytest.mark.parametrize(
+    ("name", "arch"), [("clip-vit-base-patch32", "clip"), ("digits", "image-cnn")]
+)
+def test_models_without_one_token_stream_have_no_flops_per_token(name: str, arch: str) -> None:
+    report = info(registry.find_preset(name, arch))
+    assert report["flops_per_token"] is None
+    assert report["memory_bytes"]["fp32"]["weights"] == 4 * report["parameters"]["total"]
+    assert "FLOPs per token: not defined" in format_info(report)
+
+
+def test_vit_flops_count_every_patch_token() -> None:
+    report = info(registry.find_preset("vit-base-patch16-224", "vit"))
+    assert report["flops_per_token"]["seq_len"] == 197  # [CLS] + 14 x 14 patches
+    assert report["parameters"]["total"] == 86_389_248

@@ -82,6 +82,18 @@ def clean_corpus(
     )
 
 
+def _a_kind(kind: str) -> str:
+    """``"a text"``, ``"an images"``: the kind with its article."""
+    return f"{'an' if kind[:1] in 'aeiou' else 'a'} {kind}"
+
+
+def _files_hint(name: str, kind: str) -> str:
+    """Where to go instead for a source that holds neither documents nor examples."""
+    if kind == "images":
+        return f"use groundwork.corpus.images.load_{name}() (chapter 20)"
+    return "use fetch() for its files"
+
+
 def load_corpus(
     name: str,
     *,
@@ -93,8 +105,8 @@ def load_corpus(
     source = get_source(name)
     if source.documents is None:
         raise DataError(
-            f"source {name!r} is a {source.kind} source, not text; "
-            + ("use load_examples()" if source.examples else "use fetch() for its files")
+            f"source {name!r} is {_a_kind(source.kind)} source, not text; "
+            + ("use load_examples()" if source.examples else _files_hint(name, source.kind))
         )
     directory = fetch(name, home=home)
     manifest = read_manifest(name, home=home) or {}
@@ -154,7 +166,10 @@ def load_examples(
     """
     source = get_source(name)
     if source.examples is None:
-        raise DataError(f"source {name!r} is a {source.kind} source, not labelled examples")
+        raise DataError(
+            f"source {name!r} is {_a_kind(source.kind)} source, not labelled examples; "
+            + _files_hint(name, source.kind)
+        )
     examples = source.examples(fetch(name, home=home))
     if not examples:
         raise EmptyCorpusError(f"source {name!r} holds no examples")

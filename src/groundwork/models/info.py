@@ -164,7 +164,8 @@ def info(
 
     Returns:
         A dict with ``architecture`` (the registry name), ``parameters`` (by component, see
-        :func:`parameter_counts`), ``flops_per_token`` (``seq_len``, ``matmul_params`` $N$,
+        :func:`parameter_counts`), ``flops_per_token`` (``None`` for a model without one
+        token stream: CLIP's two towers, a CNN; else ``seq_len``, ``matmul_params`` $N$,
         ``forward``, ``training``; an encoder-decoder adds ``decoder_seq_len`` and
         ``encoder_matmul_params``/``decoder_matmul_params``, its FLOPs are per token of either
         stack, a float) and ``memory_bytes``: for ``fp32`` and ``bf16``, the bytes of ``weights``,
@@ -178,8 +179,22 @@ def info(
         >>> info(registry.find_preset("gpt2-124m"))["parameters"]["total"]
         124439808
     """
-    T = seq_len if seq_len is not None else config.max_seq_len
     params = parameter_counts(config)
+    memory: dict[str, dict[str, int]] = {}
+    for dtype, nbytes in BYTES_PER_PARAM.items():
+        weights = params["total"] * nbytes
+        memory[dtype] = dict(
+            weights=weights, gradients=weights, adamw_state=2 * weights, total=4 * weights
+        )
+    report = dict(
+        architecture=registry.arch_of(config).name,
+        parameters=params,
+        flops_per_token=None,
+        memory_bytes=memory,
+    )
+    if not hasattr(config, "d_model"):  # two towers (CLIP) or a CNN: no single token stream
+        return report
+    T = seq_len if seq_len is not None else config.max_seq_len
     attention_term = attention_flops_per_token(config, T, decoder_seq_len=decoder_seq_len)
     # Lookups cost no multiplications; a head tied to the embeddings is a matmul the counts
     # leave out (its matrix is counted once, as an embedding), so it is added back. A mixture
@@ -203,18 +218,8 @@ def info(
         flops.update(
             forward=2 * n_matmul + attention_term, training=6 * n_matmul + 3 * attention_term
         )
-    memory: dict[str, dict[str, int]] = {}
-    for dtype, nbytes in BYTES_PER_PARAM.items():
-        weights = params["total"] * nbytes
-        memory[dtype] = dict(
-            weights=weights, gradients=weights, adamw_state=2 * weights, total=4 * weights
-        )
-    return dict(
-        architecture=registry.arch_of(config).name,
-        parameters=params,
-        flops_per_token=flops,
-        memory_bytes=memory,
-    )
+    report["flops_per_token"] = flops
+    return report
 
 
 def _human(n: float, unit: str = "") -> str:
@@ -236,15 +241,20 @@ def format_info(report: dict[str, Any]) -> str:
         share = 100 * params[name] / params["total"]
         lines.append(f"  {name:<12}{params[name]:>16,}  {share:5.1f}%")
     flops = report["flops_per_token"]
-    if "decoder_seq_len" in flops:  # an encoder-decoder: per token of either stack
+    if flops is None:
+        lines += ["", "FLOPs per token: not defined (no single token stream: two towers or a CNN)"]
+    elif "decoder_seq_len" in flops:  # an encoder-decoder: per token of either stack
         window = f"S = {flops['seq_len']} encoder + T = {flops['decoder_seq_len']} decoder tokens"
     else:
         window = f"T = {flops['seq_len']}"
+    if flops is not None:
+        lines += [
+            "",
+            f"FLOPs per token ({window})",
+            f"  {'forward':<12}{_human(flops['forward'], 'FLOP'):>16}",
+            f"  {'training':<12}{_human(flops['training'], 'FLOP'):>16}",
+        ]
     lines += [
-        "",
-        f"FLOPs per token ({window})",
-        f"  {'forward':<12}{_human(flops['forward'], 'FLOP'):>16}",
-        f"  {'training':<12}{_human(flops['training'], 'FLOP'):>16}",
         "",
         f"memory{'':<8}{'weights':>12}{'gradients':>12}{'AdamW':>12}{'total':>12}",
     ]

@@ -287,9 +287,66 @@ def _register_builtin() -> None:
             extra={"run_kind": "seq2seq", "model_class": "T5", "task": "span-corruption"},
         )
     )
-    # vit: registered here (helper 1)
-    # clip: registered here (helper 2)
-    # image-cnn: registered here (helper 3)
+    from groundwork.models.vit import VIT_PRESETS, ViTConfig, ViTForImageClassification
+    from groundwork.models.vit import parameter_counts as vit_parameter_counts
+    from groundwork.models.vit_hf import VIT_ADAPTER
+
+    register(
+        Architecture(
+            name="vit",
+            config_cls=ViTConfig,
+            model_cls=ViTForImageClassification,
+            presets=VIT_PRESETS,
+            description="ViT: images as patch tokens, pre-LN encoder, [CLS] classifier "
+            "(Dosovitskiy 2021)",
+            causal_lm=False,  # an image classifier: reads pixels, predicts no tokens
+            hf=VIT_ADAPTER,
+            parameter_counts=vit_parameter_counts,
+            extra={
+                "run_kind": "image-classifier",
+                "model_class": "ViTForImageClassification",
+                "task": "image-classification",
+            },
+        )
+    )
+    from groundwork.models.clip import CLIP, CLIP_PRESETS, CLIPConfig
+    from groundwork.models.clip import parameter_counts as clip_parameter_counts
+    from groundwork.models.clip_hf import CLIP_ADAPTER
+
+    register(
+        Architecture(
+            name="clip",
+            config_cls=CLIPConfig,
+            model_cls=CLIP,
+            presets=CLIP_PRESETS,
+            description=(
+                "CLIP: a ViT and a causal text encoder trained contrastively (Radford 2021)"
+            ),
+            causal_lm=False,  # two encoders and a contrastive loss: nothing is decoded
+            hf=CLIP_ADAPTER,
+            parameter_counts=clip_parameter_counts,
+            extra={"run_kind": "clip", "model_class": "CLIP", "task": "contrastive"},
+        )
+    )
+    from groundwork.models.image_cnn import IMAGE_CNN_PRESETS, ImageCNN, ImageCNNConfig
+    from groundwork.models.image_cnn import parameter_counts as image_cnn_parameter_counts
+
+    register(
+        Architecture(
+            name="image-cnn",
+            config_cls=ImageCNNConfig,
+            model_cls=ImageCNN,
+            presets=IMAGE_CNN_PRESETS,
+            description="A small convolutional image classifier, the ViT's baseline (LeCun 1998)",
+            causal_lm=False,  # an image classifier: reads pixels, predicts no tokens
+            parameter_counts=image_cnn_parameter_counts,
+            extra={
+                "run_kind": "image-classifier",
+                "model_class": "ImageCNN",
+                "task": "image-classification",
+            },
+        )
+    )
 
 
 _register_builtin()

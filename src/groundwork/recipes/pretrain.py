@@ -33,6 +33,7 @@ from groundwork.models import registry
 from groundwork.models.registry import build_model
 from groundwork.numerics import loss_to_bits_per_byte
 from groundwork.recipes import pretrain_encoders as encoders
+from groundwork.recipes import pretrain_vision as vision
 from groundwork.runs import (
     check_writable,
     load_run,
@@ -73,8 +74,8 @@ class ModelArgs:
 
     arch: str = "gpt"
     """Architecture: a registered causal LM (gpt, llama, mixtral, switch-gpt, lstm; `groundwork
-    model list`), or bert
-    (masked LM + next-sentence prediction) or t5 (span corruption)."""
+    model list`), or bert (masked LM + next-sentence prediction) or t5 (span corruption), or an
+    image model on the digits source: vit or image-cnn (classification), clip (contrastive)."""
     preset: str = "tiny"
     """Named config of that architecture (e.g. tiny, gpt2-124m, smollm2-135m)."""
     d_model: int | None = None
@@ -115,11 +116,15 @@ class ModelArgs:
     """switch-gpt only: balance each block's experts on its own (else pooled, as transformers)."""
     router_z_loss_coef: float | None = None
     """Weight of the router z-loss, switch-gpt only (None: the preset's)."""
+    patch_size: int | None = None
+    """Side of an image patch in pixels, vit and clip only (None: the preset's)."""
+    projection_dim: int | None = None
+    """Size of the joint image-text embedding, clip only (None: the preset's)."""
 
     def build_config(self, vocab_size: int, **fixed: Any) -> Any:
         """The full model config: the preset, these overrides, ``vocab_size`` and the ``fixed``
         fields the tokenizer decides (an encoder's special ids)."""
-        choices = [*registry.names(causal_lm=True), *encoders.KINDS]
+        choices = [*registry.names(causal_lm=True), *encoders.KINDS, *vision.VISION_KINDS]
         if self.arch not in choices:
             raise ConfigError(f"model.arch {self.arch!r}: {did_you_mean(self.arch, choices)}")
         arch = registry.get(self.arch)
@@ -155,6 +160,8 @@ class DataConfig:
     """T5 only: the fraction of tokens span corruption drops."""
     mean_noise_span_length: float = 3.0
     """T5 only: the mean length of a dropped span."""
+    shift: int = 0
+    """Image models only: move each training image by up to this many pixels (augmentation)."""
 
     def __post_init__(self) -> None:
         positive_int("data.vocab_size", self.vocab_size)
@@ -281,6 +288,12 @@ def pretrain(
     data = data or DataConfig()
     cfg = train_config or TrainConfig()
     encoders.check_objective_fields(data, model.arch)
+    if model.arch in vision.VISION_KINDS:
+        return _pretrain_vision(model, data, cfg, out)
+    if data.shift:
+        raise ConfigError(
+            f"data.shift is for image models (vit, image-cnn, clip), not {model.arch}"
+        )
     if model.arch in encoders.KINDS:
         if par.world_size > 1:
             raise ConfigError(
@@ -327,6 +340,20 @@ def _prepare_on_main_first(
 def _data_section(data: DataConfig) -> dict[str, Any]:
     """``config.yaml``'s data section of a causal LM run (without the BERT-only field)."""
     return {k: v for k, v in plain(data).items() if k not in encoders.OBJECTIVE_FIELDS}
+
+
+def _pretrain_vision(
+    model: ModelArgs, data: DataConfig, cfg: TrainConfig, out: Path
+) -> TrainResult:
+    """:func:`pretrain` for the image models (:mod:`groundwork.recipes.pretrain_vision`)."""
+    defaults = DataConfig()
+    for name in ("tokenizer", "shards", *encoders.OBJECTIVE_FIELDS):
+        if getattr(data, name) != getattr(defaults, name):
+            raise ConfigError(f"data.{name} is not an option of image models ({model.arch})")
+    overrides = {
+        k: v for k, v in asdict(model).items() if k not in ("arch", "preset") and v is not None
+    }
+    return vision.pretrain_vision(model.arch, model.preset, overrides, data, cfg, out)
 
 
 def _pretrain_encoder(
@@ -395,6 +422,8 @@ def resume_pretraining(
     config = read_config(run_dir)
     train_fields = {**config["train"], **(overrides or {})}
     cfg = TrainConfig(**train_fields)
+    if config.get("kind") in vision.VISION_KINDS.values():
+        return vision.resume_vision(run_dir, config, cfg)
     if config.get("kind") in encoders.KINDS.values():
         if par.world_size > 1:
             raise ConfigError("a bert or t5 run resumes in one process (drop --parallel.dp)")
@@ -570,6 +599,12 @@ def _pretrain_and_report(
     if result.stopped == "signal":
         return
     arch = str(read_config(run)["model"].get("arch", "gpt"))
+    if arch in vision.VISION_KINDS:
+        scores = vision.read_scores(run)
+        if scores:
+            print(vision.summary_line(scores))
+        print(f"run directory: {run} (loss plot: {run / 'plots' / 'loss.png'})")
+        return
     if arch in encoders.KINDS:
         print(encoders.summary_line(arch, encoders.evaluate_encoder_run(run, device="auto")))
         print(f"run directory: {run} (loss plot: {run / 'plots' / 'loss.png'})")

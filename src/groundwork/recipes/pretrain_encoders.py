@@ -65,7 +65,9 @@ __all__ = [
 ]
 
 KINDS: dict[str, str] = {
-    arch.name: arch.extra["run_kind"] for arch in ARCHITECTURES.values() if "run_kind" in arch.extra
+    arch.name: arch.extra["run_kind"]
+    for arch in ARCHITECTURES.values()
+    if arch.extra.get("task") in ("mlm+nsp", "span-corruption")
 }
 """The run kind each pretrainable non-causal architecture writes (``config.yaml``'s ``kind``),
 from the registry entries' ``extra`` (bert: ``mlm``, t5: ``seq2seq``)."""

@@ -50,6 +50,7 @@ from groundwork.train.span_corruption import (
     span_corrupt,
 )
 from groundwork.train.state import TrainerState, load_trainer_state
+from groundwork.train.vision import ContrastiveObjective, ImageClassificationObjective, ImageData
 
 __all__ = [
     "IGNORE_INDEX",
@@ -58,6 +59,9 @@ __all__ = [
     "BertPretrainingData",
     "CausalLMObjective",
     "ClassificationObjective",
+    "ContrastiveObjective",
+    "ImageClassificationObjective",
+    "ImageData",
     "LMData",
     "LabelledSequences",
     "LossOutput",
