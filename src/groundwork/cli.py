@@ -50,6 +50,7 @@ from groundwork.recipes.embed import embed
 from groundwork.recipes.evaluate import evaluate
 from groundwork.recipes.finetune import finetune
 from groundwork.recipes.generate import chat, generate, sample
+from groundwork.recipes.impact import impact_estimate, impact_published
 from groundwork.recipes.models import export, import_, model_info, model_list
 from groundwork.recipes.ngram import ngram
 from groundwork.recipes.plan import model_plan
@@ -57,6 +58,8 @@ from groundwork.recipes.predict import predict
 from groundwork.recipes.pretrain import pretrain_command
 from groundwork.recipes.probe import probe
 from groundwork.recipes.retrieve import agent, rag, retrieve
+from groundwork.recipes.scaling import scaling_fit, scaling_optimal
+from groundwork.recipes.scaling_sweep import scaling_sweep
 from groundwork.recipes.word2vec import word2vec
 
 set_parsing_settings(docstring_parse_attribute_docstrings=True)
@@ -89,6 +92,8 @@ COMMANDS: dict[str, Callable[..., None] | dict[str, Callable[..., None]]] = {
     "import": import_,
     "edit": edit,
     "trace": trace,
+    "scaling": {"sweep": scaling_sweep, "fit": scaling_fit, "optimal": scaling_optimal},
+    "impact": {"estimate": impact_estimate, "published": impact_published},
     "data": {
         "list": data_list,
         "fetch": data_fetch,
@@ -123,6 +128,9 @@ GROUP_HELP = {
     "data": "Real data sources: fetch, inspect, and prepare token shards.",
     "tokenizer": "Train tokenizers and look at how they split text.",
     "align": "Align a chat model: SFT, a reward model, DPO, PPO (RLHF) and GRPO.",
+    "scaling": "Scaling laws: a sweep of model sizes x compute budgets, its fits, and the "
+    "compute-optimal allocation of a budget.",
+    "impact": "Energy and emissions of training: estimates, and the published ones reproduced.",
 }
 
 

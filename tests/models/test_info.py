@@ -150,7 +150,9 @@ def test_t5_flops_per_token_by_hand(feed_forward: str, tie: bool) -> None:
     # QK^T and AV: 2 * inner FLOPs each per query-key pair. Encoder: S x S pairs; decoder
     # self-attention: T x T/2 (the causal average, as for GPT); cross-attention: T x S.
     pairs = L_enc * S * S + L_dec * T * T / 2 + L_dec * T * S
-    forward = (2 * (S * n_enc + T * n_dec) + 4 * inner * pairs) / (S + T)
+    # the cross-attention's keys and values are computed once per encoder position
+    n_kv = L_dec * 2 * d * inner
+    forward = (2 * (S * (n_enc + n_kv) + T * (n_dec - n_kv)) + 4 * inner * pairs) / (S + T)
 
     flops = info(config, seq_len=S, decoder_seq_len=T)["flops_per_token"]
     assert flops["seq_len"] == S and flops["decoder_seq_len"] == T

@@ -1,5 +1,6 @@
 """Pretraining from a recipe: data preparation, run directories, and their bad inputs."""
 
+import importlib.util
 import re
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import yaml
 import helpers
 from groundwork import corpus, tokenize
 from groundwork.errors import CheckpointError, ConfigError, DataError
+from groundwork.impact.tracking import read_emissions
 from groundwork.recipes.pretrain import (
     DataConfig,
     ModelArgs,
@@ -158,11 +160,19 @@ def test_the_command_says_why_it_stopped_and_resume_continues(
     assert "stopped at step 1 of 4: train.max_time (1e-09 s) reached" in printed
     assert f"Resume with: groundwork pretrain --resume {out}" in printed
     assert "full validation split (12,345 tokens): loss 1.0000 nats/token" in printed
+    # the run's energy and emissions, measured by codecarbon (chapter 23), if it is installed
+    if importlib.util.find_spec("codecarbon") is not None:
+        assert re.search(r"energy [\d.]+ Wh, [\d.]+ gCO2e \(FRA, ", printed)
+        first = read_emissions(out)
+        assert first is not None and first["total_energy_kwh"] > 0
 
     again = dict(model=ModelArgs(), data=DataConfig(), train=cfg, resume=out)
     recipe.pretrain_command(**again)  # type: ignore[arg-type]
     printed = capsys.readouterr().out
     assert "steps 1 -> 4" in printed and "stopped at step 2 of 4: train.max_time" in printed
+    if importlib.util.find_spec("codecarbon") is not None:  # a resumed run adds to its record
+        resumed = read_emissions(out)
+        assert resumed is not None and resumed["total_energy_kwh"] > first["total_energy_kwh"]
     unlimited = {**again, "train": tiny_train(max_time=1e6, progress=False)}
     recipe.pretrain_command(**unlimited)  # type: ignore[arg-type]
     assert "finished at step 4 of 4: train.max_steps (4) reached" in capsys.readouterr().out

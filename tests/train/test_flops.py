@@ -78,7 +78,8 @@ def test_t5_by_hand(feed_forward: str, tie: bool) -> None:
     n_dec = L_dec * (2 * attention + ffn + 3 * d) + d + vocab * d  # self, cross; the head
     assert n_enc + n_dec == _matrices(model)
     pairs = L_enc * S * S + L_dec * T * T + L_dec * T * S  # encoder, decoder self, cross
-    expected = (6 * (S * n_enc + T * n_dec) + 3 * 4 * inner * pairs) / (S + T)
+    n_kv = L_dec * 2 * d * inner  # cross-attention keys and values: on the S encoder positions
+    expected = (6 * (S * (n_enc + n_kv) + T * (n_dec - n_kv)) + 3 * 4 * inner * pairs) / (S + T)
     flops = model_flops_per_token(model, S, decoder_seq_len=T)
     assert flops == pytest.approx(expected, rel=1e-12)
     # info's count, with the causal average of the decoder's self-attention made full

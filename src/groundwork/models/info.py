@@ -206,7 +206,17 @@ def info(
     if is_encoder_decoder(config):
         T_dec = T if decoder_seq_len is None else decoder_seq_len
         n_enc, n_dec = encoder_decoder_matmul_params(config)
-        forward = 2 * (T * n_enc + T_dec * n_dec) / (T + T_dec) + attention_term
+        # The cross-attention's key and value projections multiply the T encoder positions
+        # (``seq_len``), not the T_dec decoder tokens: half of each cross sublayer's q, k, v, o.
+        n_kv = (
+            config.n_decoder_layers
+            * (
+                parameter_counts(config)["attention"]
+                // (config.n_layers + 2 * config.n_decoder_layers)
+            )
+            // 2
+        )
+        forward = 2 * (T * (n_enc + n_kv) + T_dec * (n_dec - n_kv)) / (T + T_dec) + attention_term
         flops.update(
             decoder_seq_len=T_dec,
             encoder_matmul_params=n_enc,

@@ -16,6 +16,7 @@ run directory, the others wait for it. The module is long because :class:`ModelA
 every family's fields that the command line may override. Chapters 8 and 17.
 """
 
+import contextlib
 import dataclasses
 import math
 import shutil
@@ -29,6 +30,7 @@ from torch import nn
 from groundwork.checks import positive_int
 from groundwork.distributed import ParallelConfig, build_parallelism, close_world
 from groundwork.errors import CheckpointError, ConfigError, did_you_mean
+from groundwork.impact.tracking import emissions_line, track_emissions
 from groundwork.models import registry
 from groundwork.models.registry import build_model
 from groundwork.numerics import loss_to_bits_per_byte
@@ -543,6 +545,8 @@ def pretrain_command(
     overwrite: bool = False,
     samples: int = 0,
     parallel: ParallelConfig = NO_PARALLELISM,
+    emissions: bool = True,
+    country: str = "FRA",
 ) -> None:
     """Train a language model from scratch on a data source; writes a run directory.
 
@@ -562,10 +566,24 @@ def pretrain_command(
         parallel: Data parallelism under torchrun, e.g. `torchrun --nproc-per-node 2 -m
             groundwork pretrain ... --parallel.dp 2` (--parallel.zero 1 or 2 shards the
             optimizer state); a run resumes at any number of processes.
+        emissions: Measure the run's energy and emissions with codecarbon's offline tracker
+            into RUN/emissions.json (chapter 23; skipped with a warning if codecarbon is not
+            installed).
+        country: Three-letter ISO code of the grid whose carbon intensity applies (codecarbon
+            cannot locate an offline machine; the default, France, is BLOOM's grid).
     """
     par = build_parallelism(parallel, train.device)
     try:
-        _pretrain_and_report(model, data, train, out, resume, overwrite, samples, par)
+        if resume is None:
+            check_writable(Path(out), overwrite=overwrite)  # before the tracker clears old files
+        run_dir = Path(resume) if resume is not None else Path(out)
+        tracker: Any = contextlib.nullcontext()
+        if emissions and par.is_main:  # every rank would measure the whole machine
+            tracker = track_emissions(run_dir, country_iso_code=country, resume=resume is not None)
+        with tracker as tracking:
+            _pretrain_and_report(model, data, train, out, resume, overwrite, samples, par)
+        if tracking is not None and tracking.result:
+            print(emissions_line(tracking.result, run_dir))
     finally:
         close_world()
 

@@ -28,8 +28,16 @@ MFU is the achieved rate of those *model* FLOPs divided by the hardware's peak:
 
 $$ \text{MFU} = \frac{\text{tokens/s} \times \text{FLOPs/token}}{\text{peak FLOP/s}}. $$
 
+:func:`measured_flops` counts the FLOPs a model actually runs, with PyTorch's
+:class:`~torch.utils.flop_counter.FlopCounterMode`; ``tests/train/test_flop_counter.py`` checks
+every formula here against it, to the FLOP, and states each place where the convention differs
+from the count (chapter 9).
+
 Chapter 8 (Training).
 """
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -37,6 +45,9 @@ from torch import nn
 from groundwork.errors import ConfigError
 from groundwork.models.info import attention_width
 from groundwork.nn.moe import MoE
+
+if TYPE_CHECKING:  # imported where used: torch.utils.flop_counter takes 0.3 s (it loads triton)
+    from torch.utils.flop_counter import FlopCounterMode
 
 # Dense (no sparsity) peak tensor-core FLOP/s from the vendors' data sheets, for bf16/fp16.
 PEAK_FLOPS_BF16: dict[str, float] = {
@@ -90,16 +101,22 @@ def encoder_decoder_training_flops_per_token(
     d_attn: int,
     seq_len: int,
     decoder_seq_len: int | None = None,
+    n_cross_kv: int = 0,
 ) -> float:
     r"""Training FLOPs per token, encoder or decoder token alike, of an encoder-decoder with
     $S$ = ``seq_len`` encoder and $T$ = ``decoder_seq_len`` (default $S$) decoder tokens:
     $[6 (S N_{enc} + T N_{dec}) + 12\, d_{attn} (L_{enc} S^2 + L_{dec} T^2 + L_{dec} T S)]
     / (S + T)$.
 
-    ``n_decoder`` includes the output head (tied to the embeddings or not).
+    ``n_decoder`` includes the output head (tied to the embeddings or not). ``n_cross_kv`` of
+    the decoder's weights, the key and value projections of its cross-attention, multiply the
+    encoder output, $S$ positions rather than $T$: they are counted so, $6 (S (N_{enc} +
+    N_{kv}) + T (N_{dec} - N_{kv}))$ for the weights, the exact matmul count
+    (:func:`model_flops_per_token` passes them). The default 0 counts them for the $T$ decoder
+    tokens instead: $6 (S - T) N_{kv}$ FLOPs per example short when $S > T$.
     """
     S, T = seq_len, seq_len if decoder_seq_len is None else decoder_seq_len
-    weights = 6.0 * (S * n_encoder + T * n_decoder)
+    weights = 6.0 * (S * (n_encoder + n_cross_kv) + T * (n_decoder - n_cross_kv))
     attention = 12.0 * d_attn * (n_layers * S * S + n_decoder_layers * (T * T + T * S))
     return (weights + attention) / (S + T)
 
@@ -149,7 +166,10 @@ def model_flops_per_token(
     config with ``n_decoder_layers`` and a model with ``encoder`` and ``decoder`` stacks, T5)
     reads ``seq_len`` encoder tokens and writes ``decoder_seq_len`` (default ``seq_len``)
     decoder tokens, and costs :func:`encoder_decoder_training_flops_per_token`, its weights split
-    into those inside ``model.encoder`` and the rest (decoder and output head).
+    into those inside ``model.encoder`` and the rest (decoder and output head); the decoder's
+    cross-attention key and value projections (``cross_attn.k_proj``, ``v_proj``) count for the
+    encoder's positions, on which they run (that function's ``n_cross_kv``), as in
+    :func:`groundwork.models.info`.
 
     Raises:
         ConfigError: ``decoder_seq_len`` for a model without a decoder stack.
@@ -175,6 +195,11 @@ def model_flops_per_token(
         assert isinstance(encoder, nn.Module) and n_decoder_layers is not None
         in_encoder = {id(p) for p in encoder.parameters()}
         n_encoder = round(sum(size for key, size in sizes.items() if key in in_encoder))
+        cross_kv = [
+            p
+            for name, p in decoder.named_parameters()
+            if ".cross_attn." in f".{name}" and name.split(".")[-2] in ("k_proj", "v_proj")
+        ]
         return encoder_decoder_training_flops_per_token(
             n_encoder,
             n - n_encoder,
@@ -183,7 +208,153 @@ def model_flops_per_token(
             d_attn=d_attn,
             seq_len=seq_len,
             decoder_seq_len=decoder_seq_len,
+            n_cross_kv=round(sum(sizes.get(id(p), 0) for p in cross_kv)),
         )
     return training_flops_per_token(
         n, n_layers=n_layers, d_model=d_model, seq_len=seq_len, d_attn=d_attn
     )
+
+
+def _sdpa_flop(
+    query: torch.Size, key: torch.Size, value: torch.Size, *args: Any, **kwargs: Any
+) -> int:
+    """PyTorch's own count for its fused attention kernels: $QK^\\top$ and $AV$ over the full
+    window (a causal mask does not reduce it)."""
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    return int(sdpa_flop_count(query, key, value))
+
+
+def _sdpa_backward_flop(
+    grad_out: torch.Size,
+    query: torch.Size,
+    key: torch.Size,
+    value: torch.Size,
+    *args: Any,
+    **kwargs: Any,
+) -> int:
+    """PyTorch's own count for its fused attention kernels' backward: five matmuls, the scores
+    $QK^\\top$ recomputed and the four gradient products."""
+    from torch.utils.flop_counter import sdpa_backward_flop_count
+
+    return int(sdpa_backward_flop_count(grad_out, query, key, value))
+
+
+def _grouped_mm_flop(mat_a: torch.Size, mat_b: torch.Size, *args: Any, **kwargs: Any) -> int:
+    """``torch._grouped_mm(mat_a, mat_b, offs)``: ``offs`` cuts one dimension into groups and each
+    group is a dense matmul, so the groups together cost $2mkn$ of the whole dimension."""
+    if len(mat_a) == 2 and len(mat_b) == 2:  # (m, K) @ (K, n), K cut: (E, m, n), weight grads
+        return 2 * mat_a[0] * mat_a[1] * mat_b[1]
+    if len(mat_a) == 2:  # (M, k) @ (E, k, n), the rows M cut: (M, n), tokens through experts
+        return 2 * mat_a[0] * mat_a[1] * mat_b[2]
+    if len(mat_b) == 2:  # (E, m, k) @ (k, N), the columns N cut: (m, N)
+        return 2 * mat_a[1] * mat_a[2] * mat_b[1]
+    return 2 * mat_a[0] * mat_a[1] * mat_a[2] * mat_b[2]  # (E, m, k) @ (E, k, n): batched
+
+
+def _extra_flop_formulas() -> dict[Any, Callable[..., int]]:
+    formulas: dict[str, Callable[..., int]] = {
+        "_scaled_dot_product_flash_attention_for_cpu": _sdpa_flop,
+        "_scaled_dot_product_flash_attention_for_cpu_backward": _sdpa_backward_flop,
+        "_grouped_mm": _grouped_mm_flop,
+    }
+    ops: dict[Any, Callable[..., int]] = {}
+    for name, formula in formulas.items():
+        try:
+            ops[getattr(torch.ops.aten, name)] = formula
+        except (AttributeError, RuntimeError):  # an older torch without the op
+            continue
+    return ops
+
+
+EXTRA_FLOP_FORMULAS: dict[Any, Callable[..., int]] = _extra_flop_formulas()
+"""Formulas :class:`~torch.utils.flop_counter.FlopCounterMode` lacks (torch 2.13), passed as its
+``custom_mapping`` by :func:`measured_flops`: ``_scaled_dot_product_flash_attention_for_cpu``
+and its backward, the fused kernel :func:`~torch.nn.functional.scaled_dot_product_attention`
+runs on a CPU (counted with PyTorch's own formulas for the GPU's kernels), and ``_grouped_mm``
+(:func:`~torch.nn.functional.grouped_mm`, the experts of :class:`~groundwork.nn.moe.MoE`).
+Without them both count 0."""
+
+
+def _summed_outputs(out: Any) -> torch.Tensor | None:
+    """The sum of every floating-point tensor in ``out`` (a tensor, tuple, list or dict) that
+    has a gradient; ``None`` when there is none."""
+    if isinstance(out, torch.Tensor):
+        return out.sum() if out.is_floating_point() and out.requires_grad else None
+    if isinstance(out, dict):
+        out = list(out.values())
+    if isinstance(out, tuple | list):
+        parts = [s for s in map(_summed_outputs, out) if s is not None]
+        if parts:
+            return torch.stack(parts).sum()
+    return None
+
+
+def _by_op(counter: "FlopCounterMode") -> dict[str, int]:
+    counts = counter.get_flop_counts().get("Global", {})
+    return {str(op).removeprefix("aten."): int(n) for op, n in counts.items()}
+
+
+# --8<-- [start:measured]
+def measured_flops(
+    model: nn.Module, *inputs: Any, backward: bool = True, **kwargs: Any
+) -> dict[str, int]:
+    r"""The FLOPs ``model(*inputs, **kwargs)`` runs, counted by PyTorch's
+    :class:`~torch.utils.flop_counter.FlopCounterMode`: the forward and, with ``backward``, the
+    gradients of the sum of the outputs with respect to the trainable parameters (``.grad`` is
+    left untouched). The model runs in the mode it is in (``train()`` or ``eval()``). Autograd
+    computes only the gradients those need: a matmul costs twice its forward in the backward
+    (the gradients of its input and of its weight), once when its input needs none (the first
+    layer's, when nothing before it trains; a language model's embeddings do).
+
+    FlopCounterMode sees every ATen operator and counts those it has a formula for: the matrix
+    multiplies (``mm``, ``addmm``, ``bmm``, ``baddbmm``, ``_scaled_mm``), the convolutions and
+    the fused attention kernels (flash, memory-efficient, cuDNN; flex attention), plus
+    :data:`EXTRA_FLOP_FORMULAS` (the CPU's fused attention kernel, ``_grouped_mm``). A matmul
+    of an $m \times k$ by a $k \times n$ matrix costs $2mkn$: one multiply and one add per
+    term. Everything else counts 0: elementwise operations (activations, residual additions,
+    RoPE, scaling), the bias added by ``addmm``, norms, softmax, reductions, embedding lookups,
+    gathers. So these are *matmul FLOPs*, what $6N$ and MFU count; LayerNorm and the biases,
+    which the $6N$ convention counts in $N$, are missing from them.
+
+    Attention is counted dense whichever way it runs: ``attn_impl="math"`` as two ``bmm`` s
+    ($QK^\top$ and $AV$, each $2 T_q T_k d_{head}$ per head, a causal mask included, with the
+    shared heads of grouped-query attention repeated), ``"sdpa"`` as the fused kernel with the
+    same forward count. Their backward differs: the written-out matmuls cost twice their
+    forward, the fused kernel counts $2.5\times$ (it recomputes $QK^\top$).
+
+    Args:
+        model: The module to run.
+        *inputs: Its positional arguments.
+        backward: Also count the backward pass.
+        **kwargs: Its keyword arguments.
+
+    Returns:
+        ``total``, ``forward`` and ``backward`` (0 without ``backward``) FLOPs, and the FLOPs of
+        each operator over both passes, by ATen name (``mm``, ``addmm``, ``bmm``, ...).
+
+    Raises:
+        ValueError: ``backward`` but no output has a gradient.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False, custom_mapping=EXTRA_FLOP_FORMULAS) as forward_counter:
+        out = model(*inputs, **kwargs)
+    forward = _by_op(forward_counter)
+    by_op = dict(forward)
+    n_backward = 0
+    if backward:
+        loss = _summed_outputs(out)
+        params = [p for p in model.parameters() if p.requires_grad]
+        if loss is None or not params:
+            raise ValueError("no output of the model has a gradient to count the backward of")
+        with FlopCounterMode(display=False, custom_mapping=EXTRA_FLOP_FORMULAS) as counter:
+            torch.autograd.grad(loss, params, allow_unused=True)
+        for op, n in _by_op(counter).items():
+            by_op[op] = by_op.get(op, 0) + n
+            n_backward += n
+    n_forward = sum(forward.values())
+    return {"total": n_forward + n_backward, "forward": n_forward, "backward": n_backward, **by_op}
+
+
+# --8<-- [end:measured]
