@@ -192,7 +192,8 @@ def model_flops_per_token(
         return 6.0 * n
     d_attn = attention_width(config) or d_model
     if encoder_decoder:
-        assert isinstance(encoder, nn.Module) and n_decoder_layers is not None
+        assert isinstance(encoder, nn.Module) and isinstance(decoder, nn.Module)
+        assert n_decoder_layers is not None
         in_encoder = {id(p) for p in encoder.parameters()}
         n_encoder = round(sum(size for key, size in sizes.items() if key in in_encoder))
         cross_kv = [
