@@ -180,3 +180,18 @@ def test_docstring_examples() -> None:
     from groundwork.scaling import isoflop
 
     assert doctest.testmod(isoflop).failed == 0
+
+
+def test_a_window_fits_the_bottom_of_the_valley_only() -> None:
+    # a parabola in ln N near the bottom (minimum at N = e^10), and two far runs far above it
+    near = [
+        Run(params=math.exp(x), tokens=1.0, flops=1e15, loss=1 + (x - 10) ** 2)
+        for x in (9, 10, 11, 12)
+    ]
+    far = [Run(params=math.exp(x), tokens=1.0, flops=1e15, loss=50.0 * (x - 10)) for x in (15, 16)]
+    (fitted,) = isoflop_minima(near + far, window=4)
+    assert math.log(fitted.params) == pytest.approx(10.0, abs=1e-9)
+    (dragged,) = isoflop_minima(near + far)
+    assert abs(math.log(dragged.params) - 10.0) > 0.05  # the far runs pull the vertex away
+    with pytest.raises(ConfigError, match="window"):
+        isoflop_minima(near, window=2)

@@ -147,15 +147,18 @@ def _fit_chinchilla(runs: list[Run], starts: int) -> tuple[ChinchillaLaw | None,
     return law, record | {"starts": fit.starts, "a": a, "b": b}
 
 
-def _fit_isoflop(runs: list[Run]) -> tuple[list[IsoFlopMinimum], dict[str, Any]]:
+def _fit_isoflop(
+    runs: list[Run], window: int | None
+) -> tuple[list[IsoFlopMinimum], dict[str, Any]]:
     """Approach 2: the minima of each budget's parabola, and the allocation exponents."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", IsoFlopWarning)
-        minima = isoflop_minima(runs)
+        minima = isoflop_minima(runs, window=window)
     notes = [str(w.message) for w in caught if issubclass(w.category, IsoFlopWarning)]
     record: dict[str, Any] = {
         "minima": [{**asdict(m), "interior": m.interior} for m in minima],
         "notes": notes,
+        "window": window,
     }
     if minima:
         print("IsoFLOP minima (a parabola in log N per budget):")
@@ -177,7 +180,9 @@ def _fit_isoflop(runs: list[Run]) -> tuple[list[IsoFlopMinimum], dict[str, Any]]
     return minima, record
 
 
-def scaling_fit(results: Path, out: Path | None = None, starts: int = 32) -> None:
+def scaling_fit(
+    results: Path, out: Path | None = None, starts: int = 32, window: int | None = 5
+) -> None:
     """Fit scaling laws to the results of a sweep; write fits.json and the plots.
 
     Example: ``groundwork scaling fit runs/scaling/results.json``.
@@ -189,6 +194,8 @@ def scaling_fit(results: Path, out: Path | None = None, starts: int = 32) -> Non
             directory of results).
         starts: L-BFGS starting points of the Chinchilla fit (the best of Hoffmann et al.'s
             grid of 4,500).
+        window: Fit each IsoFLOP parabola to this many runs, those nearest in log N to the
+            budget's best (a valley is a parabola only near its bottom); null: all of them.
     """
     if starts < 1:
         raise ConfigError(f"--starts must be at least 1, got {starts}")
@@ -200,7 +207,7 @@ def scaling_fit(results: Path, out: Path | None = None, starts: int = 32) -> Non
     _, kaplan_params = _fit_kaplan(edge, "N")
     compute_law, kaplan_flops = _fit_kaplan(edge, "C")
     law, chinchilla = _fit_chinchilla(runs, starts)
-    minima, isoflop = _fit_isoflop(runs)
+    minima, isoflop = _fit_isoflop(runs, window)
     written = [
         plot_isoflops(runs, minima, out / PLOTS["isoflops"]),
         plot_frontier(runs, out / PLOTS["frontier"], law=compute_law),

@@ -169,9 +169,14 @@ class IsoFlopMinimum:
 
 # --8<-- [start:isoflop]
 def isoflop_minima(
-    runs: Iterable[RunLike], *, rtol: float = 0.1, min_sizes: int = 3
+    runs: Iterable[RunLike], *, rtol: float = 0.1, min_sizes: int = 3, window: int | None = None
 ) -> list[IsoFlopMinimum]:
     r"""Fit a parabola in $\ln N$ to the losses of each budget and return its minima.
+
+    A valley is a parabola only near its bottom: far from the optimum the loss of a too-large
+    model rises much faster than a quadratic in $\ln N$, and such points drag the vertex.
+    With ``window`` only that many runs of a budget are fitted, those nearest in $\ln N$ to its
+    best run.
 
     A budget with fewer than ``min_sizes`` distinct model sizes, or whose losses curve
     downwards ($c_2 \le 0$, no minimum), is skipped with a :class:`IsoFlopWarning`
@@ -181,14 +186,20 @@ def isoflop_minima(
         runs: The runs of a sweep (see the module docstring).
         rtol: Runs without a ``budget`` whose FLOPs agree this closely share a budget.
         min_sizes: Model sizes a budget needs (a parabola has three coefficients).
+        window: Fit only this many runs per budget, nearest the best one (None: all).
 
     Raises:
         ConfigError: A malformed run, a negative ``rtol``, or ``min_sizes`` below 3.
     """
     if min_sizes < 3:
         raise ConfigError(f"a parabola needs min_sizes >= 3, got {min_sizes}")
+    if window is not None and window < min_sizes:
+        raise ConfigError(f"window ({window}) must be at least min_sizes ({min_sizes})")
     minima = []
     for C, group in group_by_budget(runs, rtol).items():
+        if window is not None and len(group) > window:
+            best = math.log(min(group, key=lambda r: r.loss).params)
+            group = sorted(group, key=lambda r: abs(math.log(r.params) - best))[:window]
         log_N = np.log([r.params for r in group])
         loss = np.array([r.loss for r in group])
         n_sizes = len(np.unique(log_N))
