@@ -37,6 +37,7 @@ from groundwork.recipes.classify import classify
 from groundwork.recipes.classify_image import classify_image
 from groundwork.recipes.data import (
     data_fetch,
+    data_licences,
     data_list,
     data_prepare,
     data_stats,
@@ -96,6 +97,7 @@ COMMANDS: dict[str, Callable[..., None] | dict[str, Callable[..., None]]] = {
     "impact": {"estimate": impact_estimate, "published": impact_published},
     "data": {
         "list": data_list,
+        "licences": data_licences,
         "fetch": data_fetch,
         "stats": data_stats,
         "prepare": data_prepare,

@@ -30,7 +30,7 @@ def parse(*argv: str) -> dict[str, object]:
             "unknown command 'data fetc': did you mean 'data fetch'?",
         ),
         (["tokeniser", "train"], "unknown command 'tokeniser': did you mean 'tokenizer'?"),
-        (["data"], "`groundwork data` needs a command: list, fetch, stats, prepare"),
+        (["data"], "`groundwork data` needs a command: list, licences, fetch, stats, prepare"),
         (["sample"], "`groundwork sample` needs RUN"),
     ],
 )

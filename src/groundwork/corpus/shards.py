@@ -11,6 +11,7 @@ bits per byte, which does not depend on the tokenizer. Chapter 7, "Data for larg
 
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ def prepare_shards(
     source: str | None = None,
     tokenizer_path: str | Path | None = None,
     progress: bool = True,
+    extra_meta: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Encode documents and write one flat token shard per split, plus ``meta.json``.
 
@@ -60,11 +62,12 @@ def prepare_shards(
         source: Name of the data source, recorded in ``meta.json``.
         tokenizer_path: Tokenizer file, recorded with its sha256.
         progress: Show a tqdm progress bar.
+        extra_meta: More keys for ``meta.json`` (e.g. ``{"redact_pii": True}``).
 
     Returns:
         The metadata written to ``meta.json``: ``vocab_size``, ``dtype``, ``eot_id``, ``source``,
         ``tokenizer`` and per split ``tokens``, ``bytes`` (UTF-8 bytes of the text) and
-        ``documents``.
+        ``documents``, plus ``extra_meta``.
 
     Raises:
         EmptyCorpusError: No split holds any document.
@@ -116,6 +119,7 @@ def prepare_shards(
             "path": str(tokenizer_path),
             "sha256": sha256_file(Path(tokenizer_path)),
         }
+    meta.update(extra_meta or {})
     with atomic_path(out / META) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(json.dumps(meta, indent=2) + "\n")
     return meta
@@ -133,14 +137,21 @@ def prepare_source(
     eot_id: int | None,
     tokenizer_path: str | Path | None = None,
     progress: bool = True,
+    redact_pii: bool = False,
 ) -> dict[str, Any]:
     """:func:`prepare_shards` for every non-empty split of a data source (cleaned, deduplicated).
 
-    What ``groundwork data prepare`` and ``groundwork pretrain`` both run.
+    What ``groundwork data prepare`` and ``groundwork pretrain`` both run. With ``redact_pii``,
+    each document's PII is replaced by a placeholder (``[EMAIL]``, ...; see
+    :func:`~groundwork.corpus.pii.redact`) before tokenization, after splitting and
+    deduplication (so splits stay the same), and ``meta.json`` records ``"redact_pii": true``.
     """
     from groundwork.corpus.documents import load_corpus
+    from groundwork.corpus.pii import redact
 
     splits = {s: docs for s, docs in load_corpus(source).splits.items() if docs}
+    if redact_pii:
+        splits = {s: [replace(d, text=redact(d.text)) for d in docs] for s, docs in splits.items()}
     return prepare_shards(
         splits,
         encode,
@@ -150,6 +161,7 @@ def prepare_source(
         source=source,
         tokenizer_path=tokenizer_path,
         progress=progress,
+        extra_meta={"redact_pii": True} if redact_pii else None,
     )
 
 

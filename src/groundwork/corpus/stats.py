@@ -1,17 +1,23 @@
 """Corpus statistics and a document-length histogram (``groundwork data stats``).
 
-Chapter 7, "Data for large models".
+Chapter 7, "Data for large models"; the PII counts are chapter 22's, "Law and ethics".
 """
 
 from pathlib import Path
 from typing import Any
 
 from groundwork.corpus.documents import load_corpus
+from groundwork.corpus.pii import count_pii
 from groundwork.corpus.splits import SPLITS
 
 
 def corpus_stats(
-    name: str, *, plot: Path | None = None, dedup: bool = True, home: Path | None = None
+    name: str,
+    *,
+    plot: Path | None = None,
+    dedup: bool = True,
+    pii: bool = True,
+    home: Path | None = None,
 ) -> dict[str, Any]:
     """Count what a text source holds after cleaning, and optionally plot document lengths.
 
@@ -19,12 +25,14 @@ def corpus_stats(
         name: A text source (``shakespeare``, ...).
         plot: If given, write a PNG histogram of document lengths (in words) there.
         dedup: Deduplicate first (the counts of removed duplicates are reported either way).
+        pii: Count personal data per kind (:func:`~groundwork.corpus.pii.count_pii`).
         home: Cache directory.
 
     Returns:
         ``documents``, ``bytes`` (UTF-8), ``characters``, ``words`` (whitespace-separated),
         ``exact_duplicates``, ``near_duplicates``, ``empty``, and ``splits``: per split
-        ``{"documents", "bytes"}``; ``plot`` (the path) when a plot was written.
+        ``{"documents", "bytes"}``; ``pii``: ``{kind: count}`` (``email``, ``card``, ``ipv6``,
+        ``ipv4``, ``phone``) when ``pii``; ``plot`` (the path) when a plot was written.
     """
     corpus = load_corpus(name, dedup=dedup, home=home)
     docs = corpus.documents("all")
@@ -45,6 +53,8 @@ def corpus_stats(
             for s in SPLITS
         },
     }
+    if pii:
+        stats["pii"] = count_pii(d.text for d in docs)
     if plot is not None:
         stats["plot"] = str(plot_lengths([len(d.text.split()) for d in docs], Path(plot), name))
     return stats

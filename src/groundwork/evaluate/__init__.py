@@ -23,6 +23,7 @@ Chapter 1 (Language models) defines perplexity; chapter 11 (Evaluation) builds t
 """
 
 from groundwork.evaluate import tasks as _tasks  # noqa: F401  (registers the real tasks)
+from groundwork.evaluate.bias import register_bias_tasks
 from groundwork.evaluate.classification import classification_report
 from groundwork.evaluate.harness import (
     build_examples,
@@ -93,3 +94,5 @@ __all__ = [
     "zero_shot_classifier",
     "zero_shot_predict",
 ]
+
+register_bias_tasks()  # crows-pairs, beside the tasks of evaluate.tasks

