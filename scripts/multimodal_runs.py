@@ -133,7 +133,7 @@ def plot_embeddings(run: Path, out: Path) -> None:
     data = prepare_images(config, "test")
     images = torch.nn.functional.normalize(net.encode_image(data.pixels), dim=-1)  # (N, P)
     template = config["captions"]["template"]
-    prompts = [template.format(name) for name in config["labels"]]
+    prompts = digits.class_prompts(template)
     ids, mask = encode_captions(tokenizer, prompts, int(config["model"]["max_seq_len"]))
     texts = torch.nn.functional.normalize(net.encode_text(ids, mask), dim=-1)  # (10, P)
     mean = images.mean(dim=0)

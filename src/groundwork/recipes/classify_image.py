@@ -14,7 +14,7 @@ from typing import Literal
 
 import torch
 
-from groundwork.corpus.images import load_digits, render
+from groundwork.corpus.images import class_prompts, load_digits, render
 from groundwork.errors import ConfigError
 from groundwork.evaluate.zero_shot import zero_shot_classifier, zero_shot_predict
 from groundwork.recipes.pretrain_vision import encode_captions, prepare_images
@@ -55,7 +55,7 @@ def classify_image(
     with eval_mode(net), torch.no_grad():
         if kind == "clip":
             template = template or config["captions"]["template"]
-            prompts = [template.format(name) for name in labels]
+            prompts = class_prompts(template)
             ids, mask = encode_captions(tokenizer, prompts, int(config["model"]["max_seq_len"]))
             classifier = zero_shot_classifier(net.encode_text(ids.to(dev), mask.to(dev))).cpu()
             images = torch.cat([net.encode_image(p.to(dev)).cpu() for p in data.pixels.split(256)])

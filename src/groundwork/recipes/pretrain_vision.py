@@ -286,7 +286,7 @@ def _prompts(config: Mapping[str, Any], tokenizer: Any) -> tuple[torch.Tensor, t
     if tokenizer is None:
         return None
     template = config["captions"]["template"]
-    texts = [template.format(name) for name in config["labels"]]
+    texts = digits.class_prompts(template)
     return encode_captions(tokenizer, texts, int(config["model"]["max_seq_len"]))
 
 

@@ -37,7 +37,7 @@ from groundwork.fileio import read_json, write_json
 from groundwork.models import registry
 from groundwork.train.config import TrainConfig
 from groundwork.train.data import TokenData
-from groundwork.train.flops import model_flops_per_token
+from groundwork.train.flops import matmul_parameter_count, model_flops_per_token
 from groundwork.train.loop import evaluate_loss, train_causal_lm
 
 __all__ = ["ModelSize", "PlannedRun", "SweepConfig", "plan_sweep", "run_sweep"]
@@ -124,7 +124,7 @@ def plan_sweep(sweep: SweepConfig, train: TrainConfig, vocab_size: int) -> list[
                 model = registry.build_model(config)
             fpt = model_flops_per_token(model, train.seq_len)
             assert fpt is not None
-            params = round((fpt - _attention_flops(config, train.seq_len)) / 6)
+            params = matmul_parameter_count(model)
             steps = math.floor(budget / (fpt * per_step))
             if not sweep.min_steps <= steps <= sweep.max_steps:
                 continue
@@ -136,12 +136,6 @@ def plan_sweep(sweep: SweepConfig, train: TrainConfig, vocab_size: int) -> list[
 
 
 # --8<-- [end:plan]
-
-
-def _attention_flops(config: Any, seq_len: int) -> float:
-    """The attention term of the training FLOPs per token, $12\\,L\\,d_{attn} T$."""
-    d_attn = config.n_heads * (config.d_model // config.n_heads)
-    return 12.0 * config.n_layers * d_attn * seq_len
 
 
 def run_sweep(

@@ -154,6 +154,12 @@ def _matmul_parameters(model: nn.Module) -> dict[int, float]:
     }
 
 
+def matmul_parameter_count(model: nn.Module) -> int:
+    """$N$ of the $6N$ rule: the (active) parameters of ``model`` that take part in a matrix
+    multiply, looked-up embedding tables left out."""
+    return round(sum(_matmul_parameters(model).values()))
+
+
 def model_flops_per_token(
     model: nn.Module, seq_len: int, *, decoder_seq_len: int | None = None
 ) -> float | None:
