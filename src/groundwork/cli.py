@@ -61,6 +61,7 @@ from groundwork.recipes.probe import probe
 from groundwork.recipes.retrieve import agent, rag, retrieve
 from groundwork.recipes.scaling import scaling_fit, scaling_optimal
 from groundwork.recipes.scaling_sweep import scaling_sweep
+from groundwork.recipes.serve import serve
 from groundwork.recipes.word2vec import word2vec
 
 set_parsing_settings(docstring_parse_attribute_docstrings=True)
@@ -86,6 +87,7 @@ COMMANDS: dict[str, Callable[..., None] | dict[str, Callable[..., None]]] = {
     "model": {"info": model_info, "plan": model_plan, "list": model_list},
     "generate": generate,
     "chat": chat,
+    "serve": serve,
     "retrieve": retrieve,
     "rag": rag,
     "agent": agent,
