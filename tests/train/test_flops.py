@@ -21,7 +21,8 @@ from groundwork.models import (
     info,
 )
 from groundwork.models import T5 as T5Model
-from groundwork.train.flops import mfu, model_flops_per_token
+from groundwork.train import flops as flops_module
+from groundwork.train.flops import mfu, model_flops_per_token, peak_flops, peak_flops_for_name
 
 
 def _on_meta(build: Callable[[], nn.Module]) -> nn.Module:
@@ -127,3 +128,34 @@ def test_a_mixture_of_experts_counts_its_active_parameters() -> None:
     dense = _on_meta(lambda: GPT(GPTConfig.from_name("tiny")))
     routers = 2 * 4 * 64  # one (E, d_model) router per block
     assert model_flops_per_token(moe, 128) == model_flops_per_token(dense, 128) + 6 * routers
+
+
+@pytest.mark.parametrize(
+    ("name", "peak"),
+    [
+        ("NVIDIA H100 80GB HBM3", 989e12),
+        ("NVIDIA H100 PCIe", 756e12),
+        ("NVIDIA H100 NVL", 835e12),
+        ("NVIDIA H200", 989e12),
+        ("NVIDIA A100-SXM4-80GB", 312e12),
+        ("NVIDIA A100 80GB PCIe", 312e12),
+        ("NVIDIA A10G", 125e12),
+        ("NVIDIA L4", 121e12),
+        ("NVIDIA L40S", 362e12),
+        ("NVIDIA L40", 181e12),
+        ("NVIDIA GeForce RTX 4090", 165e12),
+        ("Tesla T4", 65e12),
+        ("NVIDIA Quadro Mystery 9000", None),
+    ],
+)
+def test_peak_flops_by_device_name(
+    name: str, peak: float | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The most specific name wins (H100 PCIe is not an SXM card, an L40 not an L4); an unknown
+    device has no peak, so MFU says n/a instead of guessing."""
+    assert peak_flops_for_name(name) == peak
+    monkeypatch.setattr(flops_module.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(flops_module.torch.cuda, "get_device_name", lambda device=None: name)
+    assert peak_flops("cuda") == peak
+    assert peak_flops("cpu") is None
+    assert (mfu(1e5, 6e8, peak_flops("cuda")) is None) == (peak is None)

@@ -2,6 +2,7 @@
 
 * :mod:`~groundwork.generate.processors`: temperature, top-k, top-p, min-p, repetition penalty.
 * :mod:`~groundwork.generate.decode`: batched generation with a KV cache (and without, to compare).
+* :mod:`~groundwork.generate.static`: a static KV cache and a compiled decode step (CUDA graphs).
 * :mod:`~groundwork.generate.stream`: text as soon as it is final, stop strings.
 * :mod:`~groundwork.generate.beam`: beam search with length penalty and n-best.
 * :mod:`~groundwork.generate.speculative`: speculative decoding with a draft model.
@@ -17,16 +18,19 @@ from groundwork.generate.processors import process_logits, sample_next
 from groundwork.generate.seq2seq import beam_search_seq2seq, generate_seq2seq
 from groundwork.generate.simple import sample
 from groundwork.generate.speculative import SpeculativeOutput, speculative_generate
+from groundwork.generate.static import StaticDecoder, generate_static
 from groundwork.generate.stream import generate_text, generate_texts, stream
 
 __all__ = [
     "GenerateOutput",
     "GenerationConfig",
     "SpeculativeOutput",
+    "StaticDecoder",
     "beam_search",
     "beam_search_seq2seq",
     "generate",
     "generate_seq2seq",
+    "generate_static",
     "generate_text",
     "generate_texts",
     "generate_uncached",

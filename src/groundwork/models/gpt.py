@@ -213,6 +213,7 @@ class GPT(DecoderLM):
             raise ValueError(
                 f"sequence of {start + T} tokens > max_seq_len {self.config.max_seq_len}"
             )
+        given = position_ids  # packed documents are read only from the caller's ids
         if position_ids is None:
             position_ids = torch.arange(start, start + T, device=tokens.device)[None]  # (1, T)
         x = self.drop(tokens + self.wpe(position_ids))  # (B, T, d_model)
@@ -220,7 +221,7 @@ class GPT(DecoderLM):
             attention_mask,
             T,
             start + T,
-            documents=packed_documents_of(position_ids, attention_mask, kv_cache, x.shape[0]),
+            documents=packed_documents_of(given, attention_mask, kv_cache, x.shape[0]),
             dtype=x.dtype,
             device=x.device,
         )

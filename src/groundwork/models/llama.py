@@ -204,6 +204,7 @@ class LlamaModel(nn.Module):
         x = token_inputs(self.embed_tokens, idx, inputs_embeds)  # (B, T, d_model)
         T = x.shape[1]
         start = kv_cache.seq_len if kv_cache is not None else 0
+        given = position_ids  # packed documents are read only from the caller's ids
         if position_ids is None:
             position_ids = torch.arange(start, start + T, device=x.device).unsqueeze(0)  # (1, T)
         rope = self.rotary(position_ids, dtype=x.dtype)  # cos, sin: (1 or B, T, d_head)
@@ -211,7 +212,7 @@ class LlamaModel(nn.Module):
             attention_mask,
             T,
             start + T,
-            documents=packed_documents_of(position_ids, attention_mask, kv_cache, x.shape[0]),
+            documents=packed_documents_of(given, attention_mask, kv_cache, x.shape[0]),
             dtype=x.dtype,
             device=x.device,
         )

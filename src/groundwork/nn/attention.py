@@ -27,7 +27,7 @@ from torch import nn
 
 from groundwork.nn.flash_attention import flash_attention
 from groundwork.nn.flash_triton import flash_attention_triton
-from groundwork.nn.kv_cache import KVCache
+from groundwork.nn.kv_cache import KVCache, StaticKVCache
 from groundwork.nn.norms import RMSNorm
 from groundwork.nn.positions import apply_rope
 
@@ -313,6 +313,8 @@ class Attention(nn.Module):
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_idx, k, v, start_pos)  # (B, H_kv, T_k, D)
             k, v = k.to(q.dtype), v.to(q.dtype)  # a no-op unless the cache has another dtype
+            if isinstance(kv_cache, StaticKVCache):  # decoding: its mask of the filled slots
+                mask = kv_cache.key_mask(mask)  # (B, 1, 1, S)
         if self.impl == "math":  # the SDPA path shares key/value heads without copying them
             n_rep = self.n_heads // self.n_kv_heads
             k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)  # (B, H, T_k, D)

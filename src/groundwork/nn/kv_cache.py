@@ -6,7 +6,10 @@ from O(t) forward passes into one: only the new token's query, key and value are
 query attends over the stored keys. Chapter 5 of the docs introduces the cache; chapter 10 uses it.
 
 The cache here is allocated once, at its full size, so decoding never reallocates memory (which
-also makes it friendly to CUDA graphs and ``torch.compile``).
+also makes it friendly to CUDA graphs and ``torch.compile``). :class:`StaticKVCache` goes one
+step further for compiled decoding (:mod:`groundwork.generate.static`): after the prompt, every
+step has the same shapes: the new keys are written at a position held in a tensor and attention
+reads all ``S`` slots with a mask of the filled ones.
 """
 
 import torch
@@ -68,3 +71,105 @@ class KVCache:
 
 
 # --8<-- [end:kv_cache]
+
+
+# --8<-- [start:static_kv_cache]
+class StaticKVCache(KVCache):
+    """A :class:`KVCache` whose decoding steps all have the same shapes, for ``torch.compile``.
+
+    The prompt is written as in :class:`KVCache` (:meth:`update` at ``start_pos``, returning the
+    filled prefix). :meth:`start_decoding` then switches to *decode mode*: each step writes its
+    one new key and value at :attr:`index`, a ``(1,)`` tensor (``index_copy_``), and
+    :meth:`update` returns the whole ``(B, H_kv, S, D)`` cache; :meth:`key_mask` gives attention
+    the ``(B, 1, 1, S)`` mask of the slots filled so far (:attr:`filled`; padding and unwritten
+    slots are hidden). Nothing in a step depends on a Python number that changes, so one
+    compiled graph (or one CUDA graph) serves every step. In decode mode :attr:`seq_len` stays
+    ``max_seq_len - 1`` for the models, which read it as "the new token comes after the
+    ``seq_len`` keys before it": with ``T = 1`` they attend over all ``S`` slots. The position
+    ids must then be given to the model (the default ``seq_len..`` would be wrong).
+
+    Args: as :class:`KVCache`.
+    """
+
+    def __init__(
+        self,
+        batch: int,
+        n_layers: int,
+        n_kv_heads: int,
+        max_seq_len: int,
+        d_head: int,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__(batch, n_layers, n_kv_heads, max_seq_len, d_head, dtype, device)
+        self.filled = torch.zeros((batch, max_seq_len), dtype=torch.bool, device=device)
+        """``(B, S)``: True where a slot holds a key a query may attend to."""
+        self.index = torch.zeros((1,), dtype=torch.long, device=device)
+        """``(1,)``: the slot the next decoding step writes."""
+        self.decoding = False
+        """Whether the cache is in decode mode (see the class docstring)."""
+        mark_static = getattr(getattr(torch, "_dynamo", None), "mark_static_address", None)
+        if mark_static is not None:  # CUDA graphs may then keep these buffers in place
+            for t in (self.k, self.v, self.filled, self.index):
+                mark_static(t)
+
+    def start_decoding(self, attention_mask: torch.Tensor | None = None) -> None:
+        """Switch to decode mode after the prompt's ``seq_len`` positions were written.
+
+        Args:
+            attention_mask: ``(B, seq_len)`` 1 for the prompt's tokens, 0 for (left) padding;
+                None: every position is a token.
+        """
+        n = self.seq_len
+        self.filled.zero_()
+        if attention_mask is None:
+            self.filled[:, :n] = True
+        else:
+            self.filled[:, :n] = attention_mask[:, :n].bool()
+        self.index.fill_(n)
+        self.decoding = True
+        self.seq_len = self.max_seq_len - 1
+
+    def update(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor, start_pos: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """As :meth:`KVCache.update` before :meth:`start_decoding`; in decode mode, write the
+        step's ``k, v`` ``(B, H_kv, 1, D)`` at :attr:`index` (``start_pos`` is ignored) and
+        return the whole cache ``(B, H_kv, S, D)`` of ``layer``."""
+        if not self.decoding:
+            return super().update(layer, k, v, start_pos)
+        self.k[layer].index_copy_(2, self.index, k.to(self.k.dtype))
+        self.v[layer].index_copy_(2, self.index, v.to(self.v.dtype))
+        return self.k[layer], self.v[layer]
+
+    def key_mask(self, mask: torch.Tensor | None) -> torch.Tensor | None:
+        """The mask attention uses with what :meth:`update` returned: the model's ``mask``
+        before decoding, the ``(B, 1, 1, S)`` filled slots in decode mode (where the model's
+        own mask must be None: a bias such as ALiBi's is not supported)."""
+        if not self.decoding:
+            return mask
+        if mask is not None:
+            raise ValueError(
+                "a static KV cache decodes models whose attention needs no mask of its own "
+                "(no ALiBi bias); use groundwork.generate.generate for this model"
+            )
+        return self.filled[:, None, None, :]  # (B, 1, 1, S)
+
+    def advance(self) -> None:
+        """Mark the slot at :attr:`index` filled (before a step) — in place, shapes fixed."""
+        self.filled.index_fill_(1, self.index, True)
+
+    def step_done(self) -> None:
+        """Move :attr:`index` to the next slot (after a step) and keep ``seq_len`` fixed."""
+        self.index.add_(1)
+        self.seq_len = self.max_seq_len - 1
+
+    def reset(self) -> None:
+        """Forget every stored position and leave decode mode (the memory stays allocated)."""
+        super().reset()
+        self.decoding = False
+        self.filled.zero_()
+        self.index.zero_()
+
+
+# --8<-- [end:static_kv_cache]

@@ -162,6 +162,7 @@ def generate(
     seed: int | None = None,
     dtype: Dtype = "float32",
     quantize: Quantize = "none",
+    compile: bool = False,
 ) -> None:
     """Continue a prompt with a trained run or a named model, streaming to the terminal; an
     encoder-decoder run (T5) instead prints its output for the prompt.
@@ -184,6 +185,9 @@ def generate(
         dtype: Run the model in float32 or bfloat16.
         quantize: Weight-only quantised linear layers for faster CPU decoding: int8 (one scale
             per output channel) or int4 (groups of 32); the output head is int8 in both.
+        compile: Decode with a static KV cache and a compiled decode step (CUDA graphs on a
+            GPU; the first steps pay for compiling): prints the text when it is done, and
+            prompt plus max_new_tokens must fit the model's context.
     """
     from groundwork.generate.beam import beam_search
     from groundwork.generate.config import GenerationConfig
@@ -213,8 +217,12 @@ def generate(
     net, tokenizer, _ = load_model(model, seq2seq=True)
     net = prepare_for_decoding(net, dtype, quantize)
     if isinstance(net, T5):
+        if compile:
+            raise ConfigError("--compile decodes causal language models, not encoder-decoders")
         print(_transduce(net, tokenizer, prompt, config, strategy))
         return
+    if compile and strategy == "beam":
+        raise ConfigError("--compile decodes greedy or sampled text, not beam search")
     ids = tokenizer.encode(prompt)
     check_prompts(net, [ids])  # before the prompt is echoed: an error comes alone
     check_stop_strings(tokenizer, config.stop_strings)
@@ -224,9 +232,28 @@ def generate(
         best, _ = beam_search(net, ids, config, eos_ids=eos)[0]
         print(tokenizer.decode([i for i in best if i not in eos]))
         return
+    if compile:
+        print(_compiled_continuation(net, tokenizer, ids, config))
+        return
     for piece in stream(net, tokenizer, ids, config):
         print(piece, end="", flush=True)
     print()
+
+
+def _compiled_continuation(net: Any, tokenizer: Any, ids: list[int], config: Any) -> str:
+    """The new text after ``ids``, decoded with a static cache and a compiled step
+    (:func:`~groundwork.generate.static.generate_static`): up to the end-of-text token, cut
+    before a stop string."""
+    from groundwork.generate.static import generate_static
+
+    eos = () if tokenizer.eot_id is None else (tokenizer.eot_id,)
+    out = generate_static(
+        net.eval(), [ids], config, eos_ids=eos, decode=tokenizer.decode, compile=True
+    )
+    text = tokenizer.decode([i for i in out.sequences[0] if i not in eos])
+    for stop in config.stop_strings:
+        text = text.split(stop, 1)[0]
+    return text
 
 
 def _transduce(net: Any, tokenizer: Any, text: str, config: Any, strategy: str) -> str:

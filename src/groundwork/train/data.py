@@ -57,8 +57,20 @@ def restore_rng_state(generator: torch.Generator, text: str) -> None:
 
 
 def to_device(batch: Batch, device: torch.device) -> Batch:
-    """Move every tensor of a batch (nested in tuples, lists and dicts) to ``device``."""
+    """Move every tensor of a batch (nested in tuples, lists and dicts) to ``device``.
+
+    To a CUDA device a CPU tensor goes through pinned (page-locked) memory, so the copy is
+    asynchronous (``non_blocking``): the host queues it and goes on preparing the step instead of
+    waiting (a copy from ordinary pageable memory would block). PyTorch's caching host allocator
+    reuses the pinned buffers and keeps each one until its copy has finished.
+    """
     if isinstance(batch, torch.Tensor):
+        if (
+            torch.device(device).type == "cuda"
+            and batch.device.type == "cpu"
+            and not batch.is_pinned()
+        ):
+            batch = batch.pin_memory()
         return batch.to(device, non_blocking=True)
     if isinstance(batch, tuple | list):
         return type(batch)(to_device(b, device) for b in batch)

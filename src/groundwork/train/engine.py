@@ -22,6 +22,16 @@ resumes exactly. The pieces plug in:
   ``val_loss``), ``patience`` stops after that many evaluations without a better one, and
   ``restore_best`` puts the best weights back at the end.
 
+Speed (chapter 8, Performance): the step never waits for the device. Each step's loss stays a
+tensor on the device and is read (one ``.item()``-like transfer for all the steps since the
+previous reading) only at log steps, before an evaluation or checkpoint, and at the end; the
+non-finite-loss check therefore fires at the next reading, naming the step where the loss first
+became NaN or infinite, and since a checkpoint is only ever written after a reading, the last
+good checkpoint stays intact. Batches move to a GPU from pinned memory without blocking,
+AdamW is fused on CUDA, ``compile`` compiles the model and, with one process, the objective (so
+the loss fuses with the model's last layers), ``precision="bf16"`` runs under autocast, and
+``activation_checkpointing`` trades compute for memory.
+
 What makes a resumed run equal to an uninterrupted one, bit for bit on CPU: the data order comes
 from a dedicated ``torch.Generator`` whose state is checkpointed (with the data's position, for
 data read in epochs), as are the optimizer moments and torch's global RNG (dropout); evaluation
@@ -186,7 +196,10 @@ def train(
     par.barrier()  # rank 0 has cleared an earlier run's files
     if evaluate is None:
         evaluate = _mean_objective_loss(objective, data, device, cfg.precision)
-    forward = cast(nn.Module, torch.compile(forward)) if cfg.compile else forward
+    if cfg.compile:
+        forward = cast(nn.Module, torch.compile(forward))
+        if type(par) is Parallelism:  # one process: the loss is compiled with the model
+            objective = cast(Objective, torch.compile(objective))
     logger = MetricsLogger(
         run_dir,
         tensorboard=cfg.tensorboard and main,
@@ -201,6 +214,7 @@ def train(
         reason = f"nothing to do, {reason} before this invocation"
     start, elapsed_before = perf_counter(), state.elapsed_seconds  # max_time: per invocation
     plotted = -math.inf
+    unread = _UnreadLosses(device, par, run_dir)  # losses still on the device
     model.train()
     with _StopFlag() as stop:
         while stopped is None:
@@ -237,27 +251,17 @@ def train(
                 tokens += (out.items if out.tokens is None else out.tokens) * world
                 for k, v in out.metrics.items():
                     extra[k] = extra.get(k, 0.0) + _detached(v) / cfg.grad_accum
-            loss_value = par.mean(loss_sum.item())  # the global batch's loss
-            if not math.isfinite(loss_value):
-                logger.close()
-                bar.close()
-                raise TrainingError(
-                    f"the loss became {loss_value} at step {state.step + 1}; the run stopped and "
-                    f"the last good checkpoint in {run_dir} is intact "
-                    f"(step {saved_step(run_dir)}). "
-                    "Try a lower --train.lr, gradient clipping, or fp32."
-                )
+            unread.add(state.step + 1, loss_sum, items)  # no sync: read at the next log step
             grad_norm = par.finish_gradients(model, optimizer, cfg.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
             state.tokens_seen += tokens
-            state.train_loss_sum += loss_value * items
-            state.train_items += items
             speed.add(tokens)
             bar.update(1)
 
             if state.step % cfg.log_every == 0 or state.step == cfg.max_steps:
+                loss_value = unread.read(state, logger, bar)  # the global batch's loss
                 tok_s, util = speed.read()
                 logger.log(
                     state.step,
@@ -282,6 +286,7 @@ def train(
                 stop.signal = signal.SIGTERM  # another rank was signalled: stop together
             at_eval = state.step % cfg.eval_every == 0 or state.step == cfg.max_steps
             if at_eval or out_of_time or stop.signal is not None:
+                unread.read(state, logger, bar)  # a checkpoint only after a non-finite check
                 if stop.signal is None:  # on a signal, just save
                     par.sync_model(model)
                     metrics = _evaluate(model, evaluate, cfg, state, run_dir, par)
@@ -299,6 +304,7 @@ def train(
             if main and plot_due:
                 plot_losses(logger.path, run_dir / "plots" / "loss.png")
                 plotted = perf_counter()
+    unread.read(state, logger, bar)
     bar.close()
     logger.close()
     if cfg.activation_checkpointing:
@@ -466,6 +472,60 @@ def _describe(step: int, metrics: Metrics, data: TrainData) -> str:
         else:
             parts.append(f"{name.replace('_', ' ')} {value:.4f}")
     return f"step {step}: " + ", ".join(parts)
+
+
+# --8<-- [start:unread_losses]
+class _UnreadLosses:
+    """The steps' losses kept on the device until they are read, all at once.
+
+    Reading a tensor's value (``.item()``, ``float()``) makes the host wait for the device to
+    finish every queued kernel; doing it every step leaves a GPU idle while Python prepares the
+    next one. The engine instead keeps each step's loss tensor here and :meth:`read` copies them
+    all to the host in one transfer at log steps, before evaluations and checkpoints, and at
+    the end. The arithmetic is the per-step one (each value averaged over the ranks, summed as a
+    Python float times its items, in step order), so metrics and resumed runs are unchanged.
+    """
+
+    def __init__(self, device: torch.device, parallel: Parallelism, run_dir: Path) -> None:
+        self.device, self.parallel, self.run_dir = device, parallel, run_dir
+        self.steps: list[tuple[int, torch.Tensor, int]] = []
+        self.last = math.nan
+
+    def add(self, step: int, loss_sum: torch.Tensor, items: int) -> None:
+        """Keep step ``step``'s loss (a scalar tensor, the mean over its ``items``)."""
+        self.steps.append((step, loss_sum.detach(), items))
+
+    def read(self, state: TrainerState, logger: MetricsLogger, bar: Any) -> float:
+        """Add the unread losses to ``state.train_loss_sum``/``train_items`` and return the
+        latest (the last one read, if none is unread).
+
+        Raises:
+            TrainingError: one of them is NaN or infinite (naming its step).
+        """
+        if not self.steps:
+            return self.last
+        losses = torch.stack([t.to(self.device, torch.float32) for _, t, _ in self.steps])
+        values = losses.tolist()  # (n_steps,): the one host-device synchronisation
+        for (step, _, items), local in zip(self.steps, values, strict=True):
+            value = self.parallel.mean(local)  # the global batch's loss
+            if not math.isfinite(value):
+                logger.close()
+                bar.close()
+                seen = f" (read at step {state.step})" if step != state.step else ""
+                raise TrainingError(
+                    f"the loss became {value} at step {step}{seen}; the run stopped and "
+                    f"the last good checkpoint in {self.run_dir} is intact "
+                    f"(step {saved_step(self.run_dir)}). "
+                    "Try a lower --train.lr, gradient clipping, or fp32."
+                )
+            state.train_loss_sum += value * items
+            state.train_items += items
+            self.last = value
+        self.steps.clear()
+        return self.last
+
+
+# --8<-- [end:unread_losses]
 
 
 def _detached(value: torch.Tensor | float) -> torch.Tensor | float:

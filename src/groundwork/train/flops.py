@@ -49,33 +49,72 @@ from groundwork.nn.moe import MoE
 if TYPE_CHECKING:  # imported where used: torch.utils.flop_counter takes 0.3 s (it loads triton)
     from torch.utils.flop_counter import FlopCounterMode
 
-# Dense (no sparsity) peak tensor-core FLOP/s from the vendors' data sheets, for bf16/fp16.
+# --8<-- [start:peak]
+# Dense (no 2:4 sparsity) peak tensor-core FLOP/s for bf16 inputs (fp32 accumulation), from the
+# vendors' data sheets; the sheets print the sparse figure too, twice these. The first key found
+# in the device name wins, so more specific names come first ("H100 PCIe" before "H100", "A100"
+# before "A10", "L40S" before "L40" before "L4"). Devices not listed get no MFU ("n/a"), never a
+# guess.
 PEAK_FLOPS_BF16: dict[str, float] = {
+    # NVIDIA H100 Tensor Core GPU datasheet (2023): SXM 1,979 / PCIe 1,513 / NVL 1,671 TFLOPS
+    # bf16 with sparsity
+    "H100 PCIe": 756e12,
+    "H100 NVL": 835e12,
+    "H100": 989e12,  # SXM ("NVIDIA H100 80GB HBM3")
+    # NVIDIA H200 datasheet (2024): SXM 1,979 / NVL 1,671 TFLOPS bf16 with sparsity; GH200 as SXM
+    "H200 NVL": 835e12,
     "H200": 989e12,
-    "H100": 989e12,  # SXM; the PCIe card is 756e12
+    "GH200": 989e12,
+    # NVIDIA DGX/HGX B200 datasheet (2024): 4.5 PFLOPS bf16 with sparsity per GPU
+    "B200": 2250e12,
+    # NVIDIA A100 datasheet (2021): 312 TFLOPS bf16 dense (624 sparse), SXM and PCIe
     "A100": 312e12,
-    "L40S": 362e12,
+    # NVIDIA A10 datasheet: 125 TFLOPS bf16 dense (250 sparse); AWS's A10G (G5) is its variant
     "A10G": 125e12,
+    "A10": 125e12,
+    # NVIDIA L40S datasheet (2023): 362.05 TFLOPS bf16 dense (733 sparse)
+    "L40S": 362e12,
+    # NVIDIA L40 datasheet: 181.05 TFLOPS bf16 dense (362.1 sparse)
+    "L40": 181e12,
+    # NVIDIA L4 datasheet (2023): 121 TFLOPS bf16 dense (242 sparse)
     "L4": 121e12,
+    # NVIDIA Ada Lovelace architecture whitepaper, appendix: RTX 4090 165.2 TFLOPS bf16 dense
+    # (fp32 accumulation); RTX 6000 Ada 364.2 (its datasheet: 1,457 fp8 sparse / 4)
     "RTX 4090": 165e12,
+    "RTX 6000 Ada": 364e12,
+    # NVIDIA Ampere GA102 whitepaper: RTX 3090 71 TFLOPS bf16 dense (fp32 accumulation);
+    # RTX A6000 datasheet 309.7 sparse -> 154.8 dense
     "RTX 3090": 71e12,
+    "RTX A6000": 155e12,
+    # AMD Instinct MI300X datasheet (2023): 1,307.4 TFLOPS bf16 dense (ROCm shows it as "cuda")
+    "MI300X": 1307e12,
+    # Volta and Turing have no bf16 tensor cores: these are their fp16 peaks (V100 SXM2 datasheet
+    # 125 TFLOPS; T4 datasheet 65 TFLOPS)
     "V100": 125e12,
     "T4": 65e12,
 }
 
 
-def peak_flops(device: torch.device | str) -> float | None:
-    """The device's dense bf16 peak in FLOP/s, or ``None`` when unknown (e.g. on CPU)."""
-    device = torch.device(device)
-    if device.type != "cuda" or not torch.cuda.is_available():
-        return None
-    name = torch.cuda.get_device_name(device)
-    if "H100" in name and "PCIe" in name:
-        return 756e12
+def peak_flops_for_name(name: str) -> float | None:
+    """The dense bf16 peak of the device called ``name`` (as ``torch.cuda.get_device_name``
+    says it, e.g. ``"NVIDIA H100 80GB HBM3"``), or ``None`` when it is not in
+    :data:`PEAK_FLOPS_BF16`."""
     for key, value in PEAK_FLOPS_BF16.items():
         if key in name:
             return value
     return None
+
+
+def peak_flops(device: torch.device | str) -> float | None:
+    """The device's dense bf16 peak in FLOP/s, or ``None`` when unknown (e.g. on CPU): MFU is
+    then reported as "n/a" rather than against a guessed peak."""
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return None
+    return peak_flops_for_name(torch.cuda.get_device_name(device))
+
+
+# --8<-- [end:peak]
 
 
 # --8<-- [start:flops]
