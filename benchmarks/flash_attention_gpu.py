@@ -15,7 +15,7 @@ TFLOP/s count the matrix products of exact causal attention: forward ``4 B H T^2
 (``QK^T`` and ``PV``, half the scores), backward 2.5 times that (five products), so
 forward + backward is 3.5 times the forward (the FlashAttention-2 convention). ``ratio = ours /
 SDPA`` (higher is better) does not depend on the convention. Results go to
-``benchmarks/results/flash-attention-gpu.json``.
+``benchmarks/results/flash-attention-cuda.json``.
 
     python benchmarks/flash_attention_gpu.py            # D 64, 128 x T 1024 .. 8192
     python benchmarks/flash_attention_gpu.py --quick    # one small shape, nothing written
@@ -201,7 +201,7 @@ def main() -> None:
         "machine": machine(device=torch.cuda.get_device_name()),
         "command": "python " + " ".join(sys.argv),
     }
-    out = Path(__file__).parent / "results" / "flash-attention-gpu.json"
+    out = Path(__file__).parent / "results" / "flash-attention-cuda.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"recorded in {out}")

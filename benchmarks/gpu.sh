@@ -8,8 +8,8 @@
 #   decode-gpu-cuda.json      decoding, batch 1 and 32, GPT-2 and SmolLM2 (random weights): our
 #                             static cache + compiled step vs transformers' static-cache
 #                             generate                                  (benchmarks/decode_gpu.py)
-#   flash-attention-gpu.json  our Triton flash-attention kernels vs SDPA, fwd and fwd+bwd
-#                             (benchmarks/flash_attention_gpu.py, its own file name)
+#   flash-attention-cuda.json our Triton flash-attention kernels vs SDPA, fwd and fwd+bwd
+#                             (benchmarks/flash_attention_gpu.py)
 #
 #   bash benchmarks/gpu.sh            # on a machine with CUDA
 #   bash benchmarks/gpu.sh --smoke    # the CPU smoke paths of the two new scripts (no files)
@@ -52,5 +52,5 @@ run decode "${DECODE_S:-220}" "$PYTHON" benchmarks/decode_gpu.py --new-tokens 12
 run flash "${FLASH_S:-70}" "$PYTHON" benchmarks/flash_attention_gpu.py --dims 128 \
     --lengths 4096 8192 --iters 20
 echo "total ${SECONDS} s; results:"
-ls -l benchmarks/results/*-cuda.json benchmarks/results/flash-attention-gpu.json 2>/dev/null
+ls -l benchmarks/results/*-cuda.json 2>/dev/null
 exit $failed
