@@ -18,7 +18,7 @@ from groundwork.nn.attention import (
     to_additive,
 )
 from groundwork.nn.block import NormPosition, TransformerBlock
-from groundwork.nn.kv_cache import KVCache
+from groundwork.nn.kv_cache import KVCache, StaticKVCache
 from groundwork.nn.mlp import GELUMLP, SwiGLU, gelu_tanh
 from groundwork.nn.moe import (
     MoE,
@@ -62,6 +62,7 @@ __all__ = [
     "RotaryEmbedding",
     "RouterOutput",
     "SinusoidalPositionalEmbedding",
+    "StaticKVCache",
     "SwiGLU",
     "TransformerBlock",
     "alibi_bias",
