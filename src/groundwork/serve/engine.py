@@ -6,9 +6,10 @@ arrives a moment late waits for the whole batch. Orca (Yu et al. 2022) schedules
 granularity of one decoding *iteration* instead. Every iteration of :meth:`Engine.step`:
 
 1. drops the requests whose client went away (their rows are freed at once);
-2. **admits** waiting requests while there are free rows, running each new prompt through the
-   model (*prefill*, which also gives its first token), up to ``max_prefill_tokens`` prompt
-   tokens per iteration, so a burst of long prompts cannot stall the requests already decoding;
+2. **admits** waiting requests while there are free rows and runs their prompts through the
+   model as one batch (*prefill*, which also gives each its first token), up to
+   ``max_prefill_tokens`` (padded) prompt tokens per iteration, so that a burst of long prompts
+   cannot stall the requests already decoding for long;
 3. runs **one decoding step** for every running request as a single batch (each row at its own
    length: :class:`~groundwork.serve.slots.SlotKVCache`), samples each row with the request's
    own settings and random generator, and retires the rows that finished (end of turn, a stop
@@ -24,7 +25,6 @@ The engine runs in a thread of its own (:meth:`Engine.start`); the HTTP layer
 through each one's ``emit`` callback. Tests drive :meth:`Engine.step` directly.
 """
 
-import math
 import threading
 import time
 import traceback
@@ -135,7 +135,8 @@ class Engine:
             context, at most 4,096).
         max_waiting: Sequences that may wait while every row is taken; more is
             :class:`QueueFullError`.
-        max_prefill_tokens: Prompt tokens prefilled per iteration (at least one prompt).
+        max_prefill_tokens: Prompt tokens (padding included) prefilled per iteration (at
+            least one prompt).
 
     Raises:
         ConfigError: a model without a KV cache (a recurrent model), or bad sizes.
@@ -173,6 +174,8 @@ class Engine:
         self.running: list[Sequence] = []  # running[b] owns cache row b
         self.timeline: deque[dict[str, float]] = deque(maxlen=100_000)
         """One record per iteration: time, prefill tokens, decode batch, waiting, seconds."""
+        self.finished: deque[dict[str, float]] = deque(maxlen=100_000)
+        """One record per finished sequence: its ``times``, prompt and completion tokens."""
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -261,49 +264,71 @@ class Engine:
         """One iteration: drop cancelled sequences, admit and prefill, one decoding step."""
         start = time.perf_counter()
         self._drop_cancelled()
-        prefilled = 0
-        while len(self.running) < self.cache.slots and prefilled < self.max_prefill_tokens:
-            with self._cond:
-                if not self.waiting:
-                    break
-                seq = self.waiting.popleft()
-            prefilled += len(seq.prompt)
-            self._prefill(seq)
-        decoding = [s for s in self.running if s.times.get("first_token", math.inf) < start]
+        admitted: list[Sequence] = []
+        with self._cond:
+            free = self.cache.slots - len(self.running)
+            longest = 0
+            while self.waiting and len(admitted) < free:
+                longest = max(longest, len(self.waiting[0].prompt))
+                if admitted and longest * (len(admitted) + 1) > self.max_prefill_tokens:
+                    break  # the padded batch would exceed the budget: next iteration
+                admitted.append(self.waiting.popleft())
+        if admitted:
+            self._prefill(admitted)
+        batch = len(self.running)
         if self.running:
             self._decode()
         self.timeline.append(
             {
                 "time": start,
-                "prefill_tokens": prefilled,
-                "decode_batch": len(decoding),
+                "prefill_tokens": sum(len(s.prompt) for s in admitted),
+                "decode_batch": batch,
                 "waiting": len(self.waiting),
                 "seconds": time.perf_counter() - start,
             }
         )
 
-    def _prefill(self, seq: Sequence) -> None:
-        """Run ``seq``'s prompt into a free row; its first token comes from the last logits."""
-        seq.times["admitted"] = time.perf_counter()
-        row = len(self.running)
-        ids = torch.tensor([seq.prompt], device=self.device)
-        logits = self.model(ids, kv_cache=self.cache.prefill(row))[0]  # (T, V)
-        seq.length = len(seq.prompt)
-        self.running.append(seq)
-        if seq.params.prompt_logprobs:
-            logp = logits[:-1].float().log_softmax(-1)  # (T-1, V): predicts tokens 1..T-1
-            k = max(seq.params.logprobs or 0, 1)
-            top_lp, top_id = logp.topk(k, dim=-1)  # (T-1, k)
-            chosen = logp.gather(1, ids[0, 1:, None])[:, 0]  # (T-1,)
-            entries: list[TokenLogprob | None] = [None]
-            for i, token in enumerate(seq.prompt[1:]):
-                top = list(zip(top_id[i].tolist(), top_lp[i].tolist(), strict=True))
-                entries.append(TokenLogprob(token, float(chosen[i]), top))
-            seq.emit(Event("prompt", prompt=entries))
-        if seq.params.max_tokens == 0:
-            self._finish(seq, "length")
-            return
-        self._accept(seq, logits[-1])
+    def _prefill(self, seqs: list[Sequence]) -> None:
+        """Run the prompts of ``seqs`` into the next free rows as one right-padded batch; each
+        one's first token comes from the logits at its last prompt token.
+
+        Right padding needs no mask: causal attention never lets a real token see the padding
+        after it. The padding's keys and values land past each row's length, where decoding
+        overwrites them or the mask hides them.
+        """
+        now = time.perf_counter()
+        first = len(self.running)
+        lengths = [len(s.prompt) for s in seqs]
+        ids = torch.zeros((len(seqs), max(lengths)), dtype=torch.long)  # (B, T), 0-padded
+        for b, seq in enumerate(seqs):
+            ids[b, : lengths[b]] = torch.tensor(seq.prompt)
+            seq.times["admitted"] = now
+        ids = ids.to(self.device)
+        logits = self.model(ids, kv_cache=self.cache.prefill(first, len(seqs)))  # (B, T, V)
+        for b, seq in enumerate(seqs):
+            seq.length = lengths[b]
+            self.running.append(seq)
+        for b, seq in enumerate(seqs):
+            if seq.params.prompt_logprobs:
+                self._prompt_logprobs(seq, logits[b, : lengths[b]])
+        for b, seq in enumerate(seqs):
+            if seq.params.max_tokens == 0:
+                self._finish(seq, "length")
+            else:
+                self._accept(seq, logits[b, lengths[b] - 1])
+
+    def _prompt_logprobs(self, seq: Sequence, logits: torch.Tensor) -> None:
+        """Send the log-probability of each prompt token given the ones before it."""
+        ids = torch.tensor(seq.prompt, device=logits.device)
+        logp = logits[:-1].float().log_softmax(-1)  # (T-1, V): predicts tokens 1..T-1
+        k = max(seq.params.logprobs or 0, 1)
+        top_lp, top_id = logp.topk(k, dim=-1)  # (T-1, k)
+        chosen = logp.gather(1, ids[1:, None])[:, 0]  # (T-1,)
+        entries: list[TokenLogprob | None] = [None]
+        for i, token in enumerate(seq.prompt[1:]):
+            top = list(zip(top_id[i].tolist(), top_lp[i].tolist(), strict=True))
+            entries.append(TokenLogprob(token, float(chosen[i]), top))
+        seq.emit(Event("prompt", prompt=entries))
 
     def _decode(self) -> None:
         """One token for every running sequence, as one batch."""
@@ -388,6 +413,9 @@ class Engine:
                 self.running[row] = last
         seq.finish_reason = reason
         seq.times["finished"] = time.perf_counter()
+        self.finished.append(
+            {**seq.times, "prompt_tokens": len(seq.prompt), "completion_tokens": len(seq.output)}
+        )
         seq.emit(Event("finish", finish_reason=reason, error=error))
 
     def _drop_cancelled(self) -> None:

@@ -8,8 +8,8 @@ soon as it is done, instead of waiting for the slowest request of a static batch
 
 So each request gets a row of its own, written and read at its own length:
 
-* **prefill** runs one request's prompt alone, writing its keys and values into its row at
-  positions ``0..L-1`` (:meth:`SlotKVCache.prefill`);
+* **prefill** runs new requests' prompts (right-padded to one length), writing each one's keys
+  and values into its row at positions ``0..L-1`` (:meth:`SlotKVCache.prefill`);
 * **decode** runs the newest token of every running request as one batch: row ``b`` writes at
   its own position ``p_b`` and attends over columns ``0..p_b``; the columns past ``p_b`` (what a
   longer request has, or stale values a finished one left) are hidden by the padding mask the
@@ -49,11 +49,12 @@ class SlotKVCache:
         self.slots = storage.k.shape[1]
         self.max_len = storage.max_seq_len
 
-    def prefill(self, slot: int) -> "PrefillView":
-        """A batch-1 cache writing row ``slot`` from position 0 (a new request's prompt)."""
-        if not 0 <= slot < self.slots:
-            raise ValueError(f"slot {slot} is outside 0..{self.slots - 1}")
-        return PrefillView(self, slot)
+    def prefill(self, slot: int, count: int = 1) -> "PrefillView":
+        """A batch-``count`` cache writing rows ``slot..slot+count-1`` from position 0 (new
+        requests' prompts)."""
+        if not (slot >= 0 and count >= 1 and slot + count <= self.slots):
+            raise ValueError(f"rows {slot}..{slot + count - 1} are outside 0..{self.slots - 1}")
+        return PrefillView(self, slot, count)
 
     def decode(self, positions: torch.Tensor) -> tuple["DecodeView", torch.Tensor]:
         """A cache for one decoding step of rows ``0..B-1``, row ``b`` writing at
@@ -72,24 +73,24 @@ class SlotKVCache:
 
 
 class PrefillView(KVCache):
-    """Row ``slot`` of a :class:`SlotKVCache` as a batch-1 :class:`~groundwork.nn.KVCache`."""
+    """Rows ``slot..slot+count-1`` of a :class:`SlotKVCache` as a :class:`~groundwork.nn.KVCache`
+    of batch ``count``, all starting at position 0."""
 
-    def __init__(self, cache: SlotKVCache, slot: int) -> None:  # shares memory: no super()
-        self.cache, self.slot = cache, slot
+    def __init__(self, cache: SlotKVCache, slot: int, count: int) -> None:  # shares memory
+        self.cache, self.rows = cache, slice(slot, slot + count)
         self.max_seq_len = cache.max_len
         self.seq_len = 0
 
     def update(
         self, layer: int, k: torch.Tensor, v: torch.Tensor, start_pos: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write ``k, v`` ``(1, H_kv, T, D)`` into the row; return its positions ``0..end-1``."""
+        """Write ``k, v`` ``(count, H_kv, T, D)`` into the rows; return positions ``0..end-1``."""
         end = start_pos + k.shape[2]
         if end > self.max_seq_len:
             raise ValueError(f"KV cache overflow: position {end} > max_len {self.max_seq_len}")
-        row = slice(self.slot, self.slot + 1)
-        self.cache.k[layer, row, :, start_pos:end] = k
-        self.cache.v[layer, row, :, start_pos:end] = v
-        return self.cache.k[layer, row, :, :end], self.cache.v[layer, row, :, :end]
+        self.cache.k[layer, self.rows, :, start_pos:end] = k
+        self.cache.v[layer, self.rows, :, start_pos:end] = v
+        return self.cache.k[layer, self.rows, :, :end], self.cache.v[layer, self.rows, :, :end]
 
 
 class DecodeView(KVCache):
