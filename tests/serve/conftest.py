@@ -24,6 +24,11 @@ pytest.importorskip("uvicorn")
 
 
 @pytest.fixture(scope="session")
+def chat_template() -> str:
+    return TEMPLATE
+
+
+@pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_llama_run(tmp_path_factory.mktemp("serve"), TEXTS, vocab_size=300, max_seq_len=128)
 

@@ -211,3 +211,49 @@ def test_the_tokenizer_endpoints_lm_eval_uses(server, tiny_model) -> None:
     ids = httpx.post(f"{url}/tokenize", json={"prompt": "the cat"}).json()["tokens"]
     assert ids == tok.encode("the cat")
     assert httpx.post(f"{url}/detokenize", json={"tokens": ids}).json()["prompt"] == "the cat"
+
+
+def test_the_serve_command_serves_a_run_until_interrupted(
+    tiny_run: Path, tmp_path: Path, chat_template: str
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from groundwork.serve import free_port
+
+    template = tmp_path / "chat.jinja"
+    template.write_text(chat_template)
+    port = free_port()
+    command = [sys.executable, "-m", "groundwork", "serve", str(tiny_run), "--port", str(port),
+               "--chat-template", str(template), "--slots", "2", "--threads", "1"]  # fmt: skip
+    server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, server.stderr.read()
+            time.sleep(0.2)
+        [card] = _client(url).models.list().data
+        assert card.id == str(tiny_run)
+        reply = _client(url).chat.completions.create(
+            model=str(tiny_run), messages=[{"role": "user", "content": "hi"}], max_tokens=4
+        )
+        assert reply.choices[0].message.role == "assistant"
+    finally:
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=30) == 0
+    assert f"serving {str(tiny_run)!r}" in server.stderr.read()
+    assert os.path.exists(tiny_run)
+
+
+def test_the_serve_command_refuses_what_it_cannot_serve(capsys) -> None:
+    assert main(["serve", "no-such-model"]) == 2
+    assert "neither a run directory nor a named model" in capsys.readouterr().err
+    assert main(["serve", "smollm2-135m-instruct", "--port", "70000"]) == 2
+    assert "--port" in capsys.readouterr().err
