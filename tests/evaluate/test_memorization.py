@@ -191,5 +191,9 @@ def test_the_plot_is_a_png(tmp_path: Path) -> None:
     curves = {"dup x1": [point(8, 0), point(32, 1)], "dup x50": [point(32, 9), point(8, 2)]}
     path = plot_extraction(curves, tmp_path / "plots" / "extraction.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    matched = plot_extraction(curves, tmp_path / "matched.png", metric="matched")
+    assert matched.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ConfigError, match="non-empty curve"):
         plot_extraction({"empty": []}, tmp_path / "no.png")
+    with pytest.raises(ConfigError, match="metric"):
+        plot_extraction(curves, tmp_path / "no.png", metric="loss")

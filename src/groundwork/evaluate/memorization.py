@@ -250,15 +250,26 @@ def extraction_curve(
     ]
 
 
-def plot_extraction(curves: dict[str, list[ExtractionResult]], out: str | Path) -> Path:
-    """Extraction rate against prefix length, one line per model or condition, with Wilson 95%
-    error bars. Written atomically as a PNG; returns its path.
+def plot_extraction(
+    curves: dict[str, list[ExtractionResult]], out: str | Path, *, metric: str = "rate"
+) -> Path:
+    """Extraction against prefix length, one line per model or condition. Written atomically as
+    a PNG; returns its path.
+
+    Args:
+        curves: Name -> results at several prefix lengths.
+        out: The PNG's path (its folder is made).
+        metric: ``"rate"``: the fraction extracted, with Wilson 95% error bars; ``"matched"``:
+            the mean number of suffix tokens reproduced before the first mistake
+            (``matched_prefix_len``), the finer signal when exact extraction is rare.
 
     Raises:
-        ConfigError: no curves, or an empty one.
+        ConfigError: no curves, an empty one, or an unknown metric.
     """
     if not curves or any(not c for c in curves.values()):
         raise ConfigError("plot_extraction needs at least one non-empty curve")
+    if metric not in ("rate", "matched"):
+        raise ConfigError(f"metric must be 'rate' or 'matched', got {metric!r}")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -267,21 +278,23 @@ def plot_extraction(curves: dict[str, list[ExtractionResult]], out: str | Path) 
     fig, ax = plt.subplots(figsize=(5.0, 3.4))
     for name, results in curves.items():
         rows = sorted(results, key=lambda r: r.prefix_len)
+        ks = [r.prefix_len for r in rows]
+        if metric == "matched":
+            ax.plot(ks, [r.matched_prefix_len for r in rows], "o-", label=name)
+            continue
         rates = [r.rate for r in rows]
         below = [r.rate - r.ci[0] for r in rows]
         above = [r.ci[1] - r.rate for r in rows]
-        ax.errorbar(
-            [r.prefix_len for r in rows],
-            rates,
-            yerr=[below, above],
-            fmt="o-",
-            capsize=3,
-            label=name,
-        )
+        ax.errorbar(ks, rates, yerr=[below, above], fmt="o-", capsize=3, label=name)
     suffix_lens = sorted({r.suffix_len for c in curves.values() for r in c})
+    suffix = "/".join(map(str, suffix_lens))
     ax.set_xlabel("prefix length k (tokens)")
-    ax.set_ylabel(f"fraction extracted ({'/'.join(map(str, suffix_lens))}-token suffix)")
-    ax.set_ylim(-0.02, 1.02)
+    if metric == "matched":
+        ax.set_ylabel(f"suffix tokens matched (of {suffix})")
+        ax.set_ylim(bottom=0)
+    else:
+        ax.set_ylabel(f"fraction extracted ({suffix}-token suffix)")
+        ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(frameon=False)
     fig.tight_layout()

@@ -85,6 +85,10 @@ class Task:
     """Generation tasks: applied to prediction and gold before comparing."""
     about: str = ""
     """One line for listings: what the task is and where it comes from."""
+    metrics: Callable[[Sequence[Doc], Sequence[Sequence[float]]], dict[str, Any]] | None = None
+    """Multiple choice: task-level metrics beyond ``acc``, from the evaluated documents and each
+    one's choice log-likelihoods (e.g. TruthfulQA's MC2, BBQ's bias score); a key with a
+    ``<key>_stderr`` partner is shown with it. ``None``: ``acc`` and ``acc_norm`` only."""
 
     def __post_init__(self) -> None:
         if self.kind not in ("multiple_choice", "generate"):

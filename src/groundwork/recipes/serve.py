@@ -71,9 +71,10 @@ def serve(
     engine = Engine(net, tokenizer, slots=slots, max_len=max_len, max_waiting=max_waiting)
     name = served_model_name or model
     app = create_app(engine, model_name=name, chat_template=template)
+    cache_gb = 2 * engine.cache.k.numel() * engine.cache.k.element_size() / 1e9
     print(
         f"serving {name!r} on http://{host}:{port}/v1 ({slots} slots x {engine.max_len} "
-        f"tokens); playground: http://{host}:{port}/",
+        f"tokens, KV cache {cache_gb:.2f} GB); playground: http://{host}:{port}/",
         file=sys.stderr,
     )
     uvicorn.run(app, host=host, port=port, log_level="info")
