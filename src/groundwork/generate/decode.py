@@ -261,33 +261,67 @@ def generate(
             "groundwork.generate.stream.generate_text"
         )
     device = next(model.parameters()).device
-    B, n = len(prompts), config.max_new_tokens
-    stop = torch.tensor(sorted({*config.stop_ids, *eos_ids}), dtype=torch.long, device=device)
-    done = torch.zeros(B, dtype=torch.bool, device=device)
-    length = torch.full((B,), n, dtype=torch.long, device=device)  # new tokens kept per row
-    new_ids = torch.full((B, n), pad_id, dtype=torch.long, device=device)
-    all_logits: list[torch.Tensor] = []
+    rows = Stopping(
+        len(prompts), config, pad_id=pad_id, eos_ids=eos_ids, decode=decode, device=device
+    )
     steps = decode_steps(
-        model, prompts, config, pad_id=pad_id, use_cache=use_cache, finished=lambda: done
+        model, prompts, config, pad_id=pad_id, use_cache=use_cache, finished=lambda: rows.done
     )
     for step, (next_ids, logits) in enumerate(steps):
-        new_ids[:, step] = next_ids
-        if return_logits:
-            all_logits.append(logits.float())
-        hit = torch.isin(next_ids, stop) & ~done  # (B,) rows that stop at this token
-        if config.stop_strings:
-            assert decode is not None
-            hit |= _stop_string_hits(new_ids[:, : step + 1], done, decode, config.stop_strings)
-        length = torch.where(hit, step + 1, length)
-        done |= hit
-        periodic = stop.numel() > 0 and step % SYNC_EVERY == SYNC_EVERY - 1
-        if (periodic or bool(config.stop_strings)) and bool(done.all()):  # a host sync
+        if rows.record(step, next_ids, logits if return_logits else None):
             break
-    lengths = length.tolist()
-    rows = new_ids.tolist()
-    sequences = [row[:k] for row, k in zip(rows, lengths, strict=True)]
-    stacked = torch.stack(all_logits, dim=1) if return_logits else None  # (B, steps, V)
-    return GenerateOutput(sequences=sequences, logits=stacked)
+    return rows.output()
+
+
+class Stopping:
+    """The new tokens of a batch and which rows have stopped, for :func:`generate` and the
+    static-cache loop alike: a row stops at a stop id (kept) or once its decoded text holds a
+    stop string; whether *every* row has stopped is read on the host only every
+    :data:`SYNC_EVERY` steps (every step with stop strings, which need the text anyway)."""
+
+    def __init__(
+        self,
+        batch: int,
+        config: GenerationConfig,
+        *,
+        pad_id: int,
+        eos_ids: Sequence[int],
+        decode: Callable[[list[int]], str] | None,
+        device: torch.device,
+    ) -> None:
+        n = config.max_new_tokens
+        self.stop = torch.tensor(
+            sorted({*config.stop_ids, *eos_ids}), dtype=torch.long, device=device
+        )
+        self.done = torch.zeros(batch, dtype=torch.bool, device=device)
+        self.length = torch.full((batch,), n, dtype=torch.long, device=device)  # tokens kept
+        self.new_ids = torch.full((batch, n), pad_id, dtype=torch.long, device=device)
+        self.logits: list[torch.Tensor] = []
+        self.stop_strings, self.decode = config.stop_strings, decode
+
+    def record(self, step: int, next_ids: torch.Tensor, logits: torch.Tensor | None) -> bool:
+        """Store step ``step``'s tokens ``(B,)`` (and its logits, when given); whether every
+        row has now stopped (``False`` between host checks)."""
+        self.new_ids[:, step] = next_ids
+        if logits is not None:
+            self.logits.append(logits.float())
+        hit = torch.isin(next_ids, self.stop) & ~self.done  # (B,) rows that stop at this token
+        if self.stop_strings:
+            assert self.decode is not None
+            upto = self.new_ids[:, : step + 1]
+            hit |= _stop_string_hits(upto, self.done, self.decode, self.stop_strings)
+        self.length = torch.where(hit, step + 1, self.length)
+        self.done |= hit
+        periodic = self.stop.numel() > 0 and step % SYNC_EVERY == SYNC_EVERY - 1
+        return (periodic or bool(self.stop_strings)) and bool(self.done.all())  # a host sync
+
+    def output(self) -> GenerateOutput:
+        """Each row's new tokens up to where it stopped (and the logits, if recorded)."""
+        lengths = self.length.tolist()
+        rows = self.new_ids.tolist()
+        sequences = [row[:k] for row, k in zip(rows, lengths, strict=True)]
+        stacked = torch.stack(self.logits, dim=1) if self.logits else None  # (B, steps, V)
+        return GenerateOutput(sequences=sequences, logits=stacked)
 
 
 # --8<-- [end:generate]

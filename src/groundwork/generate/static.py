@@ -28,11 +28,10 @@ from torch import nn
 from groundwork.errors import ConfigError
 from groundwork.generate.config import GenerationConfig
 from groundwork.generate.decode import (
-    SYNC_EVERY,
     GenerateOutput,
+    Stopping,
     _left_pad,
     _penalty_ids,
-    _stop_string_hits,
     check_prompts,
     context_window,
 )
@@ -151,11 +150,9 @@ class StaticDecoder:
         generator = None
         if config.seed is not None:
             generator = torch.Generator(device=device).manual_seed(config.seed)
-        stop = torch.tensor(sorted({*config.stop_ids, *eos_ids}), dtype=torch.long, device=device)
-        done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
-        length = torch.full((len(prompts),), n, dtype=torch.long, device=device)
-        new_ids = torch.full((len(prompts), n), pad_id, dtype=torch.long, device=device)
-        all_logits: list[torch.Tensor] = []
+        rows = Stopping(
+            len(prompts), config, pad_id=pad_id, eos_ids=eos_ids, decode=decode, device=device
+        )
 
         cache.reset()
         mask = batch.mask[:, :L]  # (B, L)
@@ -171,29 +168,16 @@ class StaticDecoder:
             end = L + step  # columns 0..end-1 are filled
             seen = _penalty_ids(batch, end) if config.repetition_penalty else batch.ids[:, :end]
             scores = process_logits(logits.float(), seen, config)  # (B, V)
-            next_ids = torch.where(done, pad_id, sample_next(scores, config, generator))  # (B,)
+            next_ids = sample_next(scores, config, generator)
+            next_ids = torch.where(rows.done, pad_id, next_ids)  # (B,)
             batch.ids[:, end] = next_ids
-            new_ids[:, step] = next_ids
-            if return_logits:
-                all_logits.append(logits.float())
-            hit = torch.isin(next_ids, stop) & ~done  # (B,) rows that stop at this token
-            if config.stop_strings:
-                assert decode is not None
-                hit |= _stop_string_hits(new_ids[:, : step + 1], done, decode, config.stop_strings)
-            length = torch.where(hit, step + 1, length)
-            done |= hit
-            periodic = stop.numel() > 0 and step % SYNC_EVERY == SYNC_EVERY - 1
-            if (periodic or bool(config.stop_strings)) and bool(done.all()):  # a host sync
+            if rows.record(step, next_ids, logits if return_logits else None):
                 break
             if step < n - 1:
                 position = batch.lengths[:, None] + step  # (B, 1): the new token's position
                 ids = next_ids[:, None].clone()  # (B, 1), a fresh tensor for the graph
                 logits = self.step(model, cache, ids, position).clone()  # (B, V)
-        lengths = length.tolist()
-        rows = new_ids.tolist()
-        sequences = [row[:k] for row, k in zip(rows, lengths, strict=True)]
-        stacked = torch.stack(all_logits, dim=1) if return_logits else None  # (B, steps, V)
-        return GenerateOutput(sequences=sequences, logits=stacked)
+        return rows.output()
 
     # --8<-- [end:static_generate]
 
