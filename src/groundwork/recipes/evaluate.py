@@ -36,7 +36,8 @@ def evaluate(
         model: A run directory or a named pretrained model (smollm2-135m-instruct); several
             only with --tasks.
         tasks: Comma-separated task names (piqa,boolq,mmlu,siqa,openbookqa,logiqa,commonsenseqa,
-            medqa,contracts,legal-support,asdiv,lambada-shakespeare).
+            medqa,contracts,legal-support,asdiv,lambada-shakespeare; harms: crows-pairs,winobias,
+            bbq,truthfulqa-mc1,truthfulqa-mc2).
         shots: Comma-separated numbers of solved examples shown first, e.g. 0,5.
         limit: Evaluate only the first N examples of each task (or N documents of --source).
         batch_size: Continuations (or windows) per forward pass.
