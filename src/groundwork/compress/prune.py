@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from groundwork.errors import ConfigError
+from groundwork.models.config import kept_heads
 from groundwork.nn import Attention
 from groundwork.runtime import eval_mode
 
@@ -405,19 +406,9 @@ def remove_heads(attn: Attention, heads: Iterable[int]) -> None:
     same number for every group, so every group that stays must keep as many query heads.
     """
     H, G, D = attn.n_heads, attn.n_kv_heads, attn.d_head
-    n_rep, gone = H // G, set(heads)
-    if not gone <= set(range(H)):
-        raise ConfigError(f"heads {sorted(gone)} are not all among the {H} heads of the layer")
     if attn.q_norm is not None:
         raise ConfigError("q_norm/k_norm normalise all heads together: heads cannot be removed")
-    kept = [h for h in range(H) if h not in gone]  # ascending: groups stay contiguous
-    kept_kv = sorted({h // n_rep for h in kept})
-    if not kept:
-        raise ConfigError(f"cannot remove all {H} heads of an attention layer")
-    if len(kept) % len(kept_kv) or any(
-        sum(h // n_rep == g for h in kept) != len(kept) // len(kept_kv) for g in kept_kv
-    ):
-        raise ConfigError("grouped-query attention needs the same number of query heads per group")
+    kept, kept_kv = kept_heads(H, G, heads)  # ascending: groups stay contiguous
     q_rows, kv_rows = _rows(kept, D), _rows(kept_kv, D)
     if attn.fused_qkv:  # [q (H D), k (G D), v (G D)] stacked
         rows = torch.cat([q_rows, _rows(kept_kv, D, H * D), _rows(kept_kv, D, (H + G) * D)])
@@ -464,6 +455,23 @@ def _units(attn: Attention, importance: torch.Tensor, unit: str) -> list[tuple[f
     return [(float(importance[heads].sum()), heads) for heads in units]
 
 
+def _record(config: Any, attn: Attention, heads: list[int]) -> None:
+    """Add ``heads`` (indices among ``attn``'s current heads) to ``config.pruned_heads`` in
+    original indices, so the pruned model saves and loads (``transformers`` keeps the same
+    record; earlier prunings are counted in)."""
+    layer, before = attn.layer_idx, config.pruned_heads.get(attn.layer_idx, [])
+    current = [h for h in range(config.n_heads) if h not in before]  # original index of each
+    if len(current) != attn.n_heads:
+        raise ConfigError(
+            f"layer {layer} has {attn.n_heads} heads but its config says {len(current)}: heads "
+            "were removed without prune_heads (remove_heads does not update the config)"
+        )
+    config.pruned_heads = {
+        **config.pruned_heads,
+        layer: sorted([*before, *(current[h] for h in heads)]),
+    }
+
+
 def prune_heads(
     model: nn.Module,
     amount: int | float,
@@ -477,9 +485,13 @@ def prune_heads(
 
     Units (:func:`_units`) are ranked over all layers by the summed importance of their heads,
     so layers may lose different numbers of heads; every layer keeps at least one unit.
-    ``unit="kv_group"`` also removes key/value heads (a smaller KV cache; but
-    :class:`~groundwork.nn.KVCache` holds ``config.n_kv_heads`` heads in every layer, so when
-    layers differ, generate without a cache). ``unit="query"`` keeps every key/value head.
+    ``unit="kv_group"`` also removes key/value heads (a smaller KV cache: the model's
+    :class:`~groundwork.nn.KVCache` holds the most heads any layer kept). ``unit="query"`` keeps
+    every key/value head. A model whose config has ``pruned_heads`` (GPT, Llama, Mixtral) gets
+    the removed heads recorded there in original indices, so it saves and loads as a run
+    (:func:`groundwork.runs.write_run`, :func:`groundwork.runs.load_run`) with its smaller
+    layers; ``transformers`` and GGUF have one head count for every layer, so a pruned model
+    does not export to them.
 
     Args:
         model: A model with :class:`~groundwork.nn.Attention` layers.
@@ -524,9 +536,12 @@ def prune_heads(
             f"layer); {done} can go: ask for a whole number of units"
         )
     report = HeadPruneReport([a.n_heads for a in layers], [], [])
+    config = getattr(model, "config", None)
     for attn, heads in zip(layers, chosen, strict=True):
         n_rep, kv = attn.n_heads // attn.n_kv_heads, attn.n_kv_heads
         gone_kv = [g for g in range(kv) if all(g * n_rep + r in heads for r in range(n_rep))]
+        if heads and hasattr(config, "pruned_heads"):
+            _record(config, attn, heads)
         remove_heads(attn, heads)
         report.removed.append(sorted(heads))
         report.kv_removed.append(gone_kv)

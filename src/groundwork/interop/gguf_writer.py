@@ -53,6 +53,7 @@ from groundwork.interop.gguf_file import (
 )
 from groundwork.interop.gguf_quants import GGML_TYPES, Q4_0_BLOCK, Q8_0_BLOCK
 from groundwork.interop.gguf_tokenizer import _LLAMA3_SPLIT, TOKEN_TYPE_CONTROL
+from groundwork.models.config import check_not_pruned
 
 if TYPE_CHECKING:
     from groundwork.tokenize.base import Tokenizer
@@ -505,6 +506,7 @@ def export_llama_gguf(
     if qtype not in FILE_TYPES:
         raise ConfigError(f"unknown GGUF qtype {qtype!r}; choose one of {', '.join(FILE_TYPES)}")
     config = model.config
+    check_not_pruned(config, "GGUF's llama metadata")
     if config.rope_scaling is not None:
         raise ConfigError("GGUF export does not write RoPE scaling (rope_scaling must be None)")
     if tokenizer.vocab_size > config.vocab_size:

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from groundwork.models.config import layer_heads
 from groundwork.nn import KVCache, packed_documents
 
 INIT_STD = 0.02
@@ -87,8 +88,9 @@ class DecoderLM(nn.Module):
     """Base class of the decoder-only transformers: the parts of the
     :class:`~groundwork.models.protocol.CausalLM` protocol that do not depend on the family.
 
-    A subclass sets ``self.config`` (with ``n_layers``, ``n_kv_heads``, ``d_head``,
-    ``max_seq_len``) and implements :meth:`embedding_weights` and ``forward``.
+    A subclass sets ``self.config`` (with ``n_layers``, ``n_heads``, ``n_kv_heads``,
+    ``pruned_heads``, ``d_head``, ``max_seq_len``) and implements :meth:`embedding_weights`
+    and ``forward``.
     """
 
     config: Any
@@ -107,7 +109,8 @@ class DecoderLM(nn.Module):
         c = self.config
         p = next(self.parameters())
         length = max_seq_len or c.max_seq_len
-        return KVCache(batch, c.n_layers, c.n_kv_heads, length, c.d_head, p.dtype, p.device)
+        heads = max(layer_heads(c, i)[1] for i in range(c.n_layers))  # fewer if all pruned
+        return KVCache(batch, c.n_layers, heads, length, c.d_head, p.dtype, p.device)
 
     def num_parameters(self, *, exclude_embeddings: bool = False) -> int:
         """Number of distinct parameters (a tied matrix counts once).

@@ -16,14 +16,21 @@ count and initialisation shared with Llama are in :mod:`groundwork.models.decode
 the docs.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
 from groundwork.errors import ConfigError
-from groundwork.models.config import check_choice, check_divides, check_positive, preset
+from groundwork.models.config import (
+    check_choice,
+    check_divides,
+    check_positive,
+    check_pruned_heads,
+    layer_heads,
+    preset,
+)
 from groundwork.models.decoder import (
     DecoderLM,
     init_weights,
@@ -72,6 +79,10 @@ class GPTConfig:
     attn_impl: AttentionImpl = "sdpa"
     """``"sdpa"`` (fused kernel), ``"math"`` (written out), ``"flash"`` (our flash-attention
     algorithm in PyTorch) or ``"triton"`` (our flash-attention Triton kernels)."""
+    pruned_heads: dict[int, list[int]] = field(default_factory=dict)
+    """Attention heads removed, ``{layer: [heads]}`` in original indices (as ``transformers``'
+    ``pruned_heads``); written by :func:`groundwork.compress.prune.prune_heads`, so a pruned
+    model saves and loads with its smaller layers."""
 
     def __post_init__(self) -> None:
         if self.d_ff is None:
@@ -84,6 +95,7 @@ class GPTConfig:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if self.layer_norm_eps <= 0:
             raise ConfigError(f"layer_norm_eps must be positive, got {self.layer_norm_eps!r}")
+        check_pruned_heads(self)
 
     @property
     def d_head(self) -> int:
@@ -130,7 +142,8 @@ class GPT(DecoderLM):
             TransformerBlock(
                 Attention(
                     c.d_model,
-                    c.n_heads,
+                    *layer_heads(c, i),  # n_heads, n_kv_heads (fewer where heads were pruned)
+                    c.d_head,
                     bias=c.bias,
                     fused_qkv=True,
                     impl=c.attn_impl,
@@ -249,7 +262,8 @@ def parameter_counts(config: GPTConfig) -> dict[str, int]:
     d, V, L = c.d_model, c.vocab_size, c.n_layers
     b = 1 if c.bias else 0
     embeddings = V * d + c.max_seq_len * d  # tokens + learned positions
-    attention = L * (d * 3 * d + b * 3 * d + d * d + b * d)  # qkv + output projection
+    widths = [layer_heads(c, i)[0] * c.d_head for i in range(L)]  # d, less pruned heads
+    attention = sum(d * 3 * q + b * 3 * q + q * d + b * d for q in widths)  # qkv + output
     mlp = L * (d * c.d_ff + b * c.d_ff + c.d_ff * d + b * d)  # up + down
     per_norm = d * (1 + b)
     norms = L * 2 * per_norm + (per_norm if c.norm_position == "pre" else 0)

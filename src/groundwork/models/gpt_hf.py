@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from groundwork.errors import CheckpointError, ConfigError
+from groundwork.models.config import check_not_pruned
 from groundwork.models.gpt import GPTConfig
 from groundwork.models.hf_adapter import HFAdapter
 
@@ -65,6 +66,7 @@ def to_hf_config(config: GPTConfig) -> dict[str, Any]:
     Raises:
         ConfigError: The config has no GPT-2 twin (post-LN, no biases, or untied embeddings).
     """
+    check_not_pruned(config, "Hugging Face's GPT2Config")
     if config.norm_position != "pre":
         raise ConfigError("norm_position must be 'pre' to export to Hugging Face GPT-2")
     if not config.bias:

@@ -17,14 +17,21 @@ The KV cache, parameter count and initialisation shared with GPT are in
 :mod:`groundwork.models.decoder`. Chapter 5 of the docs.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
 from groundwork.errors import ConfigError
-from groundwork.models.config import check_choice, check_divides, check_positive, preset
+from groundwork.models.config import (
+    check_choice,
+    check_divides,
+    check_positive,
+    check_pruned_heads,
+    layer_heads,
+    preset,
+)
 from groundwork.models.decoder import (
     DecoderLM,
     init_weights,
@@ -74,6 +81,10 @@ class LlamaConfig:
     attn_impl: AttentionImpl = "sdpa"
     """``"sdpa"`` (fused kernel), ``"math"`` (written out), ``"flash"`` (our flash-attention
     algorithm in PyTorch) or ``"triton"`` (our flash-attention Triton kernels)."""
+    pruned_heads: dict[int, list[int]] = field(default_factory=dict)
+    """Query heads removed, ``{layer: [heads]}`` in original indices (as ``transformers``'
+    ``pruned_heads``); a key/value head goes with the last query head of its group. Written by
+    :func:`groundwork.compress.prune.prune_heads`, so a pruned model saves and loads."""
 
     def __post_init__(self) -> None:
         if self.n_kv_heads is None:
@@ -98,6 +109,7 @@ class LlamaConfig:
             raise ConfigError(
                 f"rope_scaling.kind must be 'linear' or 'llama3', got {self.rope_scaling.kind!r}"
             )
+        check_pruned_heads(self)
 
     @classmethod
     def from_name(cls, name: str, **overrides: Any) -> "LlamaConfig":
@@ -149,7 +161,7 @@ class LlamaBlock(nn.Module):
         """The attention sublayer: grouped-query attention (OLMoE's adds query/key norms)."""
         c = config
         return Attention(
-            c.d_model, c.n_heads, c.n_kv_heads, c.d_head, impl=c.attn_impl, layer_idx=layer_idx
+            c.d_model, *layer_heads(c, layer_idx), c.d_head, impl=c.attn_impl, layer_idx=layer_idx
         )
 
     def build_mlp(self, config: LlamaConfig) -> nn.Module:
@@ -291,9 +303,9 @@ def parameter_counts(config: LlamaConfig) -> dict[str, int]:
     c = config
     assert c.d_head is not None and c.n_kv_heads is not None
     d, V, L = c.d_model, c.vocab_size, c.n_layers
-    q_size, kv_size = c.n_heads * c.d_head, c.n_kv_heads * c.d_head
+    heads = [layer_heads(c, i) for i in range(L)]  # fewer where heads were pruned
+    attention = sum(2 * d * c.d_head * (h + g) for h, g in heads)  # q, k, v, o
     embeddings = V * d
-    attention = L * (d * q_size + 2 * d * kv_size + q_size * d)  # q, k, v, o
     mlp = L * 3 * d * c.d_ff  # gate, up, down
     norms = L * 2 * d + d  # two per block, one final
     head = 0 if c.tie_embeddings else V * d

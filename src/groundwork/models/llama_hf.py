@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from groundwork.errors import CheckpointError
+from groundwork.models.config import check_not_pruned
 from groundwork.models.hf_adapter import HFAdapter
 from groundwork.models.llama import LlamaConfig
 from groundwork.nn import RopeScaling
@@ -47,6 +48,7 @@ def llama_key_map(config: LlamaConfig) -> dict[str, str]:
 def to_hf_config(config: LlamaConfig) -> dict[str, Any]:
     """The ``transformers.LlamaConfig`` fields describing ``config``."""
     scaling = config.rope_scaling
+    check_not_pruned(config, "Hugging Face's LlamaConfig")
     rope_scaling = None
     if scaling is not None:
         rope_scaling = {"rope_type": scaling.kind, "factor": scaling.factor}

@@ -27,6 +27,7 @@ Chapter 16 (Mixture of experts).
 from dataclasses import dataclass
 from typing import Any
 
+from groundwork.errors import ConfigError
 from groundwork.models.config import preset
 from groundwork.models.llama import LlamaConfig
 from groundwork.models.mixtral import (
@@ -47,6 +48,14 @@ class OlmoeConfig(MixtralConfig):
 
     norm_topk_prob: bool = False
     """Renormalise the top-k router probabilities to sum to 1 (OLMoE: no)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.pruned_heads:
+            raise ConfigError(
+                "pruned_heads: OLMoE's query/key norms normalise all heads together, so its "
+                "heads cannot be removed"
+            )
 
     @classmethod
     def from_name(cls, name: str, **overrides: Any) -> "OlmoeConfig":

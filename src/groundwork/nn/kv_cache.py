@@ -25,7 +25,8 @@ class KVCache:
     Args:
         batch: Number of sequences decoded together.
         n_layers: Number of attention layers.
-        n_kv_heads: Key/value heads per layer (fewer than query heads with GQA/MQA).
+        n_kv_heads: Key/value heads per layer (fewer than query heads with GQA/MQA); where
+            layers differ (heads pruned), the most of any layer.
         max_seq_len: Longest sequence the cache can hold (``S``).
         d_head: Size of one head.
         dtype: Storage dtype.
@@ -58,12 +59,28 @@ class KVCache:
             The keys and values of positions ``0..start_pos+T-1``, ``(B, H_kv, start_pos+T, D)``:
             views into the cache, not copies.
         """
-        end = start_pos + k.shape[2]
+        end, heads = start_pos + k.shape[2], self.heads(layer, k)
         if end > self.max_seq_len:
             raise ValueError(f"KV cache overflow: position {end} > max_seq_len {self.max_seq_len}")
-        self.k[layer, :, :, start_pos:end] = k
-        self.v[layer, :, :, start_pos:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+        self.k[layer, :, :heads, start_pos:end] = k
+        self.v[layer, :, :heads, start_pos:end] = v
+        return self.k[layer, :, :heads, :end], self.v[layer, :, :heads, :end]
+
+    def heads(self, layer: int, k: torch.Tensor) -> int:
+        """The key/value heads ``k`` ``(B, H_kv, T, D)`` brings to ``layer``: the cache holds
+        the most any layer has, and a layer with fewer (its heads pruned) uses the first
+        ``H_kv`` of them.
+
+        Raises:
+            ValueError: more heads than the cache holds.
+        """
+        heads = k.shape[1]
+        if heads > self.k.shape[2]:
+            raise ValueError(
+                f"layer {layer} has {heads} key/value heads but the KV cache holds "
+                f"{self.k.shape[2]}: make the cache with the model's new_kv_cache"
+            )
+        return heads
 
     def reset(self) -> None:
         """Forget every stored position (the memory stays allocated)."""
@@ -138,9 +155,11 @@ class StaticKVCache(KVCache):
         return the whole cache ``(B, H_kv, S, D)`` of ``layer``."""
         if not self.decoding:
             return super().update(layer, k, v, start_pos)
-        self.k[layer].index_copy_(2, self.index, k.to(self.k.dtype))
-        self.v[layer].index_copy_(2, self.index, v.to(self.v.dtype))
-        return self.k[layer], self.v[layer]
+        heads = self.heads(layer, k)
+        keys, values = self.k[layer, :, :heads], self.v[layer, :, :heads]  # views: written through
+        keys.index_copy_(2, self.index, k.to(self.k.dtype))
+        values.index_copy_(2, self.index, v.to(self.v.dtype))
+        return keys, values
 
     def key_mask(self, mask: torch.Tensor | None) -> torch.Tensor | None:
         """The mask attention uses with what :meth:`update` returned: the model's ``mask``

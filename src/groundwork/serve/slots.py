@@ -85,12 +85,12 @@ class PrefillView(KVCache):
         self, layer: int, k: torch.Tensor, v: torch.Tensor, start_pos: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Write ``k, v`` ``(count, H_kv, T, D)`` into the rows; return positions ``0..end-1``."""
-        end = start_pos + k.shape[2]
+        end, h = start_pos + k.shape[2], k.shape[1]  # h: this layer's heads (fewer if pruned)
         if end > self.max_seq_len:
             raise ValueError(f"KV cache overflow: position {end} > max_len {self.max_seq_len}")
-        self.cache.k[layer, self.rows, :, start_pos:end] = k
-        self.cache.v[layer, self.rows, :, start_pos:end] = v
-        return self.cache.k[layer, self.rows, :, :end], self.cache.v[layer, self.rows, :, :end]
+        self.cache.k[layer, self.rows, :h, start_pos:end] = k
+        self.cache.v[layer, self.rows, :h, start_pos:end] = v
+        return self.cache.k[layer, self.rows, :h, :end], self.cache.v[layer, self.rows, :h, :end]
 
 
 class DecodeView(KVCache):
@@ -112,10 +112,10 @@ class DecodeView(KVCache):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Write ``k, v`` ``(B, H_kv, 1, D)`` of row ``b`` at ``positions[b]``; return
         ``(B, H_kv, start_pos + 1, D)`` views of rows ``0..B-1``."""
-        B, end = k.shape[0], start_pos + 1
-        self.cache.k[layer, self.rows, :, self.positions] = k[:, :, 0]  # (B, H_kv, D)
-        self.cache.v[layer, self.rows, :, self.positions] = v[:, :, 0]
-        return self.cache.k[layer, :B, :, :end], self.cache.v[layer, :B, :, :end]
+        (B, h), end = k.shape[:2], start_pos + 1
+        self.cache.k[layer, self.rows, :h, self.positions] = k[:, :, 0]  # (B, H_kv, D)
+        self.cache.v[layer, self.rows, :h, self.positions] = v[:, :, 0]
+        return self.cache.k[layer, :B, :h, :end], self.cache.v[layer, :B, :h, :end]
 
 
 # --8<-- [end:slots]
