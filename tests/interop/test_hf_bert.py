@@ -112,13 +112,37 @@ def test_from_hf_and_to_hf_give_the_same_outputs(name: str) -> None:
         assert type(back).__name__ == name
         for got, want in zip(_hf_outputs(name, back(**batch)), expected, strict=True):
             torch.testing.assert_close(got, want, **TOL)
-        # Without a mask or segment ids, and with explicit positions.
+        # Without a mask or segment ids, and with explicit positions (one document).
         ids = batch["input_ids"]
-        positions = torch.arange(13).flip(0).unsqueeze(0)
+        positions = torch.arange(3, 16).unsqueeze(0)
         plain = _hf_outputs(name, hf(input_ids=ids, position_ids=positions))
         ours_plain = _our_outputs(ours, dict(input_ids=ids, position_ids=positions))
         for got, want in zip(ours_plain, plain, strict=True):
             torch.testing.assert_close(got, want, **TOL)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(".")[:2])
+
+
+@pytest.mark.parity
+@pytest.mark.skipif(
+    _version(transformers.__version__) < (5, 25),
+    reason="transformers reads packed documents from BERT's position ids from 5.25 on",
+)
+def test_restarting_positions_are_packed_documents_as_in_transformers() -> None:
+    """Position ids that restart inside a row, without an attention mask: transformers' mask
+    keeps each packed document to itself, and so does ours (and a row's documents equal the
+    documents scored alone)."""
+    hf = _hf_model("BertModel")
+    ours = from_hf(hf)
+    ids = _batch()["input_ids"]  # (2, 13)
+    positions = torch.cat([torch.arange(5), torch.arange(8)]).unsqueeze(0)  # two documents
+    with torch.no_grad():
+        want = hf(input_ids=ids, position_ids=positions).last_hidden_state
+        got = ours(ids, position_ids=positions)
+        torch.testing.assert_close(got, want, **TOL)
+        torch.testing.assert_close(got[:, 5:], ours(ids[:, 5:]), **TOL)
 
 
 @pytest.mark.parity

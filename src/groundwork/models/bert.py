@@ -39,6 +39,8 @@ from groundwork.nn import (
     LayerNorm,
     LearnedPositionalEmbedding,
     TransformerBlock,
+    document_mask,
+    packed_documents,
     padding_mask,
     to_additive,
 )
@@ -199,7 +201,10 @@ class Bert(nn.Module):
             attention_mask: ``(B, T)`` with 1 for tokens and 0 for padding; ``None``: no
                 padding. Padding keys are hidden from every query.
             token_type_ids: Segment ids ``(B, T)`` (0 for sentence A, 1 for B); default all 0.
-            position_ids: ``(B, T)`` or ``(1, T)``; default ``0 .. T - 1``.
+            position_ids: ``(B, T)`` or ``(1, T)``; default ``0 .. T - 1``. Without an
+                ``attention_mask``, ids that restart inside a row mark packed documents
+                (:func:`~groundwork.nn.packed_documents`), each attending only to itself, as
+                ``transformers``' bidirectional mask does.
 
         Returns:
             Hidden states ``(B, T, d_model)``.
@@ -208,6 +213,9 @@ class Bert(nn.Module):
             ConfigError: A shape, a token id, a segment id or a position does not fit the config.
         """
         _check_inputs(self.config, input_ids, attention_mask, token_type_ids, position_ids)
+        documents = None
+        if position_ids is not None and attention_mask is None:
+            documents = packed_documents(position_ids.expand(input_ids.shape[0], -1))  # (B, T)
         if position_ids is None:
             T = input_ids.shape[1]
             position_ids = torch.arange(T, device=input_ids.device).unsqueeze(0)  # (1, T)
@@ -218,6 +226,8 @@ class Bert(nn.Module):
         mask = None
         if attention_mask is not None and not bool(attention_mask.all()):
             mask = to_additive(padding_mask(attention_mask), x.dtype)  # (B, 1, 1, T)
+        elif documents is not None:
+            mask = to_additive(document_mask(documents), x.dtype)  # (B, 1, T, T)
         for block in self.blocks:
             x = block(x, mask=mask)  # (B, T, d_model)
         return x
