@@ -36,6 +36,11 @@ programs), two threads ran every contender 3-4x *slower* than one: each kernel w
 barrier for the thread that was descheduled. The saved results therefore use ``--threads 1``;
 a 2-thread run (64 tokens, 2 rounds) is kept in ``quantized-decode-cpu-2threads.json`` for the
 record. Targets (issue 19): int8 >= 2x our fp32; int4 >= llama.cpp Q4_0.
+
+``--compile`` adds a ``compiled`` row for each of ours: the same model decoded by
+:class:`~groundwork.generate.StaticDecoder` with its decode step compiled (``torch.compile``,
+inductor's C++ code on CPU; what ``groundwork generate --compile`` does). The compilation happens
+in the warm-up round and is not timed.
 """
 
 import argparse
@@ -54,7 +59,7 @@ from torch import nn
 
 import groundwork
 from groundwork.compress.weight_only import quantize_weights
-from groundwork.generate import GenerationConfig, generate
+from groundwork.generate import GenerationConfig, StaticDecoder, generate
 from machine import machine
 
 RESULTS = Path(__file__).parent / "results"
@@ -96,8 +101,13 @@ def without_linears(model: nn.Module) -> nn.Module:
     return model
 
 
-def ours(model: nn.Module, prompt: list[int], new: int) -> Run:
+def ours(model: nn.Module, prompt: list[int], new: int, compile: bool = False) -> Run:
+    """Our ``generate``; with ``compile``, a :class:`~groundwork.generate.StaticDecoder` with a
+    compiled decode step (compiled in the warm-up round, reused after)."""
     config = GenerationConfig(max_new_tokens=new, temperature=0)
+    if compile:
+        decoder = StaticDecoder(model, 1, len(prompt) + new, compile=True)
+        return lambda: decoder.generate([prompt], config).sequences[0]
     return lambda: generate(model, [prompt], config).sequences[0]
 
 
@@ -196,6 +206,12 @@ def main() -> None:
     p.add_argument(
         "--out", type=Path, default=RESULTS / "quantized-decode-cpu.json", help="results file"
     )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="add rows decoding with a compiled static-cache step (groundwork generate --compile)",
+    )
+    p.add_argument("--skip-bf16", action="store_true", help="leave out our plain bf16 row")
     p.add_argument("--skip-transformers", action="store_true")
     p.add_argument("--skip-llama-cpp", action="store_true")
     args = p.parse_args()
@@ -215,8 +231,14 @@ def main() -> None:
             copy.deepcopy(base), "int4", group_size=args.group_size
         ),
     }
+    if args.skip_bf16:
+        del models["ours bf16"]
     runs: dict[str, Run] = {name: ours(m, prompt, new) for name, m in models.items()}
     sizes = {name: model_bytes(m) for name, m in models.items()}
+    if args.compile:
+        for name, m in list(models.items()):
+            runs[f"{name} compiled"] = ours(m, prompt, new, compile=True)
+            sizes[f"{name} compiled"] = sizes[name]
     notes: list[str] = []
     if not args.skip_transformers:
         runs["transformers fp32"], sizes["transformers fp32"] = transformers_run(

@@ -90,9 +90,15 @@ def test_chat_plain_streamed_and_n_choices(server, tiny_model) -> None:
     assert text == choice.message.content
     assert chunks[0].choices[0].delta.role == "assistant"
     assert chunks[-1].usage.completion_tokens == 10
-    many = client.chat.completions.create(model="tiny", messages=messages, max_tokens=6, n=3)
+    many = client.chat.completions.create(
+        model="tiny", messages=messages, max_tokens=6, n=3, logprobs=True
+    )
     assert [c.index for c in many.choices] == [0, 1, 2]
-    assert many.usage.completion_tokens == 18
+    lengths = [len(c.logprobs.content) for c in many.choices]  # a sample may end at a stop id
+    assert many.usage.completion_tokens == sum(lengths)
+    for c, n in zip(many.choices, lengths, strict=True):
+        assert 1 <= n <= 6
+        assert n == 6 if c.finish_reason == "length" else c.finish_reason == "stop"
 
 
 def test_sixteen_concurrent_clients_all_get_their_own_complete_answer(server, tiny_model) -> None:

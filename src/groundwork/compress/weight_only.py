@@ -59,6 +59,7 @@ from collections.abc import Iterable
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from groundwork.compress.quantize import fit_grid, quantize_codes
@@ -168,9 +169,16 @@ class Int8WeightOnlyLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map ``(..., in_features)`` (any batch/sequence shape) to ``(..., out_features)``."""
         scales = self.scales
-        if scales.dtype == torch.bfloat16 and self.in_features % 8:
-            scales = scales.float()  # torch 2.13's bf16 kernel crashes unless in % 8 == 0
         rows = x.reshape(-1, self.in_features)  # (B*T, in)
+        if scales.dtype == torch.bfloat16 and self.in_features % 8:
+            # torch 2.13's bf16 kernel crashes unless in % 8 == 0: compute in float32; and
+            # inductor cannot hand the kernel scales computed in the graph, so when compiled
+            # the layer multiplies by its dequantised weight instead
+            scales = scales.float()
+            if torch.compiler.is_compiling():
+                y = F.linear(rows.float(), self.weight.float() * scales[:, None])  # (B*T, out)
+                y = y if self.bias is None else y + self.bias
+                return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)  # (..., out)
         rows = rows.to(scales.dtype).contiguous()  # the kernel wants x and scales alike
         y = torch.ops.aten._weight_int8pack_mm(rows, self.weight, scales)  # (B*T, out)
         if self.bias is not None:
