@@ -51,6 +51,7 @@ from groundwork.evaluate.disparities import (  # noqa: E402
 from groundwork.evaluate.harness import evaluate_task  # noqa: E402
 from groundwork.evaluate.task import get_task  # noqa: E402
 from machine import machine  # noqa: E402
+from results_page import write_table  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
 JSON = ROOT / "benchmarks" / "results" / "disparities-smollm2.json"
@@ -134,19 +135,6 @@ def name_maps(docs: list[Doc], pools: dict[str, list[str]], seed: int) -> list[d
             }
         )
     return out
-
-
-def write_table(page: Path, table: str) -> None:
-    """Put ``table`` between the page's ``<!-- table -->`` and ``<!-- /table -->`` markers (the
-    prose around them is kept), or write a page holding just the table."""
-    start, end = "<!-- table -->", "<!-- /table -->"
-    text = page.read_text() if page.exists() else ""
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        text = f"{head}{start}\n{table}\n{end}{rest.split(end, 1)[1]}"
-    else:
-        text = f"{start}\n{table}\n{end}\n"
-    page.write_text(text)
 
 
 def main() -> None:

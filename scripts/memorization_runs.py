@@ -50,6 +50,7 @@ from groundwork.evaluate.memorization import (  # noqa: E402
 )
 from groundwork.models.gpt import GPT, GPTConfig  # noqa: E402
 from machine import machine  # noqa: E402
+from results_page import write_table  # noqa: E402
 
 JSON = ROOT / "benchmarks" / "results" / "memorization-cpu.json"
 PAGE = ROOT / "docs" / "results" / "memorization.md"
@@ -208,19 +209,6 @@ def plot(record: dict[str, Any], path: Path) -> None:
         for name, run in record["runs"].items()
     }
     plot_extraction(curves, path, metric="matched")
-
-
-def write_table(page: Path, table: str) -> None:
-    """Put ``table`` between the page's ``<!-- table -->`` and ``<!-- /table -->`` markers (the
-    prose around them is kept), or write a page holding just the table."""
-    start, end = "<!-- table -->", "<!-- /table -->"
-    text = page.read_text() if page.exists() else ""
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        text = f"{head}{start}\n{table}\n{end}{rest.split(end, 1)[1]}"
-    else:
-        text = f"{start}\n{table}\n{end}\n"
-    page.write_text(text)
 
 
 def main() -> None:

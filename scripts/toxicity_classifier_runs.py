@@ -55,6 +55,7 @@ from groundwork.recipes.finetune_classify import (  # noqa: E402
 from groundwork.recipes.predict import label_texts, load_task_head_run  # noqa: E402
 from groundwork.train.config import TrainConfig  # noqa: E402
 from machine import machine  # noqa: E402
+from results_page import write_table  # noqa: E402
 
 MODEL = "all-minilm-l6-v2"
 SALT = "toxicity-classifier"
@@ -98,19 +99,6 @@ def build_rows() -> list[tuple[str, str, int, float | None, str]]:
     for article, sentence in news_sentences(10**6):
         rows.append((f"news/{article:03d}", sentence, 0, None, "news"))
     return rows
-
-
-def write_table(page: Path, table: str) -> None:
-    """Put ``table`` between the page's ``<!-- table -->`` and ``<!-- /table -->`` markers (the
-    prose around them is kept), or write a page holding just the table."""
-    start, end = "<!-- table -->", "<!-- /table -->"
-    text = page.read_text() if page.exists() else ""
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        text = f"{head}{start}\n{table}\n{end}{rest.split(end, 1)[1]}"
-    else:
-        text = f"{start}\n{table}\n{end}\n"
-    page.write_text(text)
 
 
 def is_test(row: tuple[str, str, int, float | None, str]) -> bool:

@@ -538,8 +538,8 @@ def prune_heads(
     report = HeadPruneReport([a.n_heads for a in layers], [], [])
     config = getattr(model, "config", None)
     for attn, heads in zip(layers, chosen, strict=True):
-        n_rep, kv = attn.n_heads // attn.n_kv_heads, attn.n_kv_heads
-        gone_kv = [g for g in range(kv) if all(g * n_rep + r in heads for r in range(n_rep))]
+        kept_kv = kept_heads(attn.n_heads, attn.n_kv_heads, heads)[1]
+        gone_kv = [g for g in range(attn.n_kv_heads) if g not in kept_kv]
         if heads and hasattr(config, "pruned_heads"):
             _record(config, attn, heads)
         remove_heads(attn, heads)

@@ -170,17 +170,16 @@ class Int8WeightOnlyLinear(nn.Module):
         """Map ``(..., in_features)`` (any batch/sequence shape) to ``(..., out_features)``."""
         scales = self.scales
         rows = x.reshape(-1, self.in_features)  # (B*T, in)
-        if scales.dtype == torch.bfloat16 and self.in_features % 8:
-            # torch 2.13's bf16 kernel crashes unless in % 8 == 0: compute in float32; and
-            # inductor cannot hand the kernel scales computed in the graph, so when compiled
-            # the layer multiplies by its dequantised weight instead
+        converted = scales.dtype == torch.bfloat16 and self.in_features % 8 != 0
+        if converted:  # torch 2.13's bf16 kernel crashes unless in % 8 == 0: use float32
             scales = scales.float()
-            if torch.compiler.is_compiling():
-                y = F.linear(rows.float(), self.weight.float() * scales[:, None])  # (B*T, out)
-                y = y if self.bias is None else y + self.bias
-                return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)  # (..., out)
-        rows = rows.to(scales.dtype).contiguous()  # the kernel wants x and scales alike
-        y = torch.ops.aten._weight_int8pack_mm(rows, self.weight, scales)  # (B*T, out)
+        if converted and torch.compiler.is_compiling():
+            # inductor cannot hand the kernel scales computed in the graph: multiply by the
+            # dequantised weight instead
+            y = F.linear(rows.float(), self.dequantized_weight())  # (B*T, out)
+        else:
+            rows = rows.to(scales.dtype).contiguous()  # the kernel wants x and scales alike
+            y = torch.ops.aten._weight_int8pack_mm(rows, self.weight, scales)  # (B*T, out)
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)  # (..., out)

@@ -32,6 +32,7 @@ from torch import nn
 
 from groundwork.errors import ConfigError
 from groundwork.models.config import check_choice, check_divides, check_positive, preset
+from groundwork.models.decoder import packed_documents_of
 from groundwork.nn import (
     GELUMLP,
     Attention,
@@ -40,7 +41,6 @@ from groundwork.nn import (
     LearnedPositionalEmbedding,
     TransformerBlock,
     document_mask,
-    packed_documents,
     padding_mask,
     to_additive,
 )
@@ -203,8 +203,8 @@ class Bert(nn.Module):
             token_type_ids: Segment ids ``(B, T)`` (0 for sentence A, 1 for B); default all 0.
             position_ids: ``(B, T)`` or ``(1, T)``; default ``0 .. T - 1``. Without an
                 ``attention_mask``, ids that restart inside a row mark packed documents
-                (:func:`~groundwork.nn.packed_documents`), each attending only to itself, as
-                ``transformers``' bidirectional mask does.
+                (:func:`~groundwork.models.decoder.packed_documents_of`, the decoders' rule),
+                each attending only to itself, as ``transformers``' bidirectional mask does.
 
         Returns:
             Hidden states ``(B, T, d_model)``.
@@ -213,9 +213,7 @@ class Bert(nn.Module):
             ConfigError: A shape, a token id, a segment id or a position does not fit the config.
         """
         _check_inputs(self.config, input_ids, attention_mask, token_type_ids, position_ids)
-        documents = None
-        if position_ids is not None and attention_mask is None:
-            documents = packed_documents(position_ids.expand(input_ids.shape[0], -1))  # (B, T)
+        documents = packed_documents_of(position_ids, attention_mask, None, input_ids.shape[0])
         if position_ids is None:
             T = input_ids.shape[1]
             position_ids = torch.arange(T, device=input_ids.device).unsqueeze(0)  # (1, T)
