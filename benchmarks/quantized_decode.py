@@ -10,6 +10,9 @@ Every contender continues the same ~32-token prompt by ``--new-tokens`` tokens, 
   per output channel; int4 in groups of ``--group-size``; the output head int8 in both, as
   llama.cpp's Q4_0 keeps its logits matrix at Q8_0), on the bf16 model (``--quantize-dtype``):
   both kernels compute in bf16, so a bf16 model spares a cast at every layer.
+* ``w8a8``, ``w4a8``: the fp32 model after :func:`groundwork.compress.int_dot.quantize_int_dot`
+  (8-/4-bit weights in groups of 32, activations quantised to 8 bits at every layer, our
+  integer dot-product kernel; the head 8-bit in both).
 
 References: ``transformers`` ``AutoModelForCausalLM.from_pretrained`` on the directory
 ``groundwork.load`` reads (``Pretrained.path``), fp32, sdpa, ``generate``; and, when
@@ -58,6 +61,7 @@ import torch
 from torch import nn
 
 import groundwork
+from groundwork.compress.int_dot import kernel_isa, quantize_int_dot
 from groundwork.compress.weight_only import quantize_weights
 from groundwork.generate import GenerationConfig, StaticDecoder, generate
 from machine import machine
@@ -230,6 +234,8 @@ def main() -> None:
         f"ours int4 g{args.group_size}": quantize_weights(
             copy.deepcopy(base), "int4", group_size=args.group_size
         ),
+        "ours w8a8": quantize_int_dot(copy.deepcopy(fp32), "w8a8"),
+        "ours w4a8": quantize_int_dot(copy.deepcopy(fp32), "w4a8"),
     }
     if args.skip_bf16:
         del models["ours bf16"]
@@ -294,6 +300,7 @@ def main() -> None:
         "new_tokens": new,
         "int4_group_size": args.group_size,
         "quantized_model_dtype": args.quantize_dtype,
+        "int_dot_kernel": kernel_isa(),
         "rows": rows,
         "notes": notes,
         "machine": machine(

@@ -1,6 +1,6 @@
-"""`groundwork generate MODEL --quantize int8|int4 [--dtype bfloat16]` on tiny runs: the text is
-what the model quantised in-process generates, shapes the int4 kernel cannot take stay int8
-(said on stderr), and bad choices are refused in one line."""
+"""`groundwork generate MODEL --quantize int8|int4|w8a8|w4a8 [--dtype bfloat16]` on tiny runs: the
+text is what the model quantised in-process generates, shapes the int4 kernel cannot take stay
+int8 (said on stderr; w4a8 takes any), and bad choices are refused in one line."""
 
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from groundwork import cli
+from groundwork.compress.int_dot import IntDotLinear, quantize_int_dot
 from groundwork.compress.weight_only import (
     Int4WeightOnlyLinear,
     Int8WeightOnlyLinear,
@@ -64,13 +65,16 @@ def llama_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def in_process(run: Path, quantize: str, new: int) -> str:
     """The greedy text of the run's model quantised here (as the command should do it)."""
     net, tokenizer, _ = load_run(run)
-    net = quantize_weights(net, quantize, group_size=32, fallback="int8")  # type: ignore[arg-type]
+    if quantize in ("w8a8", "w4a8"):
+        net = quantize_int_dot(net, quantize)  # type: ignore[arg-type]
+    else:
+        net = quantize_weights(net, quantize, group_size=32, fallback="int8")  # type: ignore[arg-type]
     ids = tokenizer.encode(PROMPT)
     out = generate(net, [ids], GenerationConfig(max_new_tokens=new, temperature=0))
     return PROMPT + tokenizer.decode(out.sequences[0])
 
 
-@pytest.mark.parametrize("quantize", ["int8", "int4"])
+@pytest.mark.parametrize("quantize", ["int8", "int4", "w8a8", "w4a8"])
 def test_generate_quantized_equals_the_model_quantised_in_process(
     capsys: pytest.CaptureFixture[str], gpt_run: Path, quantize: str
 ) -> None:
@@ -108,6 +112,15 @@ def test_int4_layers_the_kernel_cannot_take_stay_int8(
     assert kinds["model.layers.0.self_attn.q_proj"] is Int4WeightOnlyLinear
     assert kinds["model.layers.0.mlp.gate_proj"] is Int8WeightOnlyLinear
     assert kinds["lm_head"] is Int8WeightOnlyLinear
+    capsys.readouterr()  # prepare_for_decoding's note
+
+    code, out, err = run_cli(capsys, *argv, "--max-new-tokens", "8", "--quantize", "w4a8")
+    assert code == 0 and err == "", err  # w4a8 pads any width: no note
+    assert out == in_process(llama_run, "w4a8", 8) + "\n"
+    net = prepare_for_decoding(load_run(llama_run).model, "float32", "w4a8")
+    assert all(not isinstance(m, nn.Linear) for m in net.modules())
+    assert net.get_submodule("model.layers.1.mlp.down_proj").bits == 4
+    assert isinstance(net.lm_head, IntDotLinear) and net.lm_head.bits == 8
 
 
 @pytest.mark.parametrize(("option", "value"), [("--quantize", "int2"), ("--dtype", "float16")])

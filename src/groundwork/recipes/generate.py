@@ -5,9 +5,11 @@ Every command takes the model first, as a positional argument, and behaves the s
 model's context: the prompt must fit in it (it is checked before anything is printed), and
 generation past it slides the window (each step reads the last ``max_seq_len`` tokens).
 
-``generate`` and ``chat`` can run the model in bfloat16 (``--dtype``) and with weight-only int8
-or int4 linear layers (``--quantize``, :mod:`groundwork.compress.weight_only`, chapter 18): batch-1
-decoding reads every weight once per token, so fewer bytes per weight is faster on a CPU.
+``generate`` and ``chat`` can run the model in bfloat16 (``--dtype``) and with quantised linear
+layers (``--quantize``, chapter 18): weight-only int8 or int4
+(:mod:`groundwork.compress.weight_only`), or 4- and 8-bit weights times 8-bit activations on
+integer dot products, w4a8 and w8a8 (:mod:`groundwork.compress.int_dot`, the fastest on a CPU).
+Batch-1 decoding reads every weight once per token, so fewer bytes per weight is faster.
 """
 
 import dataclasses
@@ -42,15 +44,17 @@ def load_model(
     )
 
 
-Quantize = Literal["none", "int8", "int4"]
+Quantize = Literal["none", "int8", "int4", "w8a8", "w4a8"]
+QUANTIZE_CHOICES = ("none", "int8", "int4", "w8a8", "w4a8")
 Dtype = Literal["float32", "bfloat16"]
 
 
 def prepare_for_decoding(net: Any, dtype: str = "float32", quantize: str = "none") -> Any:
     """``net`` converted to ``dtype`` and, unless ``quantize`` is ``"none"``, with its linear
-    layers replaced by weight-only int8 or int4 ones (int4 in groups of 32; the output head
-    int8, as llama.cpp's Q4_0 files keep it; a layer whose shape the int4 kernel cannot take
-    stays int8, said on stderr). Both kernels compute in bfloat16."""
+    layers replaced by quantised ones: weight-only int8 or int4 (int4 in groups of 32; a layer
+    whose shape the int4 kernel cannot take stays int8, said on stderr; both kernels compute in
+    bfloat16), or w8a8/w4a8 (integer dot products, any shape). The output head is 8-bit in
+    every scheme, as llama.cpp's Q4_0 files keep it."""
     import sys
 
     import torch
@@ -58,12 +62,18 @@ def prepare_for_decoding(net: Any, dtype: str = "float32", quantize: str = "none
 
     if dtype not in ("float32", "bfloat16"):
         raise ConfigError(f"--dtype must be float32 or bfloat16, got {dtype!r}")
-    if quantize not in ("none", "int8", "int4"):
-        raise ConfigError(f"--quantize must be none, int8 or int4, got {quantize!r}")
+    if quantize not in QUANTIZE_CHOICES:
+        raise ConfigError(
+            f"--quantize must be one of {', '.join(QUANTIZE_CHOICES)}, got {quantize!r}"
+        )
     if dtype == "bfloat16":
         net = net.to(torch.bfloat16)
     if quantize == "none":
         return net
+    if quantize in ("w8a8", "w4a8"):
+        from groundwork.compress.int_dot import quantize_int_dot
+
+        return quantize_int_dot(net, quantize)  # type: ignore[arg-type]
     from groundwork.compress.weight_only import int4_shape_problem, quantize_weights
 
     if quantize == "int4":
@@ -183,8 +193,9 @@ def generate(
         stop: Stop when the text contains this string.
         seed: Random seed for sampling.
         dtype: Run the model in float32 or bfloat16.
-        quantize: Weight-only quantised linear layers for faster CPU decoding: int8 (one scale
-            per output channel) or int4 (groups of 32); the output head is int8 in both.
+        quantize: Quantised linear layers for faster CPU decoding: weight-only int8 (one
+            scale per output channel) or int4 (groups of 32), or w8a8/w4a8 (8-/4-bit weights
+            times 8-bit activations, integer dot products: the fastest); the head is 8-bit.
         compile: Decode with a static KV cache and a compiled decode step (CUDA graphs on a
             GPU; the first steps pay for compiling): prints the text when it is done, and
             prompt plus max_new_tokens must fit the model's context.
@@ -299,8 +310,9 @@ def chat(
         top_p: Nucleus sampling threshold.
         seed: Random seed.
         dtype: Run the model in float32 or bfloat16.
-        quantize: Weight-only quantised linear layers for faster CPU decoding: int8 (one scale
-            per output channel) or int4 (groups of 32); the output head is int8 in both.
+        quantize: Quantised linear layers for faster CPU decoding: weight-only int8 (one
+            scale per output channel) or int4 (groups of 32), or w8a8/w4a8 (8-/4-bit weights
+            times 8-bit activations, integer dot products: the fastest); the head is 8-bit.
     """
     from groundwork.generate.chat import run_chat
     from groundwork.generate.config import GenerationConfig

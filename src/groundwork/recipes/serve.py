@@ -40,7 +40,8 @@ def serve(
             most 4096); the KV cache holds slots x max_len positions.
         max_waiting: Requests that may wait for a slot; beyond that the server answers 429.
         dtype: Run the model in float32 or bfloat16.
-        quantize: Weight-only int8 or int4 linear layers (faster decoding on a CPU).
+        quantize: Quantised linear layers for faster decoding on a CPU: weight-only int8 or
+            int4, or w8a8/w4a8 (integer dot products with 8-bit activations).
         threads: CPU threads for PyTorch (default: PyTorch's choice).
     """
     import torch

@@ -1,0 +1,241 @@
+"""The w4a8/w8a8 integer dot-product layers (groundwork.compress.int_dot): the grids' bounds, the
+packing round trip, the C++ kernel equal to the same arithmetic in float64 (every instruction-set
+path it has), a model decoded with the kernel equal to the PyTorch reference, compiled equal to
+eager, and the errors."""
+
+import platform
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from groundwork.compress import int_dot
+from groundwork.compress.int_dot import (
+    IntDotLinear,
+    dequantize,
+    int_dot_reference,
+    kernel_isa,
+    pack_codes,
+    quantize_activations,
+    quantize_groups,
+    quantize_int_dot,
+    unpack_codes,
+)
+from groundwork.errors import ConfigError
+from groundwork.generate import GenerationConfig, StaticDecoder, generate
+from groundwork.models import Llama, LlamaConfig
+
+
+def exact(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, bits: int) -> torch.Tensor:
+    """``x̂ @ Ŵ.T`` in float64: the number the kernel rounds."""
+    codes, d = quantize_activations(x)
+    x_hat = (codes.double().reshape(*d.shape, 32) * d.double()[..., None]).reshape(x.shape)
+    codes_w = unpack_codes(packed, bits).double().reshape(packed.shape[0], -1, 32)
+    s, m = scales.double().unbind(dim=1)
+    w_hat = (codes_w * s[..., None] + m[..., None]).reshape(packed.shape[0], -1)
+    return x_hat @ w_hat.T
+
+
+def inputs(rows: int, k: int, seed: int = 0) -> torch.Tensor:
+    """Activations with the spread a model's have: some large channels, a group of zeros."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(rows, k, generator=g)
+    x[:, 3] *= 40.0  # an outlier channel
+    x[:, 32:64] = 0.0 if k >= 64 else x[:, 32:64]  # a whole group of zeros: d = 0
+    return x
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_weight_grid_bounds_and_packing_round_trip(bits: int) -> None:
+    torch.manual_seed(0)
+    w = torch.randn(24, 128) * 0.1
+    w[0, :32] = 0.25  # a constant group: scale 0, stored exactly up to fp16
+    codes, scale, offset = quantize_groups(w, bits)
+    assert codes.min() >= 0 and codes.max() <= 2**bits - 1
+    s = scale.float().repeat_interleave(32, dim=1)
+    m = offset.float().repeat_interleave(32, dim=1)
+    err = (w - (codes * s + m)).abs()
+    # half a step, plus the fp16 rounding of the group's minimum for its lowest weights
+    assert (err <= s / 2 + m.abs() * 2**-11 + 1e-7).all()
+    assert scale[0, 0] == 0 and torch.equal(codes[0, :32], torch.zeros(32, dtype=torch.int32))
+    packed = pack_codes(codes, bits)
+    assert packed.shape == (24, 128 * bits // 8) and packed.dtype == torch.uint8
+    assert torch.equal(unpack_codes(packed, bits), codes)
+    if bits == 4:  # block layout: byte j = code j | code (32 + j) << 4
+        assert packed[1, 5] == codes[1, 5] | (codes[1, 37] << 4)
+
+
+def test_activation_grid() -> None:
+    x = inputs(3, 128)
+    codes, d = quantize_activations(x)
+    assert codes.dtype == torch.int8 and d.shape == (3, 4)
+    assert codes.abs().max() == 127
+    assert (
+        torch.equal(codes[:, 32:64], torch.zeros(3, 32, dtype=torch.int8)) and (d[:, 1] == 0).all()
+    )
+    x_hat = codes.float().reshape(3, 4, 32) * d[..., None]
+    assert ((x.reshape(3, 4, 32) - x_hat).abs() <= d[..., None] / 2 + 1e-6).all()
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize(("out", "k", "rows"), [(33, 64, 1), (48, 192, 3), (7, 576, 5)])
+def test_kernel_equals_the_exact_product(bits: int, out: int, k: int, rows: int) -> None:
+    torch.manual_seed(1)
+    w = torch.randn(out, k) * 0.05
+    codes, scale, offset = quantize_groups(w, bits)
+    packed, scales = pack_codes(codes, bits), torch.stack([scale, offset], dim=1)
+    x = inputs(rows, k)
+    want = exact(x, packed, scales, bits)
+    tol = 1e-5 * want.abs().max().item()
+    assert torch.allclose(int_dot_reference(x, packed, scales, bits).double(), want, atol=tol)
+    got = int_dot.int_dot_linear(x, packed, scales, bits)  # the compiled kernel
+    assert got.dtype == torch.float32 and got.shape == (rows, out)
+    assert torch.allclose(got.double(), want, rtol=1e-5, atol=tol)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_layer_pads_any_width_and_keeps_dtype_and_bias(bits: int) -> None:
+    torch.manual_seed(2)
+    linear = nn.Linear(100, 40)  # 100 inputs: padded to 128 with zero weights
+    layer = IntDotLinear.from_linear(linear, bits=bits)
+    assert layer.padded_in == 128 and layer.packed.shape == (40, 128 * bits // 8)
+    x = torch.randn(2, 3, 100)
+    y = layer(x)
+    assert y.shape == (2, 3, 40)
+    padded = nn.functional.pad(x.reshape(6, 100), (0, 28))
+    want = exact(padded, layer.packed, layer.scales, bits) + linear.bias.double()
+    assert torch.allclose(y.reshape(6, 40).double(), want, rtol=1e-5, atol=1e-5)
+    # and close to the float layer: 8-bit within 2%, 4-bit within 15% (random weights)
+    rel = (y - linear(x)).norm() / linear(x).norm()
+    assert rel < (0.02 if bits == 8 else 0.15)
+    assert layer(x.to(torch.bfloat16)).dtype == torch.bfloat16
+    w = layer.dequantized_weight()
+    assert w.shape == (40, 100)
+    assert torch.equal(w, dequantize(layer.packed, layer.scales, bits)[:, :100])
+
+
+def tiny_llama() -> Llama:
+    torch.manual_seed(0)
+    model = Llama(LlamaConfig.from_name("tiny", vocab_size=96, max_seq_len=64))
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                nn.init.normal_(p, std=0.3)  # varied text
+    return model.eval()
+
+
+def test_model_transform_replaces_every_linear() -> None:
+    model = quantize_int_dot(tiny_llama(), "w4a8")
+    kinds = {name: m for name, m in model.named_modules() if isinstance(m, IntDotLinear)}
+    assert kinds["model.layers.0.mlp.down_proj"].bits == 4  # d_ff 172: any width works
+    assert kinds["lm_head"].bits == 8
+    assert not any(isinstance(m, nn.Linear) for m in model.modules())
+    kept = quantize_int_dot(tiny_llama(), "w8a8", head="float", skip=["q_proj"])
+    assert isinstance(kept.lm_head, nn.Linear)
+    assert isinstance(kept.get_submodule("model.layers.0.self_attn.q_proj"), nn.Linear)
+    assert kept.get_submodule("model.layers.0.self_attn.k_proj").bits == 8
+
+
+def test_decoding_with_the_kernel_equals_the_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = quantize_int_dot(tiny_llama(), "w4a8")
+    ids = torch.tensor([[5, 17, 3, 60, 2, 9, 41]])
+    with torch.no_grad():
+        logits = model(ids)
+        monkeypatch.setattr(int_dot, "_extension", lambda: None)  # as if it could not build
+        assert kernel_isa() == "reference"
+        reference = model(ids)
+    assert torch.allclose(logits, reference, rtol=1e-4, atol=1e-4)
+
+
+def test_no_compiler_falls_back_with_one_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_compiler(arch_flags: object = ()) -> None:
+        raise RuntimeError("Ninja is required to load C++ extensions")
+
+    monkeypatch.setattr(int_dot, "build_kernel", no_compiler)
+    int_dot._extension.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="could not be built.*Ninja is required"):
+            assert kernel_isa() == "reference"
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # said once
+            layer = IntDotLinear.from_weight(torch.randn(16, 64))
+            x = torch.randn(2, 64)
+            assert torch.allclose(layer(x), int_dot_reference(x, layer.packed, layer.scales, 4))
+    finally:
+        int_dot._extension.cache_clear()
+
+
+def test_bad_input_is_refused() -> None:
+    with pytest.raises(ConfigError, match="bits must be 4 or 8"):
+        IntDotLinear(64, 16, bits=3)
+    with pytest.raises(ConfigError, match="in_features must be"):
+        IntDotLinear(int_dot.MAX_IN_FEATURES + 1, 16)
+    with pytest.raises(ConfigError, match="2-D float weight"):
+        IntDotLinear.from_weight(torch.ones(4, 64, dtype=torch.int64))
+    with pytest.raises(ConfigError, match="float16's range"):
+        IntDotLinear.from_weight(torch.tensor([[1e6] + [-1e6] * 63]))
+    with pytest.raises(ConfigError, match="scheme must be"):
+        quantize_int_dot(tiny_llama(), "w2a8")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="head must be"):
+        quantize_int_dot(tiny_llama(), head="int2")  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="multiple of 64"):  # the kernel's own check
+        int_dot.int_dot_linear(
+            torch.randn(1, 32),
+            torch.zeros(4, 16, dtype=torch.uint8),
+            torch.zeros(4, 2, 1, dtype=torch.float16),
+            4,
+        )
+
+
+def _cpu_flags() -> set[str]:
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        return set()
+    for line in cpuinfo.read_text().splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+PATHS = {  # the kernel's instruction-set paths: compiler flags, the CPU flags they need
+    "scalar": (["-march=x86-64"], set()),
+    "avx2": (["-march=x86-64-v3"], {"avx2", "fma", "f16c"}),
+    "avx2-vnni": (["-march=x86-64-v3", "-mavxvnni"], {"avx2", "fma", "f16c", "avx_vnni"}),
+    "avx512-vnni": (
+        ["-march=x86-64-v4", "-mavx512vnni"],
+        {"avx512f", "avx512bw", "avx512vl", "avx512_vnni"},
+    ),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("isa", list(PATHS))
+def test_every_instruction_set_path_equals_the_exact_product(isa: str) -> None:
+    flags, needs = PATHS[isa]
+    if platform.machine() != "x86_64" or not needs <= _cpu_flags():
+        pytest.skip(f"this CPU cannot run the {isa} path")
+    ext = int_dot.build_kernel(flags)
+    assert ext.isa() == isa
+    torch.manual_seed(3)
+    for bits in (4, 8):
+        w = torch.randn(40, 320) * 0.05  # G = 10: a remainder after the paths' unrolled loops
+        codes, scale, offset = quantize_groups(w, bits)
+        packed, scales = pack_codes(codes, bits), torch.stack([scale, offset], dim=1)
+        x = inputs(3, 320)
+        x[0, :32] = 127.0  # 8-bit codes 255 times activation codes 127: no int16 saturation
+        packed[:, :32] = 255 if bits == 8 else packed[:, :32]
+        want = exact(x, packed, scales, bits)
+        got = ext.int_dot_linear(x, packed, scales, bits).double()
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
+
+
+@pytest.mark.slow
+def test_compiled_decoding_equals_eager() -> None:
+    model = quantize_int_dot(tiny_llama(), "w4a8")
+    config = GenerationConfig(max_new_tokens=12, temperature=0)
+    prompt = [5, 17, 3, 60, 2]
+    eager = generate(model, [prompt], config).sequences
+    decoder = StaticDecoder(model, 1, 24, compile=True)
+    assert decoder.generate([prompt], config).sequences == eager
