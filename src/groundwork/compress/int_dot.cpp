@@ -33,7 +33,6 @@
 namespace {
 
 constexpr int64_t kGroup = 32;  // inputs per scale
-constexpr int64_t kMaxGroups = 4096;  // in_features <= 131072
 
 float half_to_float(uint16_t h) {
 #ifdef GW_AVX2
@@ -105,30 +104,36 @@ inline __m512i block_codes(const uint8_t* w) {
   }
 }
 
-// sum_g comb_g * (sum_i q_i a_i) over G groups (G even), two blocks per iteration
-template <int Bits>
-float block_dot(const uint8_t* w, const int8_t* a, const float* comb, int64_t G) {
+// For R activation rows at once (each weight block is loaded and unpacked once):
+// out[r] = sum_g comb[r][g] * (sum_i q_i a[r]_i) over G groups (G even); rows lda bytes apart,
+// factors ldc floats apart
+template <int Bits, int R>
+void block_dot(const uint8_t* w, const int8_t* a, int64_t lda, const float* comb, int64_t ldc,
+               int64_t G, float* out) {
   constexpr int64_t kBlockBytes = 2 * kGroup * Bits / 8;
-  // lanes 0-7 take comb[0], lanes 8-15 comb[1]: the two groups of a block
+  // lanes 0-7 take comb[g], lanes 8-15 comb[g + 1]: the two groups of a block
   const __m512i halves = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-  auto factors = [&](int64_t g) {
-    double pair;  // comb[g], comb[g + 1]
-    std::memcpy(&pair, comb + g, sizeof(pair));
-    return _mm512_permutexvar_ps(halves, _mm512_castps128_ps512(_mm_castpd_ps(_mm_set_sd(pair))));
+  auto step = [&](int64_t g, __m512 (&acc)[R]) {
+    const __m512i q = block_codes<Bits>(w + (g / 2) * kBlockBytes);
+    for (int r = 0; r < R; ++r) {
+      double pair;  // comb[r][g], comb[r][g + 1]
+      std::memcpy(&pair, comb + r * ldc + g, sizeof(pair));
+      const __m512 f =
+          _mm512_permutexvar_ps(halves, _mm512_castps128_ps512(_mm_castpd_ps(_mm_set_sd(pair))));
+      const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q,
+                                            _mm512_loadu_si512(a + r * lda + g * kGroup));
+      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), f, acc[r]);  // 8 lanes a group
+    }
   };
-  auto products = [&](int64_t g) {  // 16 int32 partial sums: 8 per group
-    return _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(
-        _mm512_setzero_si512(), block_codes<Bits>(w + (g / 2) * kBlockBytes),
-        _mm512_loadu_si512(a + g * kGroup)));
-  };
-  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();  // two chains, for latency
+  __m512 even[R], odd[R];  // two chains a row, for the latency of the multiply-add
+  for (int r = 0; r < R; ++r) even[r] = odd[r] = _mm512_setzero_ps();
   int64_t g = 0;
   for (; g + 4 <= G; g += 4) {
-    acc0 = _mm512_fmadd_ps(products(g), factors(g), acc0);
-    acc1 = _mm512_fmadd_ps(products(g + 2), factors(g + 2), acc1);
+    step(g, even);
+    step(g + 2, odd);
   }
-  if (g < G) acc0 = _mm512_fmadd_ps(products(g), factors(g), acc0);
-  return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+  if (g < G) step(g, even);
+  for (int r = 0; r < R; ++r) out[r] = _mm512_reduce_add_ps(_mm512_add_ps(even[r], odd[r]));
 }
 
 #elif defined(GW_AVX2)
@@ -160,48 +165,58 @@ inline __m256i dot_u8_s8(__m256i u, __m256i s) {  // 8 int32 sums of 4 products 
 #endif
 }
 
-template <int Bits>
-float block_dot(const uint8_t* w, const int8_t* a, const float* comb, int64_t G) {
+template <int Bits, int R>
+void block_dot(const uint8_t* w, const int8_t* a, int64_t lda, const float* comb, int64_t ldc,
+               int64_t G, float* out) {
   constexpr int64_t kBlockBytes = 2 * kGroup * Bits / 8;
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  auto step = [&](int64_t g, int half, __m256 (&acc)[R]) {  // group g + half of block g / 2
+    const __m256i q = group_codes<Bits>(w + (g / 2) * kBlockBytes, half);
+    for (int r = 0; r < R; ++r) {
+      const int8_t* ar = a + r * lda + (g + half) * kGroup;
+      const __m256i p = dot_u8_s8<Bits>(q, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ar)));
+      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(comb + r * ldc + g + half),
+                               acc[r]);
+    }
+  };
+  __m256 even[R], odd[R];
+  for (int r = 0; r < R; ++r) even[r] = odd[r] = _mm256_setzero_ps();
   for (int64_t g = 0; g < G; g += 2) {
-    const uint8_t* block = w + (g / 2) * kBlockBytes;
-    const __m256i a0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + g * kGroup));
-    const __m256i a1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + (g + 1) * kGroup));
-    acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8_s8<Bits>(group_codes<Bits>(block, 0), a0)),
-                           _mm256_broadcast_ss(comb + g), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8_s8<Bits>(group_codes<Bits>(block, 1), a1)),
-                           _mm256_broadcast_ss(comb + g + 1), acc1);
+    step(g, 0, even);
+    step(g, 1, odd);
   }
-  float lanes[8];
-  _mm256_storeu_ps(lanes, _mm256_add_ps(acc0, acc1));
-  float total = 0.f;
-  for (float lane : lanes) total += lane;
-  return total;
+  for (int r = 0; r < R; ++r) {
+    float lanes[8];
+    _mm256_storeu_ps(lanes, _mm256_add_ps(even[r], odd[r]));
+    out[r] = 0.f;
+    for (float lane : lanes) out[r] += lane;
+  }
 }
 
 #else
-template <int Bits>
-float block_dot(const uint8_t* w, const int8_t* a, const float* comb, int64_t G) {
+template <int Bits, int R>
+void block_dot(const uint8_t* w, const int8_t* a, int64_t lda, const float* comb, int64_t ldc,
+               int64_t G, float* out) {
   constexpr int64_t kBlockBytes = 2 * kGroup * Bits / 8;
-  float total = 0.f;
-  for (int64_t g = 0; g < G; ++g) {
-    const uint8_t* block = w + (g / 2) * kBlockBytes;
-    const int half = static_cast<int>(g % 2);
-    int32_t dot = 0;
-    for (int64_t i = 0; i < kGroup; ++i) {
-      const int32_t q = Bits == 4 ? (block[i] >> (4 * half)) & 0x0F : block[half * kGroup + i];
-      dot += q * a[g * kGroup + i];
+  for (int r = 0; r < R; ++r) {
+    out[r] = 0.f;
+    for (int64_t g = 0; g < G; ++g) {
+      const uint8_t* block = w + (g / 2) * kBlockBytes;
+      const int half = static_cast<int>(g % 2);
+      int32_t dot = 0;
+      for (int64_t i = 0; i < kGroup; ++i) {
+        const int32_t q = Bits == 4 ? (block[i] >> (4 * half)) & 0x0F : block[half * kGroup + i];
+        dot += q * a[r * lda + g * kGroup + i];
+      }
+      out[r] += comb[r * ldc + g] * static_cast<float>(dot);
     }
-    total += comb[g] * static_cast<float>(dot);
   }
-  return total;
 }
 #endif
 
 template <int Bits>
 void linear(const float* x, const uint8_t* codes, const uint16_t* scales, float* y, int64_t M,
             int64_t K, int64_t N) {
+  constexpr int kRows = 4;  // activation rows sharing each unpacked weight block (prefill)
   const int64_t G = K / kGroup;
   const int64_t row_bytes = K * Bits / 8;
   std::vector<int8_t> a(M * K);
@@ -209,12 +224,24 @@ void linear(const float* x, const uint8_t* codes, const uint16_t* scales, float*
   quantize_activations(x, M, K, a.data(), d.data(), da.data());
   // each task takes whole rows of the weight: 64 rows of SmolLM2-135M's 576 inputs are 20 KB
   at::parallel_for(0, N, 64, [&](int64_t begin, int64_t end) {
-    float comb[kMaxGroups];
+    std::vector<float> comb(kRows * G);
+    float offset[kRows], dot[kRows];
     for (int64_t n = begin; n < end; ++n) {
       const uint16_t* s = scales + n * 2 * G;  // (2, G): scales, then offsets
-      for (int64_t r = 0; r < M; ++r) {
-        const float offset = group_factors(s, s + G, d.data() + r * G, da.data() + r * G, G, comb);
-        y[r * N + n] = block_dot<Bits>(codes + n * row_bytes, a.data() + r * K, comb, G) + offset;
+      const uint8_t* w = codes + n * row_bytes;
+      int64_t r = 0;
+      for (; r + kRows <= M; r += kRows) {
+        for (int i = 0; i < kRows; ++i) {
+          const int64_t row = r + i;
+          offset[i] = group_factors(s, s + G, &d[row * G], &da[row * G], G, &comb[i * G]);
+        }
+        block_dot<Bits, kRows>(w, &a[r * K], K, comb.data(), G, G, dot);
+        for (int i = 0; i < kRows; ++i) y[(r + i) * N + n] = dot[i] + offset[i];
+      }
+      for (; r < M; ++r) {
+        offset[0] = group_factors(s, s + G, &d[r * G], &da[r * G], G, comb.data());
+        block_dot<Bits, 1>(w, &a[r * K], K, comb.data(), G, G, dot);
+        y[r * N + n] = dot[0] + offset[0];
       }
     }
   });
@@ -228,9 +255,8 @@ torch::Tensor int_dot_linear(const torch::Tensor& x, const torch::Tensor& codes,
   TORCH_CHECK(codes.dim() == 2 && codes.scalar_type() == torch::kUInt8, "codes: 2-D uint8");
   TORCH_CHECK(scales.dim() == 3 && scales.scalar_type() == torch::kFloat16, "scales: 3-D fp16");
   const int64_t M = x.size(0), K = x.size(1), N = codes.size(0);
-  TORCH_CHECK(K % (2 * kGroup) == 0 && K / kGroup <= kMaxGroups,
-              "int_dot_linear: in_features must be a multiple of 64 (and at most ",
-              kMaxGroups * kGroup, "), got ", K);
+  TORCH_CHECK(K % (2 * kGroup) == 0, "int_dot_linear: in_features must be a multiple of 64, got ",
+              K);
   TORCH_CHECK(codes.size(1) * 8 == K * bits, "codes: ", codes.size(1), " bytes a row for ", K,
               " inputs at ", bits, " bits");
   TORCH_CHECK(scales.size(0) == N && scales.size(1) == 2 && scales.size(2) == K / kGroup,

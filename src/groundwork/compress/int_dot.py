@@ -72,8 +72,6 @@ GROUP = 32
 """Inputs per scale and offset, of weights and of activations alike."""
 BLOCK = 2 * GROUP
 """Inputs per packed block (two groups); ``in_features`` is padded to a multiple of it."""
-MAX_IN_FEATURES = 4096 * GROUP
-"""The kernel keeps one row's group factors on its stack: at most 4,096 groups."""
 SOURCE = Path(__file__).with_name("int_dot.cpp")
 
 
@@ -261,7 +259,7 @@ class IntDotLinear(nn.Module):
     rounded up to a multiple of 64. Build one with :meth:`from_linear`.
 
     Args:
-        in_features: Input size (at most 131,072).
+        in_features: Input size.
         out_features: Output size.
         bias: Whether the layer has a (float32) bias.
         bits: Weight bits: 4 or 8.
@@ -271,8 +269,8 @@ class IntDotLinear(nn.Module):
         super().__init__()
         if bits not in (4, 8):
             raise ConfigError(f"bits must be 4 or 8, got {bits}")
-        if not 0 < in_features <= MAX_IN_FEATURES:
-            raise ConfigError(f"in_features must be 1..{MAX_IN_FEATURES}, got {in_features}")
+        if in_features < 1 or out_features < 1:
+            raise ConfigError(f"a {out_features}x{in_features} layer has no weights")
         self.in_features, self.out_features, self.bits = in_features, out_features, bits
         self.padded_in = -(-in_features // BLOCK) * BLOCK
         self.packed: torch.Tensor
