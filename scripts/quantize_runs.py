@@ -18,7 +18,8 @@ Methods (``--runs``; default all, in this order): float; RTN int8 per channel; R
 groups of 32 and 64 columns and per channel; NF4 (blocks of 64); GPTQ int4 g64 and per channel;
 AWQ int4 g64; RTN, GPTQ and AWQ at int3 g64; llama.cpp's Q8_0 and Q4_0 (written by
 :mod:`groundwork.interop.gguf_writer`, read back by our GGUF reader); LLM.int8() and
-SmoothQuant W8A8 when their modules import. Groups of 128, the usual int4 setting, do not divide
+SmoothQuant W8A8 when their modules import; our W8A8 and W4A8 integer dot-product layers
+(:mod:`groundwork.compress.int_dot`). Groups of 128, the usual int4 setting, do not divide
 SmolLM2's width (576 = 4.5 x 128), so g64 stands in for them. Results are appended to
 ``benchmarks/results/quantize-smollm2.json`` as each run finishes (a rerun skips finished runs;
 ``--fresh`` starts over); the table goes to ``docs/results/quantize.md`` and the plot to
@@ -162,6 +163,19 @@ def llm_int8(model: nn.Module, cal: list[torch.Tensor], report: dict[str, Any]) 
     return apply_llm_int8(model, threshold=6.0)
 
 
+def int_dot(scheme: str) -> Method:
+    """Our w8a8/w4a8 layers (groups of 32, activations to 8 bits per group of 32, the integer
+    dot-product kernel) on the block linears; the head stays float like every other run."""
+
+    def run(model: nn.Module, cal: list[torch.Tensor], report: dict[str, Any]) -> nn.Module:
+        from groundwork.compress.int_dot import kernel_isa, quantize_int_dot
+
+        report["kernel"] = kernel_isa()
+        return quantize_int_dot(model, scheme, head="float")  # type: ignore[arg-type]
+
+    return run
+
+
 def smoothquant(model: nn.Module, cal: list[torch.Tensor], report: dict[str, Any]) -> nn.Module:
     from groundwork.compress.smoothquant import apply_smoothquant
 
@@ -234,6 +248,18 @@ RUNS: dict[str, tuple[str, Method | None, Callable[[nn.Linear], float] | None, s
         "SmoothQuant W8A8 (alpha 0.5, per-token activations)",
         smoothquant,
         grid_bits(8, None, True),
+        "int8 activations",
+    ),
+    "w8a8": (
+        "W8A8 g32, our integer kernel (activations 8-bit per 32)",
+        int_dot("w8a8"),
+        grid_bits(8, 32, False),
+        "int8 activations",
+    ),
+    "w4a8": (
+        "W4A8 g32, our integer kernel (activations 8-bit per 32)",
+        int_dot("w4a8"),
+        grid_bits(4, 32, False),
         "int8 activations",
     ),
 }
@@ -340,6 +366,8 @@ DECODE_ROWS = {
     "rtn-int4-g32": "ours int4 g32",
     "gguf-q8_0": "llama.cpp Q8_0",
     "gguf-q4_0": "llama.cpp Q4_0",
+    "w8a8": "ours w8a8",
+    "w4a8": "ours w4a8",
 }
 
 
@@ -382,7 +410,8 @@ def write_table(record: dict[str, Any]) -> None:
         "rows also give the real file size (llama.cpp quantises the embedding too: Q8_0). "
         "Decode: batch-1 greedy tokens/s on one CPU thread "
         "(`benchmarks/quantized_decode.py`, chapter 18.7; machine in its JSON) for the formats "
-        "that run on a real kernel; our int8 and int4 rows compute in bf16 with an int8 head. "
+        "that run on a real kernel; our int8 and int4 rows compute in bf16, and our W8A8/W4A8 "
+        "rows on 8-bit activations, all with an 8-bit head in the decode benchmark. "
         "The other rows are simulated (float weights holding grid values); GPTQ's and AWQ's "
         "int4 codes fit the same int4 kernel as RTN's.",
         "",

@@ -104,6 +104,7 @@ inline __m512i block_codes(const uint8_t* w) {
   }
 }
 
+// --8<-- [start:block_dot]
 // For R activation rows at once (each weight block is loaded and unpacked once):
 // out[r] = sum_g comb[r][g] * (sum_i q_i a[r]_i) over G groups (G even); rows lda bytes apart,
 // factors ldc floats apart
@@ -135,6 +136,7 @@ void block_dot(const uint8_t* w, const int8_t* a, int64_t lda, const float* comb
   if (g < G) step(g, even);
   for (int r = 0; r < R; ++r) out[r] = _mm512_reduce_add_ps(_mm512_add_ps(even[r], odd[r]));
 }
+// --8<-- [end:block_dot]
 
 #elif defined(GW_AVX2)
 template <int Bits>
@@ -286,7 +288,24 @@ std::string isa() {
 
 }  // namespace
 
+#ifndef GW_OP_NAMESPACE
+#define GW_OP_NAMESPACE groundwork_int_dot
+#endif
+#define GW_STRINGIFY2(x) #x
+#define GW_STRINGIFY(x) GW_STRINGIFY2(x)
+
+// Also an operator of the dispatcher (torch.ops.<namespace>.int_dot_linear), which a compiled
+// graph calls without going through Python; each build has its own namespace (-DGW_OP_NAMESPACE)
+TORCH_LIBRARY(GW_OP_NAMESPACE, library) {
+  library.def("int_dot_linear(Tensor x, Tensor packed, Tensor scales, int bits) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(GW_OP_NAMESPACE, CPU, library) {
+  library.impl("int_dot_linear", &int_dot_linear);
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("int_dot_linear", &int_dot_linear, "y = x @ W.T, W 4/8-bit, x quantised to 8 bits");
   module.def("isa", &isa, "the instruction set this build uses");
+  module.def("op_namespace", [] { return std::string(GW_STRINGIFY(GW_OP_NAMESPACE)); });
 }

@@ -198,21 +198,26 @@ def build_kernel(arch_flags: Sequence[str] = ("-march=native",)) -> Any:
     from torch.utils import cpp_extension
 
     key = f"{_cpu_description()} {' '.join(arch_flags)}"
-    tag = hashlib.sha256(key.encode()).hexdigest()[:12]
+    name = f"groundwork_int_dot_{hashlib.sha256(key.encode()).hexdigest()[:12]}"
     return cpp_extension.load(
-        name=f"groundwork_int_dot_{tag}",
+        name=name,
         sources=[str(SOURCE)],
-        extra_cflags=["-O3", *arch_flags],
+        extra_cflags=["-O3", *arch_flags, f"-DGW_OP_NAMESPACE={name}"],
         verbose=False,
     )
+
+
+_native_op: Any = None
+"""The native build's dispatcher operator, once built: what compiled graphs call."""
 
 
 @functools.cache
 def _extension() -> Any:
     """The native build of the kernel, made on first use; ``None`` (said once) where it
     cannot be."""
+    global _native_op
     try:
-        return build_kernel()
+        ext = build_kernel()
     except Exception as error:  # no compiler, no ninja, an unknown -march: fall back
         last = str(error).strip().splitlines()[-1] if str(error).strip() else ""
         warnings.warn(
@@ -223,6 +228,10 @@ def _extension() -> Any:
             stacklevel=2,
         )
         return None
+    namespace = ext.op_namespace()
+    torch.library.register_fake(f"{namespace}::int_dot_linear")(_output_like)
+    _native_op = getattr(torch.ops, namespace).int_dot_linear
+    return ext
 
 
 def kernel_isa() -> str:
@@ -244,9 +253,14 @@ def int_dot_linear(
     return ext.int_dot_linear(x, packed, scales, bits)
 
 
-@int_dot_linear.register_fake
-def _(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, bits: int) -> torch.Tensor:
+def _output_like(
+    x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, bits: int
+) -> torch.Tensor:
+    """The output's shape and dtype, for tracing (``torch.compile``)."""
     return x.new_empty(x.shape[0], packed.shape[0])
+
+
+int_dot_linear.register_fake(_output_like)
 
 
 # --8<-- [start:layer]
@@ -314,13 +328,15 @@ class IntDotLinear(nn.Module):
         rows = x.reshape(-1, self.in_features).float()  # (B*T, in)
         if self.padded_in != self.in_features:
             rows = F.pad(rows, (0, self.padded_in - self.in_features))  # (B*T, K)
-        ext = None if torch.compiler.is_compiling() else _extension()
-        if ext is not None:
-            # the kernel directly: the operator's dispatch costs ~9 us a call, as much as a
-            # small layer's whole product
-            y = ext.int_dot_linear(rows, self.packed, self.scales, self.bits)  # (B*T, out)
-        else:  # the operator: a compiled graph keeps it whole
-            y = int_dot_linear(rows, self.packed, self.scales, self.bits)
+        if torch.compiler.is_compiling():  # an operator, which the compiled graph keeps whole
+            op = int_dot_linear if _native_op is None else _native_op  # C++ one if built
+            y = op(rows, self.packed, self.scales, self.bits)  # (B*T, out)
+        elif (ext := _extension()) is not None:
+            # the kernel directly: a Python operator's dispatch costs ~9 us a call, as much as
+            # a small layer's whole product
+            y = ext.int_dot_linear(rows, self.packed, self.scales, self.bits)
+        else:
+            y = int_dot_reference(rows, self.packed, self.scales, self.bits)
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)  # (..., out)
@@ -372,6 +388,7 @@ def quantize_int_dot(
     if head not in ("int8", "int4", "float"):
         raise ConfigError(f"head must be 'int8', 'int4' or 'float', got {head!r}")
     skip = tuple(skip)
+    _extension()  # build the kernel now (once, about 30 s), not in the middle of decoding
     chosen: dict[str, int] = {}
     for name, module in model.named_modules():
         if not isinstance(module, nn.Linear) or (skip and name.endswith(skip)):

@@ -114,7 +114,7 @@ class StaticDecoder:
         self.cache = static_cache_for(model, batch_size, length)
         self.step: Callable[..., torch.Tensor] = decode_step
         if compile:
-            if mode is None and self.cache.k.device.type == "cuda":
+            if mode is None and self.cache.filled.device.type == "cuda":
                 mode = "reduce-overhead"
             # dynamic=False: every decoder (model, batch, length) gets its own static graph,
             # never a shape-generic one (which dynamo would otherwise try after a recompile)
@@ -143,7 +143,7 @@ class StaticDecoder:
         """
         self._check(prompts, config, decode)
         model, cache, n = self.model, self.cache, config.max_new_tokens
-        device = cache.k.device
+        device = cache.filled.device
         batch = _left_pad(prompts, n, pad_id, device)
         L = batch.prompt_len
         padded = min(len(p) for p in prompts) < L

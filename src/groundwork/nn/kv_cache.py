@@ -118,7 +118,17 @@ class StaticKVCache(KVCache):
         dtype: torch.dtype = torch.float32,
         device: torch.device | str | None = None,
     ) -> None:
-        super().__init__(batch, n_layers, n_kv_heads, max_seq_len, d_head, dtype, device)
+        # One tensor per layer, not KVCache's one stacked tensor: a compiled step that writes
+        # into a view of a shared buffer gets a copy of that whole buffer for every layer that
+        # writes (functionalisation of a mutated alias), 30 layers of cache copied 30 times on
+        # SmolLM2; a tensor of its own is written in place.
+        shape = (batch, n_kv_heads, max_seq_len, d_head)
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+        """Per layer, ``(B, H_kv, S, D)``."""
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+        """Per layer, ``(B, H_kv, S, D)``."""
+        self.max_seq_len = max_seq_len
+        self.seq_len = 0
         self.filled = torch.zeros((batch, max_seq_len), dtype=torch.bool, device=device)
         """``(B, S)``: True where a slot holds a key a query may attend to."""
         self.index = torch.zeros((1,), dtype=torch.long, device=device)
@@ -127,7 +137,7 @@ class StaticKVCache(KVCache):
         """Whether the cache is in decode mode (see the class docstring)."""
         mark_static = getattr(getattr(torch, "_dynamo", None), "mark_static_address", None)
         if mark_static is not None:  # CUDA graphs may then keep these buffers in place
-            for t in (self.k, self.v, self.filled, self.index):
+            for t in (*self.keys, *self.values, self.filled, self.index):
                 mark_static(t)
 
     def start_decoding(self, attention_mask: torch.Tensor | None = None) -> None:
@@ -153,13 +163,32 @@ class StaticKVCache(KVCache):
         """As :meth:`KVCache.update` before :meth:`start_decoding`; in decode mode, write the
         step's ``k, v`` ``(B, H_kv, 1, D)`` at :attr:`index` (``start_pos`` is ignored) and
         return the whole cache ``(B, H_kv, S, D)`` of ``layer``."""
-        if not self.decoding:
-            return super().update(layer, k, v, start_pos)
+        keys, values = self.keys[layer], self.values[layer]  # (B, H_kv, S, D)
         heads = self.heads(layer, k)
-        keys, values = self.k[layer, :, :heads], self.v[layer, :, :heads]  # views: written through
-        keys.index_copy_(2, self.index, k.to(self.k.dtype))
-        values.index_copy_(2, self.index, v.to(self.v.dtype))
+        if heads < keys.shape[1]:  # a layer with pruned heads uses the first ones
+            keys, values = keys[:, :heads], values[:, :heads]
+        if not self.decoding:
+            end = start_pos + k.shape[2]
+            if end > self.max_seq_len:
+                raise ValueError(
+                    f"KV cache overflow: position {end} > max_seq_len {self.max_seq_len}"
+                )
+            keys[:, :, start_pos:end] = k
+            values[:, :, start_pos:end] = v
+            return keys[:, :, :end], values[:, :, :end]
+        keys.index_copy_(2, self.index, k.to(keys.dtype))
+        values.index_copy_(2, self.index, v.to(values.dtype))
         return keys, values
+
+    def heads(self, layer: int, k: torch.Tensor) -> int:
+        """As :meth:`KVCache.heads`, for this cache's per-layer tensors."""
+        held = self.keys[layer].shape[1]
+        if k.shape[1] > held:
+            raise ValueError(
+                f"layer {layer} has {k.shape[1]} key/value heads but the KV cache holds {held}: "
+                "make the cache with the model's new_kv_cache"
+            )
+        return k.shape[1]
 
     def key_mask(self, mask: torch.Tensor | None) -> torch.Tensor | None:
         """The mask attention uses with what :meth:`update` returned: the model's ``mask``
