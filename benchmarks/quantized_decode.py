@@ -34,11 +34,11 @@ maps), and how many of the generated tokens equal our fp32 model's.
     python benchmarks/quantized_decode.py --threads 1       # what results/ holds
 
 Results: ``benchmarks/results/quantized-decode-cpu.json`` (the machine, the command, the load
-average). On the shared 2-core machine these were measured on (load average 4-9 from other
-programs), two threads ran every contender 3-4x *slower* than one: each kernel waits at a
-barrier for the thread that was descheduled. The saved results therefore use ``--threads 1``;
-a 2-thread run (64 tokens, 2 rounds) is kept in ``quantized-decode-cpu-2threads.json`` for the
-record. Targets (issue 19): int8 >= 2x our fp32; int4 >= llama.cpp Q4_0.
+average), measured with ``--threads 1``: on the shared 2-core machine two threads make every
+contender slower or barely faster (each of a step's few hundred operations is too small to split,
+and a kernel waits at a barrier for a descheduled thread); the 2-thread run is kept in
+``quantized-decode-cpu-2threads.json``. Targets (issue 19): int8 >= 2x our fp32; int4 >=
+llama.cpp Q4_0.
 
 ``--compile`` adds a ``compiled`` row for each of ours: the same model decoded by
 :class:`~groundwork.generate.StaticDecoder` with its decode step compiled (``torch.compile``,

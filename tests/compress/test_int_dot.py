@@ -3,6 +3,7 @@ packing round trip, the C++ kernel equal to the same arithmetic in float64 (ever
 path it has), a model decoded with the kernel equal to the PyTorch reference, compiled equal to
 eager, and the errors."""
 
+import doctest
 import platform
 import warnings
 from pathlib import Path
@@ -65,6 +66,10 @@ def test_weight_grid_bounds_and_packing_round_trip(bits: int) -> None:
     assert torch.equal(unpack_codes(packed, bits), codes)
     if bits == 4:  # block layout: byte j = code j | code (32 + j) << 4
         assert packed[1, 5] == codes[1, 5] | (codes[1, 37] << 4)
+
+
+def test_docstring_examples() -> None:
+    assert doctest.testmod(int_dot).failed == 0
 
 
 def test_activation_grid() -> None:

@@ -279,7 +279,9 @@ class IntDotLinear(nn.Module):
         bits: Weight bits: 4 or 8.
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, bits: int = 4):
+    def __init__(
+        self, in_features: int, out_features: int, bias: bool = True, *, bits: int = 4
+    ) -> None:
         super().__init__()
         if bits not in (4, 8):
             raise ConfigError(f"bits must be 4 or 8, got {bits}")
