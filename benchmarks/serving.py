@@ -19,8 +19,10 @@ request's wait, prefill and decoding; the decode batch size over time: requests 
 leaving) is drawn into ``docs/chapters/img/serving-timeline.png``.
 
     python benchmarks/serving.py                 # 1 thread (what results/ holds)
+    python benchmarks/serving.py --quantize w4a8 --out benchmarks/results/serving-cpu-w4a8.json \
+        --plot /tmp/serving-timeline-w4a8.png    # the model with w4a8 layers (chapter 18.7)
 
-Results: ``benchmarks/results/serving-cpu.json``.
+Results: ``benchmarks/results/serving-cpu.json`` (fp32), ``serving-cpu-w4a8.json``.
 """
 
 import argparse
@@ -159,14 +161,22 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/serving-cpu.json"))
     parser.add_argument("--plot", type=Path, default=Path("docs/chapters/img/serving-timeline.png"))
+    parser.add_argument(
+        "--quantize",
+        default="none",
+        choices=["none", "int8", "int4", "w8a8", "w4a8"],
+        help="quantised linear layers, as `groundwork serve --quantize`",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     import groundwork
+    from groundwork.recipes.generate import prepare_for_decoding
     from groundwork.serve import Engine, background_server, create_app
 
     pre = groundwork.load("smollm2-135m-instruct")
-    engine = Engine(pre.model.eval(), pre.tokenizer, slots=16, max_len=256)
+    model = prepare_for_decoding(pre.model.eval(), "float32", args.quantize)
+    engine = Engine(model, pre.tokenizer, slots=16, max_len=256)
     app = create_app(engine, model_name="smollm2", chat_template=pre.chat_template)
     results: dict[int, dict[str, Any]] = {}
     # the timeline: 24 requests, one every 0.4 s, wanting 8 to 96 tokens (joins and leaves)
@@ -213,7 +223,8 @@ def main() -> None:
     record = {
         "benchmark": "serving: continuous batching vs one request at a time",
         "command": "python " + " ".join(sys.argv),
-        "model": "smollm2-135m-instruct (fp32)",
+        "model": "smollm2-135m-instruct (fp32)"
+        + ("" if args.quantize == "none" else f", {args.quantize} linear layers"),
         "new_tokens": args.new_tokens,
         "slots": 16,
         "machine": machine(),

@@ -100,6 +100,17 @@ def test_kernel_equals_the_exact_product(bits: int, out: int, k: int, rows: int)
     assert torch.allclose(got.double(), want, rtol=1e-5, atol=tol)
 
 
+def test_each_row_is_independent_of_the_batch() -> None:
+    """Rows in fours share each unpacked weight block, the rest go alone: bit for bit the same
+    (a server batches whatever requests are in flight)."""
+    torch.manual_seed(4)
+    layer = IntDotLinear.from_weight(torch.randn(40, 192) * 0.05)
+    x = inputs(7, 192)
+    together = layer(x)
+    alone = torch.cat([layer(x[i : i + 1]) for i in range(7)])
+    assert torch.equal(together, alone)
+
+
 @pytest.mark.parametrize("bits", [4, 8])
 def test_layer_pads_any_width_and_keeps_dtype_and_bias(bits: int) -> None:
     torch.manual_seed(2)
