@@ -94,10 +94,11 @@ def test_chat_plain_streamed_and_n_choices(server, tiny_model) -> None:
         model="tiny", messages=messages, max_tokens=6, n=3, logprobs=True
     )
     assert [c.index for c in many.choices] == [0, 1, 2]
-    lengths = [len(c.logprobs.content) for c in many.choices]  # a sample may end at a stop id
+    # a sample may end at a stop id, even its first token (which is not part of the answer)
+    lengths = [len(c.logprobs.content) for c in many.choices]
     assert many.usage.completion_tokens == sum(lengths)
     for c, n in zip(many.choices, lengths, strict=True):
-        assert 1 <= n <= 6
+        assert 0 <= n <= 6
         assert n == 6 if c.finish_reason == "length" else c.finish_reason == "stop"
 
 
