@@ -12,7 +12,10 @@ Every contender continues the same ~32-token prompt by ``--new-tokens`` tokens, 
   both kernels compute in bf16, so a bf16 model spares a cast at every layer.
 * ``w8a8``, ``w4a8``: the fp32 model after :func:`groundwork.compress.int_dot.quantize_int_dot`
   (8-/4-bit weights in groups of 32, activations quantised to 8 bits at every layer, our
-  integer dot-product kernel; the head 8-bit in both).
+  integer dot-product kernel; the head 8-bit in both);
+* ``w8a8 fused``, ``w4a8 fused``: the same models decoded by
+  :func:`groundwork.compress.fused_decode.fused_decoder`, whose decode step runs every layer in
+  one C++ call (the prefill stays the PyTorch model's).
 
 References: ``transformers`` ``AutoModelForCausalLM.from_pretrained`` on the directory
 ``groundwork.load`` reads (``Pretrained.path``), fp32, sdpa, ``generate``; and, when
@@ -61,6 +64,7 @@ import torch
 from torch import nn
 
 import groundwork
+from groundwork.compress.fused_decode import fused_decoder
 from groundwork.compress.int_dot import kernel_isa, quantize_int_dot
 from groundwork.compress.weight_only import quantize_weights
 from groundwork.generate import GenerationConfig, StaticDecoder, generate
@@ -105,10 +109,16 @@ def without_linears(model: nn.Module) -> nn.Module:
     return model
 
 
-def ours(model: nn.Module, prompt: list[int], new: int, compile: bool = False) -> Run:
+def ours(
+    model: nn.Module, prompt: list[int], new: int, compile: bool = False, fused: bool = False
+) -> Run:
     """Our ``generate``; with ``compile``, a :class:`~groundwork.generate.StaticDecoder` with a
-    compiled decode step (compiled in the warm-up round, reused after)."""
+    compiled decode step (compiled in the warm-up round, reused after); with ``fused``, the
+    decoder of :func:`~groundwork.compress.fused_decode.fused_decoder`."""
     config = GenerationConfig(max_new_tokens=new, temperature=0)
+    if fused:
+        fused_run = fused_decoder(model, len(prompt) + new)
+        return lambda: fused_run.generate([prompt], config).sequences[0]
     if compile:
         decoder = StaticDecoder(model, 1, len(prompt) + new, compile=True)
         return lambda: decoder.generate([prompt], config).sequences[0]
@@ -241,6 +251,9 @@ def main() -> None:
         del models["ours bf16"]
     runs: dict[str, Run] = {name: ours(m, prompt, new) for name, m in models.items()}
     sizes = {name: model_bytes(m) for name, m in models.items()}
+    for name in ("ours w8a8", "ours w4a8"):
+        runs[f"{name} fused"] = ours(models[name], prompt, new, fused=True)
+        sizes[f"{name} fused"] = sizes[name]
     if args.compile:
         for name, m in list(models.items()):
             runs[f"{name} compiled"] = ours(m, prompt, new, compile=True)

@@ -143,3 +143,36 @@ def toy_preference_pairs(n: int, seed: int) -> "list[PreferenceExample]":
         bad = torch.randint(70, 80, (int(torch.randint(1, 4, (1,), generator=g)),), generator=g)
         pairs.append(PreferenceExample.from_ids(prompt.tolist(), good.tolist(), bad.tolist()))
     return pairs
+
+
+INT_DOT_PATHS = {  # the int_dot kernel's instruction-set paths: compiler flags, CPU flags needed
+    "scalar": (["-march=x86-64"], set()),
+    "avx2": (["-march=x86-64-v3"], {"avx2", "fma", "f16c"}),
+    "avx2-vnni": (["-march=x86-64-v3", "-mavxvnni"], {"avx2", "fma", "f16c", "avx_vnni"}),
+    "avx512-vnni": (
+        ["-march=x86-64-v4", "-mavx512vnni"],
+        {"avx512f", "avx512bw", "avx512vl", "avx512_vnni"},
+    ),
+}
+
+
+def int_dot_build(isa: str) -> object:
+    """The int_dot extension built for one of :data:`INT_DOT_PATHS` (skips the calling test
+    where this CPU cannot run it)."""
+    import platform
+
+    import pytest
+
+    from groundwork.compress import int_dot
+
+    flags, needs = INT_DOT_PATHS[isa]
+    cpu: set[str] = set()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("flags"):
+                cpu = set(line.split(":", 1)[1].split())
+                break
+    if platform.machine() != "x86_64" or not needs <= cpu:
+        pytest.skip(f"this CPU cannot run the {isa} path")
+    return int_dot.build_kernel(flags)

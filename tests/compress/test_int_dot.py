@@ -4,9 +4,7 @@ path it has), a model decoded with the kernel equal to the PyTorch reference, co
 eager, and the errors."""
 
 import doctest
-import platform
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
@@ -27,6 +25,7 @@ from groundwork.compress.int_dot import (
 from groundwork.errors import ConfigError
 from groundwork.generate import GenerationConfig, StaticDecoder, generate
 from groundwork.models import Llama, LlamaConfig
+from helpers import INT_DOT_PATHS, int_dot_build
 
 
 def exact(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, bits: int) -> torch.Tensor:
@@ -205,34 +204,10 @@ def test_bad_input_is_refused() -> None:
         )
 
 
-def _cpu_flags() -> set[str]:
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.exists():
-        return set()
-    for line in cpuinfo.read_text().splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
-PATHS = {  # the kernel's instruction-set paths: compiler flags, the CPU flags they need
-    "scalar": (["-march=x86-64"], set()),
-    "avx2": (["-march=x86-64-v3"], {"avx2", "fma", "f16c"}),
-    "avx2-vnni": (["-march=x86-64-v3", "-mavxvnni"], {"avx2", "fma", "f16c", "avx_vnni"}),
-    "avx512-vnni": (
-        ["-march=x86-64-v4", "-mavx512vnni"],
-        {"avx512f", "avx512bw", "avx512vl", "avx512_vnni"},
-    ),
-}
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("isa", list(PATHS))
+@pytest.mark.parametrize("isa", list(INT_DOT_PATHS))
 def test_every_instruction_set_path_equals_the_exact_product(isa: str) -> None:
-    flags, needs = PATHS[isa]
-    if platform.machine() != "x86_64" or not needs <= _cpu_flags():
-        pytest.skip(f"this CPU cannot run the {isa} path")
-    ext = int_dot.build_kernel(flags)
+    ext = int_dot_build(isa)
     assert ext.isa() == isa
     torch.manual_seed(3)
     for bits in (4, 8):

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from groundwork import cli
+from groundwork.compress.fused_decode import fused_decoder
 from groundwork.compress.int_dot import IntDotLinear, quantize_int_dot
 from groundwork.compress.weight_only import (
     Int4WeightOnlyLinear,
@@ -130,3 +131,18 @@ def test_bad_choices_are_refused_in_one_line(
     code, out, err = run_cli(capsys, "generate", str(gpt_run), "--prompt", PROMPT, option, value)
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and value in err
+
+
+def test_compiled_w4a8_llama_decodes_with_the_fused_step(
+    capsys: pytest.CaptureFixture[str], llama_run: Path
+) -> None:
+    argv = ["generate", str(llama_run), "--prompt", PROMPT, "--strategy", "greedy"]
+    code, out, err = run_cli(
+        capsys, *argv, "--max-new-tokens", "12", "--quantize", "w4a8", "--compile"
+    )
+    assert code == 0, err
+    net, tokenizer, _ = load_run(llama_run)
+    ids = tokenizer.encode(PROMPT)
+    decoder = fused_decoder(quantize_int_dot(net, "w4a8"), len(ids) + 12)
+    new = decoder.generate([ids], GenerationConfig(max_new_tokens=12, temperature=0)).sequences[0]
+    assert out == PROMPT + tokenizer.decode(new) + "\n"

@@ -14,25 +14,17 @@
 // the inner sum is exact integer arithmetic on unsigned-times-signed bytes (the VNNI instruction
 // vpdpbusd, or vpmaddubsw + vpmaddwd on plain AVX2); only one float multiply-add per group.
 
+#include "int_dot.h"
+
 #include <ATen/Parallel.h>
-#include <torch/extension.h>
 
 #include <algorithm>
 #include <cmath>
-#include <cstdint>
 #include <cstring>
+#include <vector>
 
-#if defined(__x86_64__) && defined(__AVX2__) && defined(__F16C__) && defined(__FMA__)
-#include <immintrin.h>
-#define GW_AVX2 1
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
-#define GW_AVX512 1
-#endif
-#endif
-
+namespace GW_OP_NAMESPACE {
 namespace {
-
-constexpr int64_t kGroup = 32;  // inputs per scale
 
 float half_to_float(uint16_t h) {
 #ifdef GW_AVX2
@@ -42,7 +34,8 @@ float half_to_float(uint16_t h) {
 #endif
 }
 
-// x (M, K) float -> codes a (M, K) int8, scales d (M, G), d * sum(a) (M, G)
+}  // namespace
+
 void quantize_activations(const float* x, int64_t M, int64_t K, int8_t* a, float* d, float* da) {
   const int64_t G = K / kGroup;
   for (int64_t r = 0; r < M; ++r) {
@@ -64,6 +57,8 @@ void quantize_activations(const float* x, int64_t M, int64_t K, int8_t* a, float
     }
   }
 }
+
+namespace {
 
 // The per-group factors of one output: comb_g = s_g * d_g; returns sum_g m_g * (d_g sum a)
 float group_factors(const uint16_t* s, const uint16_t* m, const float* d, const float* da,
@@ -216,14 +211,11 @@ void block_dot(const uint8_t* w, const int8_t* a, int64_t lda, const float* comb
 #endif
 
 template <int Bits>
-void linear(const float* x, const uint8_t* codes, const uint16_t* scales, float* y, int64_t M,
-            int64_t K, int64_t N) {
+void products(const int8_t* a, const float* d, const float* da, int64_t M, int64_t K,
+              const uint8_t* codes, const uint16_t* scales, int64_t N, float* y) {
   constexpr int kRows = 4;  // activation rows sharing each unpacked weight block (prefill)
   const int64_t G = K / kGroup;
   const int64_t row_bytes = K * Bits / 8;
-  std::vector<int8_t> a(M * K);
-  std::vector<float> d(M * G), da(M * G);
-  quantize_activations(x, M, K, a.data(), d.data(), da.data());
   // each task takes whole rows of the weight: 64 rows of SmolLM2-135M's 576 inputs are 20 KB
   at::parallel_for(0, N, 64, [&](int64_t begin, int64_t end) {
     std::vector<float> comb(kRows * G);
@@ -249,6 +241,18 @@ void linear(const float* x, const uint8_t* codes, const uint16_t* scales, float*
   });
 }
 
+}  // namespace
+
+void quantized_products(const int8_t* a, const float* d, const float* da, int64_t M, int64_t K,
+                        const uint8_t* codes, const uint16_t* scales, int64_t N, int bits,
+                        float* y) {
+  if (bits == 4) {
+    products<4>(a, d, da, M, K, codes, scales, N, y);
+  } else {
+    products<8>(a, d, da, M, K, codes, scales, N, y);
+  }
+}
+
 torch::Tensor int_dot_linear(const torch::Tensor& x, const torch::Tensor& codes,
                              const torch::Tensor& scales, int64_t bits) {
   TORCH_CHECK(bits == 4 || bits == 8, "int_dot_linear: bits must be 4 or 8, got ", bits);
@@ -265,12 +269,12 @@ torch::Tensor int_dot_linear(const torch::Tensor& x, const torch::Tensor& codes,
               "scales: expected (", N, ", 2, ", K / kGroup, ")");
   const torch::Tensor xc = x.contiguous(), wc = codes.contiguous(), sc = scales.contiguous();
   torch::Tensor y = torch::empty({M, N}, x.options());
-  const auto* s = reinterpret_cast<const uint16_t*>(sc.data_ptr<at::Half>());
-  if (bits == 4) {
-    linear<4>(xc.data_ptr<float>(), wc.data_ptr<uint8_t>(), s, y.data_ptr<float>(), M, K, N);
-  } else {
-    linear<8>(xc.data_ptr<float>(), wc.data_ptr<uint8_t>(), s, y.data_ptr<float>(), M, K, N);
-  }
+  std::vector<int8_t> a(M * K);
+  std::vector<float> d(M * K / kGroup), da(M * K / kGroup);
+  quantize_activations(xc.data_ptr<float>(), M, K, a.data(), d.data(), da.data());
+  quantized_products(a.data(), d.data(), da.data(), M, K, wc.data_ptr<uint8_t>(),
+                     reinterpret_cast<const uint16_t*>(sc.data_ptr<at::Half>()), N,
+                     static_cast<int>(bits), y.data_ptr<float>());
   return y;
 }
 
@@ -286,11 +290,8 @@ std::string isa() {
 #endif
 }
 
-}  // namespace
+}  // namespace GW_OP_NAMESPACE
 
-#ifndef GW_OP_NAMESPACE
-#define GW_OP_NAMESPACE groundwork_int_dot
-#endif
 #define GW_STRINGIFY2(x) #x
 #define GW_STRINGIFY(x) GW_STRINGIFY2(x)
 
@@ -301,11 +302,13 @@ TORCH_LIBRARY(GW_OP_NAMESPACE, library) {
 }
 
 TORCH_LIBRARY_IMPL(GW_OP_NAMESPACE, CPU, library) {
-  library.impl("int_dot_linear", &int_dot_linear);
+  library.impl("int_dot_linear", &GW_OP_NAMESPACE::int_dot_linear);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
-  module.def("int_dot_linear", &int_dot_linear, "y = x @ W.T, W 4/8-bit, x quantised to 8 bits");
-  module.def("isa", &isa, "the instruction set this build uses");
+  module.def("int_dot_linear", &GW_OP_NAMESPACE::int_dot_linear,
+             "y = x @ W.T, W 4/8-bit, x quantised to 8 bits");
+  module.def("isa", &GW_OP_NAMESPACE::isa, "the instruction set this build uses");
+  GW_OP_NAMESPACE::register_fused_decode(module);
   module.def("op_namespace", [] { return std::string(GW_STRINGIFY(GW_OP_NAMESPACE)); });
 }

@@ -72,7 +72,8 @@ GROUP = 32
 """Inputs per scale and offset, of weights and of activations alike."""
 BLOCK = 2 * GROUP
 """Inputs per packed block (two groups); ``in_features`` is padded to a multiple of it."""
-SOURCE = Path(__file__).with_name("int_dot.cpp")
+SOURCES = [Path(__file__).with_name(n) for n in ("int_dot.cpp", "fused_decode.cpp")]
+"""The extension's C++ files (and ``int_dot.h``, which both include)."""
 
 
 # --8<-- [start:grids]
@@ -187,9 +188,10 @@ def _cpu_description() -> str:
 
 
 def build_kernel(arch_flags: Sequence[str] = ("-march=native",)) -> Any:
-    """Compile ``int_dot.cpp`` with ``-O3`` and ``arch_flags`` and import it (a Python module
-    with ``int_dot_linear`` and ``isa``). The build is cached per CPU kind and flags; the
-    layers use :func:`_extension`, the native build, and the tests also build the other paths.
+    """Compile ``int_dot.cpp`` and ``fused_decode.cpp`` with ``-O3`` and ``arch_flags`` and
+    import them (a Python module with ``int_dot_linear``, ``isa`` and ``FusedLlamaStep``). The
+    build is cached per CPU kind and flags; the layers use :func:`_extension`, the native
+    build, and the tests also build the other paths.
 
     Raises:
         Exception: whatever :func:`torch.utils.cpp_extension.load` raises (no compiler, no
@@ -201,8 +203,9 @@ def build_kernel(arch_flags: Sequence[str] = ("-march=native",)) -> Any:
     name = f"groundwork_int_dot_{hashlib.sha256(key.encode()).hexdigest()[:12]}"
     return cpp_extension.load(
         name=name,
-        sources=[str(SOURCE)],
+        sources=[str(source) for source in SOURCES],
         extra_cflags=["-O3", *arch_flags, f"-DGW_OP_NAMESPACE={name}"],
+        extra_include_paths=[str(SOURCES[0].parent)],
         verbose=False,
     )
 

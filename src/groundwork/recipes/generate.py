@@ -198,7 +198,8 @@ def generate(
             times 8-bit activations, integer dot products: the fastest); the head is 8-bit.
         compile: Decode with a static KV cache and a compiled decode step (CUDA graphs on a
             GPU; the first steps pay for compiling): prints the text when it is done, and
-            prompt plus max_new_tokens must fit the model's context.
+            prompt plus max_new_tokens must fit the model's context. With --quantize w4a8 or
+            w8a8, a Llama-style model's step instead runs as one C++ call (nothing to compile).
     """
     from groundwork.generate.beam import beam_search
     from groundwork.generate.config import GenerationConfig
@@ -244,23 +245,31 @@ def generate(
         print(tokenizer.decode([i for i in best if i not in eos]))
         return
     if compile:
-        print(_compiled_continuation(net, tokenizer, ids, config))
+        print(_compiled_continuation(net, tokenizer, ids, config, quantize))
         return
     for piece in stream(net, tokenizer, ids, config):
         print(piece, end="", flush=True)
     print()
 
 
-def _compiled_continuation(net: Any, tokenizer: Any, ids: list[int], config: Any) -> str:
+def _compiled_continuation(
+    net: Any, tokenizer: Any, ids: list[int], config: Any, quantize: str = "none"
+) -> str:
     """The new text after ``ids``, decoded with a static cache and a compiled step
-    (:func:`~groundwork.generate.static.generate_static`): up to the end-of-text token, cut
-    before a stop string."""
+    (:func:`~groundwork.generate.static.generate_static`), or for a w4a8/w8a8 Llama the fused
+    C++ step (:func:`~groundwork.compress.fused_decode.fused_decoder`): up to the end-of-text
+    token, cut before a stop string."""
+    from groundwork.compress.fused_decode import fused_decoder, unsupported
     from groundwork.generate.static import generate_static
 
     eos = () if tokenizer.eot_id is None else (tokenizer.eot_id,)
-    out = generate_static(
-        net.eval(), [ids], config, eos_ids=eos, decode=tokenizer.decode, compile=True
-    )
+    if quantize in ("w4a8", "w8a8") and unsupported(net) is None:
+        decoder = fused_decoder(net.eval(), len(ids) + config.max_new_tokens)
+        out = decoder.generate([ids], config, eos_ids=eos, decode=tokenizer.decode)
+    else:
+        out = generate_static(
+            net.eval(), [ids], config, eos_ids=eos, decode=tokenizer.decode, compile=True
+        )
     text = tokenizer.decode([i for i in out.sequences[0] if i not in eos])
     for stop in config.stop_strings:
         text = text.split(stop, 1)[0]

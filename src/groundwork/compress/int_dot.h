@@ -1,0 +1,47 @@
+// Shared by the two halves of the int_dot extension: int_dot.cpp (the integer dot-product
+// kernel of a linear layer) and fused_decode.cpp (a whole Llama decoding step built on it).
+// Python side: groundwork/compress/int_dot.py and fused_decode.py (chapter 18).
+#pragma once
+
+#include <torch/extension.h>
+
+#include <cstdint>
+#include <string>
+
+#if defined(__x86_64__) && defined(__AVX2__) && defined(__F16C__) && defined(__FMA__)
+#include <immintrin.h>
+#define GW_AVX2 1
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
+#define GW_AVX512 1
+#endif
+#endif
+
+// Each build (one per CPU kind and flag set) gets a namespace of its own (-DGW_OP_NAMESPACE),
+// for its functions and for its dispatcher operators, so several builds can share a process
+#ifndef GW_OP_NAMESPACE
+#define GW_OP_NAMESPACE groundwork_int_dot
+#endif
+
+namespace GW_OP_NAMESPACE {
+
+constexpr int64_t kGroup = 32;  // inputs per scale, of weights and activations alike
+
+// x (M, K) float -> codes a (M, K) int8, scales d (M, K/32), d * sum(a) (M, K/32)
+void quantize_activations(const float* x, int64_t M, int64_t K, int8_t* a, float* d, float* da);
+
+// y (M, N) = quantised activations (from quantize_activations) times N packed weight rows of K
+// inputs (K a multiple of 64) at `bits` bits; scales (N, 2, K/32) fp16 bits
+void quantized_products(const int8_t* a, const float* d, const float* da, int64_t M, int64_t K,
+                        const uint8_t* codes, const uint16_t* scales, int64_t N, int bits,
+                        float* y);
+
+// x (M, K) @ W.T for a packed W: quantises x, then quantized_products
+torch::Tensor int_dot_linear(const torch::Tensor& x, const torch::Tensor& codes,
+                             const torch::Tensor& scales, int64_t bits);
+
+std::string isa();
+
+// Adds the FusedLlamaStep class to the Python module (fused_decode.cpp)
+void register_fused_decode(pybind11::module& module);
+
+}  // namespace GW_OP_NAMESPACE
