@@ -17,10 +17,12 @@ from groundwork.compress.int_dot import (
     int_dot_reference,
     kernel_isa,
     pack_codes,
+    pack_scales,
     quantize_activations,
     quantize_groups,
     quantize_int_dot,
     unpack_codes,
+    unpack_scales,
 )
 from groundwork.errors import ConfigError
 from groundwork.generate import GenerationConfig, StaticDecoder, generate
@@ -28,13 +30,15 @@ from groundwork.models import Llama, LlamaConfig
 from helpers import INT_DOT_PATHS, int_dot_build
 
 
-def exact(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, bits: int) -> torch.Tensor:
+def exact(
+    x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, bits: int, out: int
+) -> torch.Tensor:
     """``x̂ @ Ŵ.T`` in float64: the number the kernel rounds."""
     codes, d = quantize_activations(x)
     x_hat = (codes.double().reshape(*d.shape, 32) * d.double()[..., None]).reshape(x.shape)
-    codes_w = unpack_codes(packed, bits).double().reshape(packed.shape[0], -1, 32)
-    s, m = scales.double().unbind(dim=1)
-    w_hat = (codes_w * s[..., None] + m[..., None]).reshape(packed.shape[0], -1)
+    codes_w = unpack_codes(packed, bits, out).double().reshape(out, -1, 32)
+    s, m = (t.double() for t in unpack_scales(scales, out))
+    w_hat = (codes_w * s[..., None] + m[..., None]).reshape(out, -1)
     return x_hat @ w_hat.T
 
 
@@ -60,11 +64,22 @@ def test_weight_grid_bounds_and_packing_round_trip(bits: int) -> None:
     # half a step, plus the fp16 rounding of the group's minimum for its lowest weights
     assert (err <= s / 2 + m.abs() * 2**-11 + 1e-7).all()
     assert scale[0, 0] == 0 and torch.equal(codes[0, :32], torch.zeros(32, dtype=torch.int32))
-    packed = pack_codes(codes, bits)
-    assert packed.shape == (24, 128 * bits // 8) and packed.dtype == torch.uint8
-    assert torch.equal(unpack_codes(packed, bits), codes)
-    if bits == 4:  # block layout: byte j = code j | code (32 + j) << 4
-        assert packed[1, 5] == codes[1, 5] | (codes[1, 37] << 4)
+    packed = pack_codes(codes, bits)  # 24 rows: 2 tiles of 16, the second half empty
+    assert packed.shape == (2, 16 * 128 * bits // 8) and packed.dtype == torch.uint8
+    assert torch.equal(unpack_codes(packed, bits, 24), codes)
+    assert not packed[1].reshape(4, -1, 16, 4)[:, :, 8:].any()  # rows 24-31: zeros
+    # tile 1, group 2, row 3 (row 19), inputs 64 + 4..7: chunk 1, bytes 4 * 3 + 0..3
+    group = packed[1, 2 * 16 * 32 * bits // 8 :]
+    if bits == 8:
+        assert torch.equal(group[64 + 12 : 64 + 16], codes[19, 68:72].to(torch.uint8))
+    else:  # ... with inputs 64 + 20..23 in the high nibbles
+        both = codes[19, 68:72] | (codes[19, 84:88] << 4)
+        assert torch.equal(group[64 + 12 : 64 + 16], both.to(torch.uint8))
+    scales = pack_scales(scale, offset)
+    assert scales.shape == (2, 4, 2, 16)
+    assert scales[1, 2, 0, 3] == scale[19, 2] and scales[1, 2, 1, 3] == offset[19, 2]
+    back_scale, back_offset = unpack_scales(scales, 24)
+    assert torch.equal(back_scale, scale) and torch.equal(back_offset, offset)
 
 
 def test_docstring_examples() -> None:
@@ -89,19 +104,20 @@ def test_kernel_equals_the_exact_product(bits: int, out: int, k: int, rows: int)
     torch.manual_seed(1)
     w = torch.randn(out, k) * 0.05
     codes, scale, offset = quantize_groups(w, bits)
-    packed, scales = pack_codes(codes, bits), torch.stack([scale, offset], dim=1)
+    packed, scales = pack_codes(codes, bits), pack_scales(scale, offset)
     x = inputs(rows, k)
-    want = exact(x, packed, scales, bits)
+    want = exact(x, packed, scales, bits, out)
     tol = 1e-5 * want.abs().max().item()
-    assert torch.allclose(int_dot_reference(x, packed, scales, bits).double(), want, atol=tol)
-    got = int_dot.int_dot_linear(x, packed, scales, bits)  # the compiled kernel
+    reference = int_dot_reference(x, packed, scales, bits, out).double()
+    assert torch.allclose(reference, want, atol=tol)
+    got = int_dot.int_dot_linear(x, packed, scales, bits, out)  # the compiled kernel
     assert got.dtype == torch.float32 and got.shape == (rows, out)
     assert torch.allclose(got.double(), want, rtol=1e-5, atol=tol)
 
 
 def test_each_row_is_independent_of_the_batch() -> None:
-    """Rows in fours share each unpacked weight block, the rest go alone: bit for bit the same
-    (a server batches whatever requests are in flight)."""
+    """Rows in fours (twos on AVX2) share each loaded tile of weights, the rest go alone: bit for
+    bit the same (a server batches whatever requests are in flight)."""
     torch.manual_seed(4)
     layer = IntDotLinear.from_weight(torch.randn(40, 192) * 0.05)
     x = inputs(7, 192)
@@ -113,14 +129,14 @@ def test_each_row_is_independent_of_the_batch() -> None:
 @pytest.mark.parametrize("bits", [4, 8])
 def test_layer_pads_any_width_and_keeps_dtype_and_bias(bits: int) -> None:
     torch.manual_seed(2)
-    linear = nn.Linear(100, 40)  # 100 inputs: padded to 128 with zero weights
+    linear = nn.Linear(100, 40)  # 100 inputs: padded to 128 with zero weights; 3 tiles of rows
     layer = IntDotLinear.from_linear(linear, bits=bits)
-    assert layer.padded_in == 128 and layer.packed.shape == (40, 128 * bits // 8)
+    assert layer.padded_in == 128 and layer.packed.shape == (3, 16 * 128 * bits // 8)
     x = torch.randn(2, 3, 100)
     y = layer(x)
     assert y.shape == (2, 3, 40)
     padded = nn.functional.pad(x.reshape(6, 100), (0, 28))
-    want = exact(padded, layer.packed, layer.scales, bits) + linear.bias.double()
+    want = exact(padded, layer.packed, layer.scales, bits, 40) + linear.bias.double()
     assert torch.allclose(y.reshape(6, 40).double(), want, rtol=1e-5, atol=1e-5)
     # and close to the float layer: 8-bit within 2%, 4-bit within 15% (random weights)
     rel = (y - linear(x)).norm() / linear(x).norm()
@@ -128,7 +144,7 @@ def test_layer_pads_any_width_and_keeps_dtype_and_bias(bits: int) -> None:
     assert layer(x.to(torch.bfloat16)).dtype == torch.bfloat16
     w = layer.dequantized_weight()
     assert w.shape == (40, 100)
-    assert torch.equal(w, dequantize(layer.packed, layer.scales, bits)[:, :100])
+    assert torch.equal(w, dequantize(layer.packed, layer.scales, bits, 40)[:, :100])
 
 
 def tiny_llama() -> Llama:
@@ -177,7 +193,8 @@ def test_no_compiler_falls_back_with_one_warning(monkeypatch: pytest.MonkeyPatch
             warnings.simplefilter("error")  # said once
             layer = IntDotLinear.from_weight(torch.randn(16, 64))
             x = torch.randn(2, 64)
-            assert torch.allclose(layer(x), int_dot_reference(x, layer.packed, layer.scales, 4))
+            want = int_dot_reference(x, layer.packed, layer.scales, 4, 16)
+            assert torch.allclose(layer(x), want)
     finally:
         int_dot._extension.cache_clear()
 
@@ -195,12 +212,21 @@ def test_bad_input_is_refused() -> None:
         quantize_int_dot(tiny_llama(), "w2a8")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="head must be"):
         quantize_int_dot(tiny_llama(), head="int2")  # type: ignore[arg-type]
-    with pytest.raises(RuntimeError, match="multiple of 64"):  # the kernel's own check
+    with pytest.raises(RuntimeError, match="multiple of 32"):  # the kernel's own checks
+        int_dot.int_dot_linear(
+            torch.randn(1, 48),
+            torch.zeros(1, 384, dtype=torch.uint8),
+            torch.zeros(1, 1, 2, 16, dtype=torch.float16),
+            4,
+            16,
+        )
+    with pytest.raises(RuntimeError, match=r"codes: expected \(2, 256\)"):
         int_dot.int_dot_linear(
             torch.randn(1, 32),
-            torch.zeros(4, 16, dtype=torch.uint8),
-            torch.zeros(4, 2, 1, dtype=torch.float16),
+            torch.zeros(1, 256, dtype=torch.uint8),
+            torch.zeros(1, 1, 2, 16, dtype=torch.float16),
             4,
+            17,
         )
 
 
@@ -211,14 +237,14 @@ def test_every_instruction_set_path_equals_the_exact_product(isa: str) -> None:
     assert ext.isa() == isa
     torch.manual_seed(3)
     for bits in (4, 8):
-        w = torch.randn(40, 320) * 0.05  # G = 10: a remainder after the paths' unrolled loops
+        w = torch.randn(40, 320) * 0.05  # 3 tiles, the last partial; 5 rows: 4 + 1, 2 + 2 + 1
         codes, scale, offset = quantize_groups(w, bits)
-        packed, scales = pack_codes(codes, bits), torch.stack([scale, offset], dim=1)
-        x = inputs(3, 320)
-        x[0, :32] = 127.0  # 8-bit codes 255 times activation codes 127: no int16 saturation
-        packed[:, :32] = 255 if bits == 8 else packed[:, :32]
-        want = exact(x, packed, scales, bits)
-        got = ext.int_dot_linear(x, packed, scales, bits).double()
+        codes[:, :32] = 2**bits - 1  # the largest codes times activation codes 127: exact sums
+        packed, scales = pack_codes(codes, bits), pack_scales(scale, offset)
+        x = inputs(5, 320)
+        x[0, :32] = 127.0
+        want = exact(x, packed, scales, bits, 40)
+        got = ext.int_dot_linear(x, packed, scales, bits, 40).double()
         assert torch.allclose(got, want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
 
 

@@ -72,26 +72,29 @@ struct Projection {  // one IntDotLinear layer's buffers (held, so they stay ali
 };
 
 // y = x W^T with the dequantised weight W = q s + m and x in float, no 8-bit activations: the
-// step's float arithmetic alone, for the tests (slow: one weight at a time)
+// step's float arithmetic alone, for the tests (slow: one weight at a time, read from the tiles
+// of int_dot.cpp's layout)
 void float_products(const Projection& p, const float* x, float* y) {
-  const int64_t G = p.K / kGroup, row_bytes = p.K * p.bits / 8;
+  const int64_t G = p.K / kGroup, tile_bytes = 16 * p.K * p.bits / 8;
+  const int64_t group_bytes = 16 * kGroup * p.bits / 8;
   const uint8_t* codes = p.packed.data_ptr<uint8_t>();
-  const at::Half* scales = p.scales.data_ptr<at::Half>();
+  const at::Half* scales = p.scales.data_ptr<at::Half>();  // (tiles, G, 2, 16)
   for (int64_t n = 0; n < p.out; ++n) {
-    const uint8_t* row = codes + n * row_bytes;
+    const int64_t t = n / 16, l = n % 16;
     float sum = 0.f;
     for (int64_t k = 0; k < p.K; ++k) {
-      const int64_t g = k / kGroup;
+      const int64_t g = k / kGroup, i = k % kGroup;
+      const uint8_t* wg = codes + t * tile_bytes + g * group_bytes;
       int32_t q;
-      if (p.bits == 4) {  // a block of 64: byte j holds input j (low nibble) and 32 + j (high)
-        const int64_t j = k % (2 * kGroup);
-        const uint8_t byte = row[(k / (2 * kGroup)) * kGroup + j % kGroup];
-        q = j < kGroup ? byte & 0x0F : byte >> 4;
+      if (p.bits == 4) {
+        const uint8_t byte = wg[64 * ((i % 16) / 4) + 4 * l + i % 4];
+        q = i < 16 ? byte & 0x0F : byte >> 4;
       } else {
-        q = row[k];
+        q = wg[64 * (i / 4) + 4 * l + i % 4];
       }
-      const float s = scales[(n * 2) * G + g], m = scales[(n * 2 + 1) * G + g];
-      sum += (static_cast<float>(q) * s + m) * x[k];
+      const at::Half* sg = scales + (t * G + g) * 32;
+      sum += (static_cast<float>(q) * static_cast<float>(sg[l]) + static_cast<float>(sg[16 + l])) *
+             x[k];
     }
     y[n] = sum;
   }
@@ -105,7 +108,8 @@ class FusedLlamaStep {
   // cache's per-layer (1, H_kv, S, D) key and value tensors, written in place
   FusedLlamaStep(std::vector<torch::Tensor> norms, const std::vector<torch::Tensor>& packed,
                  const std::vector<torch::Tensor>& scales, const std::vector<int64_t>& bits,
-                 const std::vector<int64_t>& in_features, std::vector<torch::Tensor> keys,
+                 const std::vector<int64_t>& in_features,
+                 const std::vector<int64_t>& out_features, std::vector<torch::Tensor> keys,
                  std::vector<torch::Tensor> values, int64_t n_heads, int64_t n_kv_heads,
                  double eps, bool float_products)
       : norms_(std::move(norms)),
@@ -122,7 +126,7 @@ class FusedLlamaStep {
                 " norm weights expected, got ", norms_.size());
     const auto n = static_cast<size_t>(7 * L_);
     TORCH_CHECK(packed.size() == n && scales.size() == n && bits.size() == n &&
-                    in_features.size() == n,
+                    in_features.size() == n && out_features.size() == n,
                 "FusedLlamaStep: 7 projections a layer");
     TORCH_CHECK(H_ > 0 && Hkv_ > 0 && H_ % Hkv_ == 0, "FusedLlamaStep: n_kv_heads must divide "
                 "n_heads");
@@ -148,14 +152,14 @@ class FusedLlamaStep {
     int64_t widest = 0;
     for (size_t i = 0; i < n; ++i) {
       Projection p{packed[i].contiguous(), scales[i].contiguous(), static_cast<int>(bits[i]),
-                   in_features[i], 0, packed[i].size(0)};
+                   in_features[i], 0, out_features[i]};
       TORCH_CHECK(p.bits == 4 || p.bits == 8, "FusedLlamaStep: bits must be 4 or 8");
       TORCH_CHECK(p.packed.scalar_type() == torch::kUInt8 && p.packed.dim() == 2 &&
-                      p.scales.scalar_type() == torch::kFloat16 && p.scales.dim() == 3,
-                  "FusedLlamaStep: packed (out, bytes) uint8 and scales (out, 2, G) float16");
-      p.K = p.packed.size(1) * 8 / p.bits;
-      TORCH_CHECK(p.K % (2 * kGroup) == 0 && p.in <= p.K && p.scales.size(0) == p.out &&
-                      p.scales.size(2) == p.K / kGroup,
+                      p.scales.scalar_type() == torch::kFloat16 && p.scales.dim() == 4,
+                  "FusedLlamaStep: packed (tiles, bytes) uint8, scales (tiles, G, 2, 16) fp16");
+      p.K = p.packed.size(1) * 8 / (16 * p.bits);
+      TORCH_CHECK(p.K % kGroup == 0 && p.in <= p.K && p.packed.size(0) == (p.out + 15) / 16 &&
+                      p.scales.size(0) == p.packed.size(0) && p.scales.size(1) == p.K / kGroup,
                   "FusedLlamaStep: projection ", i, " has inconsistent shapes");
       widest = std::max({widest, p.K, p.out});
       proj_.push_back(std::move(p));
@@ -296,7 +300,8 @@ void register_fused_decode(pybind11::module& module) {
   pybind11::class_<FusedLlamaStep>(module, "FusedLlamaStep")
       .def(pybind11::init<std::vector<torch::Tensor>, const std::vector<torch::Tensor>&,
                           const std::vector<torch::Tensor>&, const std::vector<int64_t>&,
-                          const std::vector<int64_t>&, std::vector<torch::Tensor>,
+                          const std::vector<int64_t>&, const std::vector<int64_t>&,
+                          std::vector<torch::Tensor>,
                           std::vector<torch::Tensor>, int64_t, int64_t, double, bool>())
       .def("step", &FusedLlamaStep::step, pybind11::call_guard<pybind11::gil_scoped_release>(),
            "one token's decoding step: its final hidden state");

@@ -141,7 +141,7 @@ class FusedLlamaStep:
             )
         stack: Any = model.model
         layers = list(stack.layers)
-        norms, packed, scales, bits, inputs = [], [], [], [], []
+        norms, packed, scales, bits, inputs, outputs = [], [], [], [], [], []
         for layer in layers:
             norms += [
                 layer.input_layernorm.weight.detach(),
@@ -153,6 +153,7 @@ class FusedLlamaStep:
                 scales.append(proj.scales)
                 bits.append(proj.bits)
                 inputs.append(proj.in_features)
+                outputs.append(proj.out_features)
         norms.append(stack.norm.weight.detach())
         attn = layers[0].self_attn
         self.model, self.cache = model, cache
@@ -163,6 +164,7 @@ class FusedLlamaStep:
             scales,
             bits,
             inputs,
+            outputs,
             cache.keys,
             cache.values,
             attn.n_heads,

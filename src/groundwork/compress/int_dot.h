@@ -29,15 +29,16 @@ constexpr int64_t kGroup = 32;  // inputs per scale, of weights and activations 
 // x (M, K) float -> codes a (M, K) int8, scales d (M, K/32), d * sum(a) (M, K/32)
 void quantize_activations(const float* x, int64_t M, int64_t K, int8_t* a, float* d, float* da);
 
-// y (M, N) = quantised activations (from quantize_activations) times N packed weight rows of K
-// inputs (K a multiple of 64) at `bits` bits; scales (N, 2, K/32) fp16 bits
+// y (M, N) = quantised activations (from quantize_activations) times N weight rows of K inputs
+// (K a multiple of 32) at `bits` bits, packed in tiles of 16 rows (int_dot.cpp's layout):
+// codes (ceil(N/16), 16 K bits/8) bytes, scales (ceil(N/16), K/32, 2, 16) fp16 bits
 void quantized_products(const int8_t* a, const float* d, const float* da, int64_t M, int64_t K,
                         const uint8_t* codes, const uint16_t* scales, int64_t N, int bits,
                         float* y);
 
-// x (M, K) @ W.T for a packed W: quantises x, then quantized_products
+// x (M, K) @ W.T (M, out_features) for a packed W: quantises x, then quantized_products
 torch::Tensor int_dot_linear(const torch::Tensor& x, const torch::Tensor& codes,
-                             const torch::Tensor& scales, int64_t bits);
+                             const torch::Tensor& scales, int64_t bits, int64_t out_features);
 
 std::string isa();
 

@@ -32,10 +32,13 @@ an exact integer sum inside each group and two float multiply-adds per group: pr
 :math:`\hat x \cdot \hat W_n`, the product of the dequantised activation and weight
 (:func:`int_dot_reference` computes it that way, and the tests hold the kernel to it).
 
-**Layout.** Two groups form a 64-weight block. At 4 bits its 32 bytes hold the codes of the
-first group in their low nibbles and the second group's in their high ones, so one load and two
-masks give 64 codes in input order (:func:`pack_codes`). ``in_features`` is padded to a multiple
-of 64 with zero weights (scale and offset 0), which add nothing.
+**Layout.** The rows come in tiles of 16, interleaved four inputs at a time: one 64-byte load
+holds four consecutive codes of each of the 16 rows, so that with four activation codes broadcast
+to every lane, one ``vpdpbusd`` advances 16 outputs at once (the lanes are the rows: no sum across
+lanes, and a group's 16 scales are one load). At 4 bits each byte holds two codes, inputs
+``i`` and ``16 + i`` of a group (:func:`pack_codes`; llama.cpp repacks Q4_0 for its CPU GEMV in
+the same spirit). ``in_features`` is padded to a multiple of 32 and ``out_features`` to one of
+16 with zero weights (scale and offset 0), which add nothing.
 
 **The kernel.** ``int_dot.cpp`` is compiled for the machine it runs on, on first use
 (:func:`torch.utils.cpp_extension.load`, ``-march=native``; about 30 s; cached under
@@ -70,8 +73,8 @@ from groundwork.errors import ConfigError
 
 GROUP = 32
 """Inputs per scale and offset, of weights and of activations alike."""
-BLOCK = 2 * GROUP
-"""Inputs per packed block (two groups); ``in_features`` is padded to a multiple of it."""
+TILE = 16
+"""Output rows packed together (interleaved); ``out_features`` is padded to a multiple of it."""
 SOURCES = [Path(__file__).with_name(n) for n in ("int_dot.cpp", "fused_decode.cpp")]
 """The extension's C++ files (and ``int_dot.h``, which both include)."""
 
@@ -132,44 +135,66 @@ def quantize_activations(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
-    """``(out, K)`` codes (``K`` a multiple of 64) to the kernel's ``(out, K * bits / 8)`` bytes:
-    at 8 bits one byte a code; at 4 bits, per 64-input block, byte ``j`` holds code ``j`` in its
-    low nibble and code ``32 + j`` in its high one."""
+    """``(out, K)`` codes (``K`` a multiple of 32) to the kernel's ``(tiles, 16 K bits / 8)``
+    bytes, ``tiles = ceil(out / 16)`` (missing rows are zeros). In each tile and group of 32
+    inputs: at 8 bits, chunk ``j`` (64 bytes) holds at byte ``4 l + i`` row ``l``'s code of input
+    ``4 j + i``; at 4 bits, chunk ``c`` holds there input ``4 c + i`` in the low nibble and
+    ``16 + 4 c + i`` in the high one."""
     out_features, in_features = codes.shape
-    if bits == 8:
-        return codes.to(torch.uint8).contiguous()
-    pairs = codes.to(torch.uint8).reshape(out_features, in_features // BLOCK, 2, GROUP)
-    return (pairs[:, :, 0] | (pairs[:, :, 1] << 4)).reshape(out_features, -1).contiguous()
+    tiles = -(-out_features // TILE)
+    padded = F.pad(codes.to(torch.uint8), (0, 0, 0, tiles * TILE - out_features))
+    quads = padded.reshape(tiles, TILE, in_features // GROUP, 8, 4)  # (T, l, G, j, i)
+    if bits == 4:
+        quads = quads[:, :, :, :4] | (quads[:, :, :, 4:] << 4)  # (T, l, G, c, i): two a byte
+    return quads.permute(0, 2, 3, 1, 4).reshape(tiles, -1).contiguous()  # (T, G j l i)
 
 
-def unpack_codes(packed: torch.Tensor, bits: int) -> torch.Tensor:
-    """The inverse of :func:`pack_codes`: ``(out, K)`` codes as int32."""
-    if bits == 8:
-        return packed.to(torch.int32)
-    blocks = packed.reshape(packed.shape[0], -1, 1, GROUP)  # (out, K/64, 1, 32)
-    both = torch.cat([blocks & 0x0F, blocks >> 4], dim=2)  # (out, K/64, 2, 32)
-    return both.reshape(packed.shape[0], -1).to(torch.int32)
+def unpack_codes(packed: torch.Tensor, bits: int, out_features: int) -> torch.Tensor:
+    """The inverse of :func:`pack_codes`: ``(out_features, K)`` codes as int32."""
+    tiles = packed.shape[0]
+    chunks = 8 if bits == 8 else 4
+    quads = packed.reshape(tiles, -1, chunks, TILE, 4).permute(0, 3, 1, 2, 4)  # (T, l, G, c, i)
+    if bits == 4:
+        quads = torch.cat([quads & 0x0F, quads >> 4], dim=3)  # (T, l, G, 8, 4)
+    return quads.reshape(tiles * TILE, -1)[:out_features].to(torch.int32)
 
 
-def dequantize(packed: torch.Tensor, scales: torch.Tensor, bits: int) -> torch.Tensor:
-    """The float32 ``(out, K)`` weight of packed codes and ``(out, 2, K // 32)`` constants:
-    ``q * s + m``."""
-    codes = unpack_codes(packed, bits).float()
-    out_features = codes.shape[0]
-    s, m = scales.float().unbind(dim=1)  # (out, G) each
+def pack_scales(scale: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    """``(out, G)`` scales and offsets to the kernel's ``(tiles, G, 2, 16)`` float16: per tile
+    and group, the 16 rows' scales, then their offsets."""
+    out_features = scale.shape[0]
+    tiles = -(-out_features // TILE)
+    both = torch.stack([scale, offset], dim=-1).half()  # (out, G, 2)
+    both = F.pad(both, (0, 0, 0, 0, 0, tiles * TILE - out_features))  # (T*16, G, 2)
+    return both.reshape(tiles, TILE, -1, 2).permute(0, 2, 3, 1).contiguous()  # (T, G, 2, 16)
+
+
+def unpack_scales(scales: torch.Tensor, out_features: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The inverse of :func:`pack_scales`: scales and offsets ``(out_features, G)``."""
+    rows = scales.permute(0, 3, 1, 2).reshape(-1, scales.shape[1], 2)[:out_features]
+    return rows[..., 0], rows[..., 1]
+
+
+def dequantize(
+    packed: torch.Tensor, scales: torch.Tensor, bits: int, out_features: int
+) -> torch.Tensor:
+    """The float32 ``(out_features, K)`` weight of packed codes and constants: ``q * s + m``."""
+    codes = unpack_codes(packed, bits, out_features).float()
+    s, m = (t.float() for t in unpack_scales(scales, out_features))  # (out, G) each
     w = codes.reshape(out_features, -1, GROUP) * s[..., None] + m[..., None]  # (out, G, 32)
     return w.reshape(out_features, -1)
 
 
 # --8<-- [start:reference]
 def int_dot_reference(
-    x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, bits: int
+    x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, bits: int, out_features: int
 ) -> torch.Tensor:
     """What the kernel computes, in PyTorch operations: ``x̂ @ Ŵ.T`` with ``x̂`` the 8-bit
-    group-quantised ``x`` ``(M, K)`` and ``Ŵ`` the dequantised weight; float32 ``(M, out)``."""
+    group-quantised ``x`` ``(M, K)`` and ``Ŵ`` the dequantised weight; float32
+    ``(M, out_features)``."""
     codes, d = quantize_activations(x)
     x_hat = codes.float().reshape(*d.shape, GROUP) * d[..., None]  # (M, G, 32)
-    return x_hat.reshape(x.shape) @ dequantize(packed, scales, bits).T
+    return x_hat.reshape(x.shape) @ dequantize(packed, scales, bits, out_features).T
 
 
 # --8<-- [end:reference]
@@ -246,21 +271,21 @@ def kernel_isa() -> str:
 
 @torch.library.custom_op("groundwork::int_dot_linear", mutates_args=())
 def int_dot_linear(
-    x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, bits: int
+    x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, bits: int, out_features: int
 ) -> torch.Tensor:
-    """``x`` ``(M, K)`` float32 times the packed weight: float32 ``(M, out)``, by the compiled
-    kernel (or :func:`int_dot_reference` where it could not be built)."""
+    """``x`` ``(M, K)`` float32 times the packed weight: float32 ``(M, out_features)``, by the
+    compiled kernel (or :func:`int_dot_reference` where it could not be built)."""
     ext = _extension()
     if ext is None:
-        return int_dot_reference(x, packed, scales, bits)
-    return ext.int_dot_linear(x, packed, scales, bits)
+        return int_dot_reference(x, packed, scales, bits, out_features)
+    return ext.int_dot_linear(x, packed, scales, bits, out_features)
 
 
 def _output_like(
-    x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, bits: int
+    x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, bits: int, out_features: int
 ) -> torch.Tensor:
     """The output's shape and dtype, for tracing (``torch.compile``)."""
-    return x.new_empty(x.shape[0], packed.shape[0])
+    return x.new_empty(x.shape[0], out_features)
 
 
 int_dot_linear.register_fake(_output_like)
@@ -271,9 +296,10 @@ class IntDotLinear(nn.Module):
     """A linear layer with 4- or 8-bit group-quantised weights whose input is quantised to 8 bits
     at every call, computed by integer dot products (:func:`int_dot_linear`).
 
-    Buffers: ``packed`` ``(out, K * bits / 8)`` uint8 (:func:`pack_codes`) and ``scales``
-    ``(out, 2, K // 32)`` float16 (the scales, then the offsets), with ``K`` ``in_features``
-    rounded up to a multiple of 64. Build one with :meth:`from_linear`.
+    Buffers: ``packed`` ``(tiles, 16 K bits / 8)`` uint8 (:func:`pack_codes`) and ``scales``
+    ``(tiles, K // 32, 2, 16)`` float16 (:func:`pack_scales`), with ``K`` ``in_features``
+    rounded up to a multiple of 32 and ``tiles = ceil(out_features / 16)``. Build one with
+    :meth:`from_linear`.
 
     Args:
         in_features: Input size.
@@ -291,13 +317,14 @@ class IntDotLinear(nn.Module):
         if in_features < 1 or out_features < 1:
             raise ConfigError(f"a {out_features}x{in_features} layer has no weights")
         self.in_features, self.out_features, self.bits = in_features, out_features, bits
-        self.padded_in = -(-in_features // BLOCK) * BLOCK
+        self.padded_in = -(-in_features // GROUP) * GROUP
         self.packed: torch.Tensor
         self.scales: torch.Tensor
-        row_bytes = self.padded_in * bits // 8
-        self.register_buffer("packed", torch.zeros(out_features, row_bytes, dtype=torch.uint8))
-        groups = self.padded_in // GROUP
-        self.register_buffer("scales", torch.zeros(out_features, 2, groups, dtype=torch.float16))
+        tiles, groups = -(-out_features // TILE), self.padded_in // GROUP
+        tile_bytes = TILE * self.padded_in * bits // 8
+        self.register_buffer("packed", torch.zeros(tiles, tile_bytes, dtype=torch.uint8))
+        scales = torch.zeros(tiles, groups, 2, TILE, dtype=torch.float16)
+        self.register_buffer("scales", scales)
         self.bias = nn.Parameter(torch.zeros(out_features), requires_grad=False) if bias else None
 
     @classmethod
@@ -318,7 +345,7 @@ class IntDotLinear(nn.Module):
         padded = F.pad(weight.float(), (0, layer.padded_in - in_features))  # zeros: q=0, s=m=0
         codes, scale, offset = quantize_groups(padded, bits)
         layer.packed.copy_(pack_codes(codes, bits))
-        layer.scales.copy_(torch.stack([scale, offset], dim=1))  # (out, 2, G)
+        layer.scales.copy_(pack_scales(scale, offset))  # (tiles, G, 2, 16)
         if bias is not None:
             layer.bias = nn.Parameter(bias.detach().float().clone(), requires_grad=False)
         return layer
@@ -335,13 +362,13 @@ class IntDotLinear(nn.Module):
             rows = F.pad(rows, (0, self.padded_in - self.in_features))  # (B*T, K)
         if torch.compiler.is_compiling():  # an operator, which the compiled graph keeps whole
             op = int_dot_linear if _native_op is None else _native_op  # C++ one if built
-            y = op(rows, self.packed, self.scales, self.bits)  # (B*T, out)
+            y = op(rows, self.packed, self.scales, self.bits, self.out_features)  # (B*T, out)
         elif (ext := _extension()) is not None:
             # the kernel directly: a Python operator's dispatch costs ~9 us a call, as much as
             # a small layer's whole product
-            y = ext.int_dot_linear(rows, self.packed, self.scales, self.bits)
+            y = ext.int_dot_linear(rows, self.packed, self.scales, self.bits, self.out_features)
         else:
-            y = int_dot_reference(rows, self.packed, self.scales, self.bits)
+            y = int_dot_reference(rows, self.packed, self.scales, self.bits, self.out_features)
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)  # (..., out)
@@ -350,7 +377,8 @@ class IntDotLinear(nn.Module):
     def dequantized_weight(self) -> torch.Tensor:
         """The float32 ``(out, in)`` weight the layer multiplies by (before the activations'
         own rounding)."""
-        return dequantize(self.packed, self.scales, self.bits)[:, : self.in_features]
+        weight = dequantize(self.packed, self.scales, self.bits, self.out_features)
+        return weight[:, : self.in_features]
 
     def extra_repr(self) -> str:
         return (
