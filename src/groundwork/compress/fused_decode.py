@@ -157,7 +157,8 @@ class FusedLlamaStep:
         norms.append(stack.norm.weight.detach())
         attn = layers[0].self_attn
         self.model, self.cache = model, cache
-        self._stack, self._head = stack, model.lm_head
+        self._stack = stack
+        self._head: nn.Module = getattr(model, "lm_head")  # noqa: B009 (an nn.Module's attribute)
         self._step = ext.FusedLlamaStep(
             norms,
             packed,
