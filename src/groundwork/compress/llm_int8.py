@@ -55,7 +55,12 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
-from groundwork.compress.quantize import fit_grid, quantizable_linears, quantize_codes
+from groundwork.compress.quantize import (
+    fit_grid,
+    quantizable_linears,
+    quantize_codes,
+    set_submodule,
+)
 from groundwork.errors import ConfigError, DataError
 
 DEFAULT_THRESHOLD = 6.0
@@ -201,13 +206,6 @@ def check_threshold(threshold: float) -> None:
             f"threshold must be > 0, got {threshold}: at 0 every feature is an outlier and "
             "nothing is int8 (use math.inf for pure vector-wise int8)"
         )
-
-
-def set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
-    """Replace the submodule at dotted ``name`` (``model.layers.0.mlp.up_proj``)."""
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, module)
 
 
 @torch.no_grad()

@@ -216,6 +216,33 @@ def quantizable_linears(
     }
 
 
+def is_output_head(name: str) -> bool:
+    """Whether the qualified module name is a decoder's output head (``lm_head``)."""
+    return name == "lm_head" or name.endswith(".lm_head")
+
+
+def linear_plan(
+    model: nn.Module, body: str, head: str, skip: Iterable[str] = ()
+) -> dict[str, tuple[nn.Linear, str]]:
+    """Each ``nn.Linear`` of ``model`` by qualified name, with what a model transform makes of
+    it: ``head`` for the output head, ``body`` for the others; layers whose name ends with an
+    entry of ``skip`` are left out (the transforms of :mod:`~groundwork.compress.weight_only`
+    and :mod:`~groundwork.compress.int_dot`)."""
+    skip = tuple(skip)
+    return {
+        name: (module, head if is_output_head(name) else body)
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and not (skip and name.endswith(skip))
+    }
+
+
+def set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Replace the submodule at dotted ``name`` (``model.layers.0.mlp.up_proj``)."""
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)
+
+
 @torch.no_grad()
 def quantize_model_rtn(
     model: nn.Module,

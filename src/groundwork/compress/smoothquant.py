@@ -47,8 +47,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from groundwork.compress.llm_int8 import int8_matmul, set_submodule, vectorwise_quantize
-from groundwork.compress.quantize import quantizable_linears, quantize_codes
+from groundwork.compress.llm_int8 import int8_matmul, vectorwise_quantize
+from groundwork.compress.quantize import quantizable_linears, quantize_codes, set_submodule
 from groundwork.errors import ConfigError, DataError
 from groundwork.nn.norms import LayerNorm, RMSNorm
 

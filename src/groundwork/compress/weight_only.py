@@ -62,7 +62,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from groundwork.compress.quantize import fit_grid, quantize_codes
+from groundwork.compress.quantize import fit_grid, linear_plan, quantize_codes, set_submodule
 from groundwork.errors import ConfigError
 
 WeightOnlyScheme = Literal["int8", "int4"]
@@ -346,10 +346,6 @@ WeightOnlyLinear = Int8WeightOnlyLinear | Int4WeightOnlyLinear
 """Either weight-only layer."""
 
 
-def _is_head(name: str) -> bool:
-    return name == "lm_head" or name.endswith(".lm_head")
-
-
 # --8<-- [start:quantize_weights]
 @torch.no_grad()
 def quantize_weights(
@@ -397,34 +393,24 @@ def quantize_weights(
         raise ConfigError(f"fallback must be 'error', 'int8' or 'float', got {fallback!r}")
     if "int4" in (scheme, head) and group_size not in INT4_GROUP_SIZES:
         raise ConfigError(f"group_size must be one of {INT4_GROUP_SIZES}, got {group_size}")
-    skip = tuple(skip)
-    plan: dict[str, str] = {}
+    plan = linear_plan(model, scheme, head, skip)
     problems: list[str] = []
-    for name, module in model.named_modules():
-        if not isinstance(module, nn.Linear) or (skip and name.endswith(skip)):
-            continue
-        target: str = head if _is_head(name) else scheme
+    for name, (module, target) in plan.items():
         problem = int4_shape_problem(module.out_features, module.in_features, group_size)
         if target == "int4" and problem is not None:
             problems.append(f"{name} ({module.out_features}x{module.in_features}: {problem})")
-            target = fallback
-        if target != "float":
-            plan[name] = target
+            plan[name] = (module, fallback)
     if problems and fallback == "error":
         raise ConfigError(
             f"the int4 CPU kernel cannot take {len(problems)} layer(s): {'; '.join(problems)}. "
             "Use int8, pass fallback='int8', or skip them"
         )
-    for name, target in plan.items():
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name)
-        linear = getattr(parent, child)
-        new: nn.Module = (
-            Int8WeightOnlyLinear.from_linear(linear, dtype=dtype)
-            if target == "int8"
-            else Int4WeightOnlyLinear.from_linear(linear, group_size=group_size, dtype=dtype)
-        )
-        setattr(parent, child, new)
+    for name, (linear, target) in plan.items():
+        if target == "int8":
+            set_submodule(model, name, Int8WeightOnlyLinear.from_linear(linear, dtype=dtype))
+        elif target == "int4":
+            layer = Int4WeightOnlyLinear.from_linear(linear, group_size=group_size, dtype=dtype)
+            set_submodule(model, name, layer)
     return model
 
 
@@ -443,8 +429,7 @@ def dequantize_weights(model: nn.Module) -> nn.Module:
         linear = nn.Linear(module.in_features, module.out_features, bias=False, device="meta")
         linear.weight = nn.Parameter(module.dequantized_weight().to(dtype), requires_grad=False)
         linear.register_parameter("bias", module.bias)  # the same frozen float bias
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name), child, linear)
+        set_submodule(model, name, linear)
     return model
 
 

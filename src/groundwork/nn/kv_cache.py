@@ -59,12 +59,17 @@ class KVCache:
             The keys and values of positions ``0..start_pos+T-1``, ``(B, H_kv, start_pos+T, D)``:
             views into the cache, not copies.
         """
+        keys, values = self.tensors(layer)  # (B, H_kv, S, D)
         end, heads = start_pos + k.shape[2], self.heads(layer, k)
         if end > self.max_seq_len:
             raise ValueError(f"KV cache overflow: position {end} > max_seq_len {self.max_seq_len}")
-        self.k[layer, :, :heads, start_pos:end] = k
-        self.v[layer, :, :heads, start_pos:end] = v
-        return self.k[layer, :, :heads, :end], self.v[layer, :, :heads, :end]
+        keys[:, :heads, start_pos:end] = k
+        values[:, :heads, start_pos:end] = v
+        return keys[:, :heads, :end], values[:, :heads, :end]
+
+    def tensors(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The whole storage of ``layer``'s keys and values, ``(B, H_kv, S, D)`` each."""
+        return self.k[layer], self.v[layer]
 
     def heads(self, layer: int, k: torch.Tensor) -> int:
         """The key/value heads ``k`` ``(B, H_kv, T, D)`` brings to ``layer``: the cache holds
@@ -74,11 +79,11 @@ class KVCache:
         Raises:
             ValueError: more heads than the cache holds.
         """
-        heads = k.shape[1]
-        if heads > self.k.shape[2]:
+        heads, held = k.shape[1], self.tensors(layer)[0].shape[1]
+        if heads > held:
             raise ValueError(
-                f"layer {layer} has {heads} key/value heads but the KV cache holds "
-                f"{self.k.shape[2]}: make the cache with the model's new_kv_cache"
+                f"layer {layer} has {heads} key/value heads but the KV cache holds {held}: make "
+                "the cache with the model's new_kv_cache"
             )
         return heads
 
@@ -163,32 +168,19 @@ class StaticKVCache(KVCache):
         """As :meth:`KVCache.update` before :meth:`start_decoding`; in decode mode, write the
         step's ``k, v`` ``(B, H_kv, 1, D)`` at :attr:`index` (``start_pos`` is ignored) and
         return the whole cache ``(B, H_kv, S, D)`` of ``layer``."""
-        keys, values = self.keys[layer], self.values[layer]  # (B, H_kv, S, D)
+        if not self.decoding:
+            return super().update(layer, k, v, start_pos)
+        keys, values = self.tensors(layer)  # (B, H_kv, S, D)
         heads = self.heads(layer, k)
         if heads < keys.shape[1]:  # a layer with pruned heads uses the first ones
             keys, values = keys[:, :heads], values[:, :heads]
-        if not self.decoding:
-            end = start_pos + k.shape[2]
-            if end > self.max_seq_len:
-                raise ValueError(
-                    f"KV cache overflow: position {end} > max_seq_len {self.max_seq_len}"
-                )
-            keys[:, :, start_pos:end] = k
-            values[:, :, start_pos:end] = v
-            return keys[:, :, :end], values[:, :, :end]
         keys.index_copy_(2, self.index, k.to(keys.dtype))
         values.index_copy_(2, self.index, v.to(values.dtype))
         return keys, values
 
-    def heads(self, layer: int, k: torch.Tensor) -> int:
-        """As :meth:`KVCache.heads`, for this cache's per-layer tensors."""
-        held = self.keys[layer].shape[1]
-        if k.shape[1] > held:
-            raise ValueError(
-                f"layer {layer} has {k.shape[1]} key/value heads but the KV cache holds {held}: "
-                "make the cache with the model's new_kv_cache"
-            )
-        return k.shape[1]
+    def tensors(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """As :meth:`KVCache.tensors`: this cache's per-layer tensors."""
+        return self.keys[layer], self.values[layer]
 
     def key_mask(self, mask: torch.Tensor | None) -> torch.Tensor | None:
         """The mask attention uses with what :meth:`update` returned: the model's ``mask``

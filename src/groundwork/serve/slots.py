@@ -81,16 +81,10 @@ class PrefillView(KVCache):
         self.max_seq_len = cache.max_len
         self.seq_len = 0
 
-    def update(
-        self, layer: int, k: torch.Tensor, v: torch.Tensor, start_pos: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write ``k, v`` ``(count, H_kv, T, D)`` into the rows; return positions ``0..end-1``."""
-        end, h = start_pos + k.shape[2], k.shape[1]  # h: this layer's heads (fewer if pruned)
-        if end > self.max_seq_len:
-            raise ValueError(f"KV cache overflow: position {end} > max_len {self.max_seq_len}")
-        self.cache.k[layer, self.rows, :h, start_pos:end] = k
-        self.cache.v[layer, self.rows, :h, start_pos:end] = v
-        return self.cache.k[layer, self.rows, :h, :end], self.cache.v[layer, self.rows, :h, :end]
+    def tensors(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rows of ``layer``'s keys and values, ``(count, H_kv, max_len, D)`` views: what
+        :meth:`KVCache.update` writes into and returns."""
+        return self.cache.k[layer, self.rows], self.cache.v[layer, self.rows]
 
 
 class DecodeView(KVCache):
