@@ -366,8 +366,8 @@ DECODE_ROWS = {
     "rtn-int4-g32": "ours int4 g32",
     "gguf-q8_0": "llama.cpp Q8_0",
     "gguf-q4_0": "llama.cpp Q4_0",
-    "w8a8": "ours w8a8",
-    "w4a8": "ours w4a8",
+    "w8a8": "ours w8a8 fused",
+    "w4a8": "ours w4a8 fused",
 }
 
 
@@ -411,7 +411,8 @@ def write_table(record: dict[str, Any]) -> None:
         "Decode: batch-1 greedy tokens/s on one CPU thread "
         "(`benchmarks/quantized_decode.py`, chapter 18.7; machine in its JSON) for the formats "
         "that run on a real kernel; our int8 and int4 rows compute in bf16, and our W8A8/W4A8 "
-        "rows on 8-bit activations, all with an 8-bit head in the decode benchmark. "
+        "rows on 8-bit activations with the fused C++ decoding step, all with an 8-bit head in "
+        "the decode benchmark. "
         "The other rows are simulated (float weights holding grid values); GPTQ's and AWQ's "
         "int4 codes fit the same int4 kernel as RTN's.",
         "",

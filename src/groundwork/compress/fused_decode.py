@@ -1,11 +1,11 @@
 """The whole decoding step of a W4A8/W8A8 Llama in one C++ call: how llama.cpp decodes on a CPU.
 
 After :func:`~groundwork.compress.int_dot.quantize_int_dot`, SmolLM2-135M's matrix products for
-one token take about 6 ms on one core of the machine of chapter 18, yet a decoding step takes
-16 ms eagerly and 10-11 ms compiled: the rest is the price of running some four hundred small
+one token take about 5 ms on one core of the machine of chapter 18, yet a decoding step takes
+about 10 ms, eager or compiled: the rest is the price of running some four hundred small
 operations one by one (Python, the dispatcher, the compiled graph's wrapper and guards, a
-general attention kernel asked for one query). llama.cpp, whose products cost about the same,
-pays almost nothing of it, because its whole step is compiled code.
+general attention kernel asked for one query). llama.cpp pays almost nothing of it, because its
+whole step is compiled code.
 
 :class:`FusedLlamaStep` does the same for our models: ``fused_decode.cpp`` runs every layer of
 one token's step (RMSNorm, the 8-bit activation codes shared by q, k and v and by gate and up,
@@ -174,6 +174,7 @@ class FusedLlamaStep:
             float_products,
         )
 
+    # --8<-- [start:call]
     @torch.no_grad()
     def __call__(
         self, model: nn.Module, cache: StaticKVCache, ids: torch.Tensor, positions: torch.Tensor
@@ -190,6 +191,8 @@ class FusedLlamaStep:
         hidden = self._step.step(x.float(), cos[0, 0], sin[0, 0], int(cache.index.item()))
         cache.step_done()
         return self._head(hidden[None])  # (1, V)
+
+    # --8<-- [end:call]
 
 
 def fused_decoder(model: nn.Module, max_seq_len: int | None = None) -> StaticDecoder:

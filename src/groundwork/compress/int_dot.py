@@ -69,6 +69,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from groundwork.compress.quantize import linear_plan, set_submodule
 from groundwork.errors import ConfigError
 
 GROUP = 32
@@ -392,10 +393,6 @@ class IntDotLinear(nn.Module):
 IntDotScheme = Literal["w4a8", "w8a8"]
 
 
-def _is_head(name: str) -> bool:
-    return name == "lm_head" or name.endswith(".lm_head")
-
-
 @torch.no_grad()
 def quantize_int_dot(
     model: nn.Module,
@@ -415,24 +412,13 @@ def quantize_int_dot(
     Raises:
         ConfigError: an unknown scheme or head; a model not on the CPU.
     """
-    bits_of = {"w4a8": 4, "w8a8": 8}
-    if scheme not in bits_of:
+    bits_of = {"w4a8": 4, "w8a8": 8, "int8": 8, "int4": 4}  # the schemes, then the heads
+    if scheme not in ("w4a8", "w8a8"):
         raise ConfigError(f"scheme must be 'w4a8' or 'w8a8', got {scheme!r}")
     if head not in ("int8", "int4", "float"):
         raise ConfigError(f"head must be 'int8', 'int4' or 'float', got {head!r}")
-    skip = tuple(skip)
     _extension()  # build the kernel now (once, about 30 s), not in the middle of decoding
-    chosen: dict[str, int] = {}
-    for name, module in model.named_modules():
-        if not isinstance(module, nn.Linear) or (skip and name.endswith(skip)):
-            continue
-        if _is_head(name):
-            if head != "float":
-                chosen[name] = 8 if head == "int8" else 4
-        else:
-            chosen[name] = bits_of[scheme]
-    for name, bits in chosen.items():
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name)
-        setattr(parent, child, IntDotLinear.from_linear(getattr(parent, child), bits=bits))
+    for name, (linear, target) in linear_plan(model, scheme, head, skip).items():
+        if target != "float":
+            set_submodule(model, name, IntDotLinear.from_linear(linear, bits=bits_of[target]))
     return model
