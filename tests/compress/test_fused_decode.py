@@ -14,6 +14,7 @@ from torch import nn
 from groundwork.compress import fused_decode
 from groundwork.compress.fused_decode import FusedLlamaStep, fused_decoder, unsupported
 from groundwork.compress.int_dot import IntDotLinear, quantize_int_dot
+from groundwork.compress.quantize import set_submodule
 from groundwork.errors import ConfigError
 from groundwork.generate import GenerateOutput, GenerationConfig, StaticDecoder
 from groundwork.models import GPT, GPTConfig, Llama, LlamaConfig
@@ -47,8 +48,7 @@ def float_twin(model: Llama) -> Llama:
         if isinstance(module, IntDotLinear):
             linear = nn.Linear(module.in_features, module.out_features, bias=False)
             linear.weight.data = module.dequantized_weight()
-            parent, _, child = name.rpartition(".")
-            setattr(twin.get_submodule(parent), child, linear)
+            set_submodule(twin, name, linear)
     return twin
 
 
