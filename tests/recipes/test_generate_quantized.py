@@ -117,7 +117,7 @@ def test_int4_layers_the_kernel_cannot_take_stay_int8(
 
     code, out, err = run_cli(capsys, *argv, "--max-new-tokens", "8", "--quantize", "w4a8")
     assert code == 0 and err == "", err  # w4a8 pads any width: no note
-    assert out == in_process(llama_run, "w4a8", 8) + "\n"
+    assert out == fused_in_process(llama_run, "w4a8", 8) + "\n"  # a Llama: the fused step
     net = prepare_for_decoding(load_run(llama_run).model, "float32", "w4a8")
     assert all(not isinstance(m, nn.Linear) for m in net.modules())
     assert net.get_submodule("model.layers.1.mlp.down_proj").bits == 4
@@ -133,16 +133,25 @@ def test_bad_choices_are_refused_in_one_line(
     assert err.count("\n") == 1 and value in err
 
 
-def test_compiled_w4a8_llama_decodes_with_the_fused_step(
-    capsys: pytest.CaptureFixture[str], llama_run: Path
+def fused_in_process(run: Path, quantize: str, new: int) -> str:
+    """The greedy text of the run's model quantised here and decoded by the fused C++ step."""
+    net, tokenizer, _ = load_run(run)
+    ids = tokenizer.encode(PROMPT)
+    decoder = fused_decoder(quantize_int_dot(net, quantize), len(ids) + new)  # type: ignore[arg-type]
+    out = decoder.generate([ids], GenerationConfig(max_new_tokens=new, temperature=0))
+    return PROMPT + tokenizer.decode(out.sequences[0])
+
+
+@pytest.mark.parametrize("compile", [False, True])
+def test_w4a8_llama_streams_from_the_fused_step(
+    capsys: pytest.CaptureFixture[str], llama_run: Path, compile: bool
 ) -> None:
     argv = ["generate", str(llama_run), "--prompt", PROMPT, "--strategy", "greedy"]
-    code, out, err = run_cli(
-        capsys, *argv, "--max-new-tokens", "12", "--quantize", "w4a8", "--compile"
-    )
+    extra = ["--compile"] if compile else []
+    code, out, err = run_cli(capsys, *argv, "--max-new-tokens", "12", "--quantize", "w4a8", *extra)
     assert code == 0, err
-    net, tokenizer, _ = load_run(llama_run)
-    ids = tokenizer.encode(PROMPT)
-    decoder = fused_decoder(quantize_int_dot(net, "w4a8"), len(ids) + 12)
-    new = decoder.generate([ids], GenerationConfig(max_new_tokens=12, temperature=0)).sequences[0]
-    assert out == PROMPT + tokenizer.decode(new) + "\n"
+    assert out == fused_in_process(llama_run, "w4a8", 12) + "\n"
+    # past the context (64) the window slides: the PyTorch step streams instead
+    code, out, err = run_cli(capsys, *argv, "--max-new-tokens", "70", "--quantize", "w4a8")
+    assert code == 0, err
+    assert out == in_process(llama_run, "w4a8", 70) + "\n"

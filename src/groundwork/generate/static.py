@@ -19,7 +19,7 @@ The whole sequence must fit the model's context (no sliding window): prompt plus
 Chapter 10 (Decoding), "Static cache and compiled decoding".
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, cast
 
 import torch
@@ -141,7 +141,42 @@ class StaticDecoder:
                 the cache; what ``generate`` refuses (empty prompts, beams, stop strings
                 without ``decode``).
         """
-        self._check(prompts, config, decode)
+        if config.stop_strings and decode is None:
+            raise ConfigError("stop_strings need the text: pass decode=tokenizer.decode")
+        self._check(prompts, config)
+        rows = Stopping(
+            len(prompts),
+            config,
+            pad_id=pad_id,
+            eos_ids=eos_ids,
+            decode=decode,
+            device=self.cache.filled.device,
+        )
+        steps = self.steps(prompts, config, pad_id=pad_id, finished=lambda: rows.done)
+        for step, (next_ids, logits) in enumerate(steps):
+            if rows.record(step, next_ids, logits if return_logits else None):
+                break
+        return rows.output()
+
+    @torch.no_grad()
+    def steps(
+        self,
+        prompts: Sequence[Sequence[int]],
+        config: GenerationConfig,
+        *,
+        pad_id: int = 0,
+        finished: Callable[[], torch.Tensor] | None = None,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield ``(next_ids (B,), raw_logits (B, V))`` once per step, as
+        :func:`~groundwork.generate.decode.decode_steps` does (the caller stops by leaving the
+        loop; ``finished`` gives the rows whose next ids are ``pad_id``): the prefill, then one
+        fixed-shape :attr:`step` a token. What :meth:`generate` and streaming
+        (:func:`~groundwork.generate.stream.stream`'s ``steps``) are made of.
+
+        Raises:
+            ConfigError: as :meth:`generate` (at the first step).
+        """
+        self._check(prompts, config)
         model, cache, n = self.model, self.cache, config.max_new_tokens
         device = cache.filled.device
         batch = _left_pad(prompts, n, pad_id, device)
@@ -150,9 +185,6 @@ class StaticDecoder:
         generator = None
         if config.seed is not None:
             generator = torch.Generator(device=device).manual_seed(config.seed)
-        rows = Stopping(
-            len(prompts), config, pad_id=pad_id, eos_ids=eos_ids, decode=decode, device=device
-        )
 
         cache.reset()
         mask = batch.mask[:, :L]  # (B, L)
@@ -169,31 +201,23 @@ class StaticDecoder:
             seen = _penalty_ids(batch, end) if config.repetition_penalty else batch.ids[:, :end]
             scores = process_logits(logits.float(), seen, config)  # (B, V)
             next_ids = sample_next(scores, config, generator)
-            next_ids = torch.where(rows.done, pad_id, next_ids)  # (B,)
+            if finished is not None:
+                next_ids = torch.where(finished(), pad_id, next_ids)  # (B,)
             batch.ids[:, end] = next_ids
-            if rows.record(step, next_ids, logits if return_logits else None):
-                break
+            yield next_ids, logits
             if step < n - 1:
                 position = batch.lengths[:, None] + step  # (B, 1): the new token's position
                 ids = next_ids[:, None].clone()  # (B, 1), a fresh tensor for the graph
                 logits = self.step(model, cache, ids, position).clone()  # (B, V)
-        return rows.output()
 
     # --8<-- [end:static_generate]
 
-    def _check(
-        self,
-        prompts: Sequence[Sequence[int]],
-        config: GenerationConfig,
-        decode: Callable[[list[int]], str] | None,
-    ) -> None:
+    def _check(self, prompts: Sequence[Sequence[int]], config: GenerationConfig) -> None:
         check_prompts(self.model, prompts)
         if config.num_beams > 1:
             raise ConfigError(
                 f"num_beams={config.num_beams}: use groundwork.generate.beam for beam search"
             )
-        if config.stop_strings and decode is None:
-            raise ConfigError("stop_strings need the text: pass decode=tokenizer.decode")
         if len(prompts) != self.batch_size:
             raise ConfigError(
                 f"this decoder's static cache holds {self.batch_size} rows, got "

@@ -15,7 +15,7 @@ Nguyen et al. 2024). Chapter 10 (Decoding) of the docs.
 """
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -82,6 +82,7 @@ def stream(
     config: GenerationConfig,
     *,
     stop_at_eot: bool = True,
+    steps: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> Iterator[str]:
     """Generate a continuation of ``prompt_ids``, yielding text as soon as it is final.
 
@@ -96,6 +97,10 @@ def stream(
         prompt_ids: The prompt's token ids (at least one).
         config: Decoding settings, including ``stop_strings`` and ``stop_ids``.
         stop_at_eot: Also stop at ``tokenizer.eot_id``.
+        steps: The decoding steps to stream, ``(next_ids (1,), logits)`` pairs for
+            ``prompt_ids`` and ``config`` (default:
+            :func:`~groundwork.generate.decode.decode_steps` of ``model``); for instance a
+            :class:`~groundwork.generate.static.StaticDecoder`'s :meth:`steps`.
 
     Yields:
         Consecutive pieces of the generated text (never empty).
@@ -110,7 +115,9 @@ def stream(
         stop_ids.add(tokenizer.eot_id)
     new_ids: list[int] = []
     text, emitted = "", 0  # the decoded new ids; how many of its characters were yielded
-    for next_ids, _ in decode_steps(model, [prompt_ids], config):
+    if steps is None:
+        steps = decode_steps(model, [prompt_ids], config)
+    for next_ids, _ in steps:
         token = int(next_ids[0])  # one host sync per token: streaming needs each token now
         if token in stop_ids:
             break
@@ -149,6 +156,10 @@ def generate_text(
         prompt: The text to continue (not empty).
         config: Decoding settings.
         stop_at_eot: Also stop at ``tokenizer.eot_id``.
+        steps: The decoding steps to stream, ``(next_ids (1,), logits)`` pairs for
+            ``prompt_ids`` and ``config`` (default:
+            :func:`~groundwork.generate.decode.decode_steps` of ``model``); for instance a
+            :class:`~groundwork.generate.static.StaticDecoder`'s :meth:`steps`.
 
     Example:
         >>> import groundwork  # doctest: +SKIP

@@ -198,8 +198,10 @@ def generate(
             times 8-bit activations, integer dot products: the fastest); the head is 8-bit.
         compile: Decode with a static KV cache and a compiled decode step (CUDA graphs on a
             GPU; the first steps pay for compiling): prints the text when it is done, and
-            prompt plus max_new_tokens must fit the model's context. With --quantize w4a8 or
-            w8a8, a Llama-style model's step instead runs as one C++ call (nothing to compile).
+            prompt plus max_new_tokens must fit the model's context. A Llama-style model with
+            --quantize w4a8 or w8a8 needs no compiling: its decoding step runs as one C++ call
+            (streamed) whenever prompt plus max_new_tokens fit its context, with or without
+            --compile.
     """
     from groundwork.generate.beam import beam_search
     from groundwork.generate.config import GenerationConfig
@@ -244,32 +246,39 @@ def generate(
         best, _ = beam_search(net, ids, config, eos_ids=eos)[0]
         print(tokenizer.decode([i for i in best if i not in eos]))
         return
-    if compile:
-        print(_compiled_continuation(net, tokenizer, ids, config, quantize))
+    steps = _fused_steps(net, ids, config) if quantize in ("w4a8", "w8a8") else None
+    if compile and steps is None:
+        print(_compiled_continuation(net, tokenizer, ids, config))
         return
-    for piece in stream(net, tokenizer, ids, config):
+    for piece in stream(net, tokenizer, ids, config, steps=steps):
         print(piece, end="", flush=True)
     print()
 
 
-def _compiled_continuation(
-    net: Any, tokenizer: Any, ids: list[int], config: Any, quantize: str = "none"
-) -> str:
-    """The new text after ``ids``, decoded with a static cache and a compiled step
-    (:func:`~groundwork.generate.static.generate_static`), or for a w4a8/w8a8 Llama the fused
-    C++ step (:func:`~groundwork.compress.fused_decode.fused_decoder`): up to the end-of-text
-    token, cut before a stop string."""
+def _fused_steps(net: Any, ids: list[int], config: Any) -> Any:
+    """For a w4a8/w8a8 Llama whose prompt plus new tokens fit its context, the decoding steps of
+    :func:`~groundwork.compress.fused_decode.fused_decoder` (the whole step in one C++ call, the
+    fastest on a CPU); otherwise ``None`` (the PyTorch step)."""
     from groundwork.compress.fused_decode import fused_decoder, unsupported
+    from groundwork.generate.decode import context_window
+
+    limit = context_window(net)
+    need = len(ids) + config.max_new_tokens
+    if unsupported(net) is not None or (limit is not None and need > limit):
+        return None
+    return fused_decoder(net.eval(), need).steps([ids], config)
+
+
+def _compiled_continuation(net: Any, tokenizer: Any, ids: list[int], config: Any) -> str:
+    """The new text after ``ids``, decoded with a static cache and a compiled step
+    (:func:`~groundwork.generate.static.generate_static`): up to the end-of-text token, cut
+    before a stop string."""
     from groundwork.generate.static import generate_static
 
     eos = () if tokenizer.eot_id is None else (tokenizer.eot_id,)
-    if quantize in ("w4a8", "w8a8") and unsupported(net) is None:
-        decoder = fused_decoder(net.eval(), len(ids) + config.max_new_tokens)
-        out = decoder.generate([ids], config, eos_ids=eos, decode=tokenizer.decode)
-    else:
-        out = generate_static(
-            net.eval(), [ids], config, eos_ids=eos, decode=tokenizer.decode, compile=True
-        )
+    out = generate_static(
+        net.eval(), [ids], config, eos_ids=eos, decode=tokenizer.decode, compile=True
+    )
     text = tokenizer.decode([i for i in out.sequences[0] if i not in eos])
     for stop in config.stop_strings:
         text = text.split(stop, 1)[0]
