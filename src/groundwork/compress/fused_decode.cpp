@@ -84,14 +84,7 @@ void float_products(const Projection& p, const float* x, float* y) {
     float sum = 0.f;
     for (int64_t k = 0; k < p.K; ++k) {
       const int64_t g = k / kGroup, i = k % kGroup;
-      const uint8_t* wg = codes + t * tile_bytes + g * group_bytes;
-      int32_t q;
-      if (p.bits == 4) {
-        const uint8_t byte = wg[64 * ((i % 16) / 4) + 4 * l + i % 4];
-        q = i < 16 ? byte & 0x0F : byte >> 4;
-      } else {
-        q = wg[64 * (i / 4) + 4 * l + i % 4];
-      }
+      const int32_t q = tile_code(codes + t * tile_bytes + g * group_bytes, p.bits, l, i);
       const at::Half* sg = scales + (t * G + g) * 32;
       sum += (static_cast<float>(q) * static_cast<float>(sg[l]) + static_cast<float>(sg[16 + l])) *
              x[k];

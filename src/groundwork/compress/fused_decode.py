@@ -156,7 +156,7 @@ class FusedLlamaStep:
                 outputs.append(proj.out_features)
         norms.append(stack.norm.weight.detach())
         attn = layers[0].self_attn
-        self.model, self.cache = model, cache
+        self.cache = cache
         self._stack = stack
         self._head: nn.Module = getattr(model, "lm_head")  # noqa: B009 (an nn.Module's attribute)
         self._step = ext.FusedLlamaStep(
@@ -202,8 +202,6 @@ def fused_decoder(model: nn.Module, max_seq_len: int | None = None) -> StaticDec
     Raises:
         ConfigError: as :class:`FusedLlamaStep`.
     """
-    if (why := unsupported(model)) is not None:  # before a cache is allocated
-        raise ConfigError(f"fused decoding: {why}")
     decoder = StaticDecoder(model, 1, max_seq_len)
     decoder.step = FusedLlamaStep(model, decoder.cache)
     return decoder

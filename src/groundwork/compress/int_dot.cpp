@@ -203,16 +203,8 @@ void tile_dot(const uint8_t* w, const uint16_t* sc, const int8_t* a, int64_t lda
       for (int64_t g = 0; g < G; ++g) {
         const uint8_t* wg = w + g * kGroupBytes;
         int32_t dot = 0;
-        for (int64_t i = 0; i < kGroup; ++i) {
-          int32_t q;
-          if constexpr (Bits == 4) {  // input i: chunk (i % 16) / 4, high nibble from 16 on
-            const uint8_t byte = wg[64 * ((i % 16) / 4) + 4 * l + i % 4];
-            q = i < 16 ? byte & 0x0F : byte >> 4;
-          } else {
-            q = wg[64 * (i / 4) + 4 * l + i % 4];
-          }
-          dot += q * a[r * lda + g * kGroup + i];
-        }
+        const int8_t* ag = a + r * lda + g * kGroup;
+        for (int64_t i = 0; i < kGroup; ++i) dot += tile_code(wg, Bits, l, i) * ag[i];
         const float s = half_to_float(sc[g * 32 + l]), m = half_to_float(sc[g * 32 + 16 + l]);
         total += static_cast<float>(dot) * (s * d[r * ldd + g]) + m * da[r * ldd + g];
       }

@@ -26,6 +26,17 @@ namespace GW_OP_NAMESPACE {
 
 constexpr int64_t kGroup = 32;  // inputs per scale, of weights and activations alike
 
+// The code of row l (0..15) of a tile for input i (0..31) of a group, whose bytes start at wg
+// (int_dot.cpp's layout: quads of 4 inputs, 16 rows a 64-byte chunk; at 4 bits inputs i and
+// 16 + i share a byte)
+inline int32_t tile_code(const uint8_t* wg, int bits, int64_t l, int64_t i) {
+  if (bits == 4) {
+    const uint8_t byte = wg[64 * ((i % 16) / 4) + 4 * l + i % 4];
+    return i < 16 ? byte & 0x0F : byte >> 4;
+  }
+  return wg[64 * (i / 4) + 4 * l + i % 4];
+}
+
 // x (M, K) float -> codes a (M, K) int8, scales d (M, K/32), d * sum(a) (M, K/32)
 void quantize_activations(const float* x, int64_t M, int64_t K, int8_t* a, float* d, float* da);
 

@@ -156,10 +156,6 @@ def generate_text(
         prompt: The text to continue (not empty).
         config: Decoding settings.
         stop_at_eot: Also stop at ``tokenizer.eot_id``.
-        steps: The decoding steps to stream, ``(next_ids (1,), logits)`` pairs for
-            ``prompt_ids`` and ``config`` (default:
-            :func:`~groundwork.generate.decode.decode_steps` of ``model``); for instance a
-            :class:`~groundwork.generate.static.StaticDecoder`'s :meth:`steps`.
 
     Example:
         >>> import groundwork  # doctest: +SKIP
